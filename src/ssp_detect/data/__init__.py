@@ -1,0 +1,1 @@
+"""Data: decoding, simple-patch selection, preprocessing, layouts, datasets, degradations."""

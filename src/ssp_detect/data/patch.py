@@ -1,0 +1,164 @@
+"""Simple-patch selection: the patch of lowest texture diversity.
+
+Texture diversity of a patch (integer pixels, summed over R, G and B)::
+
+    L_div = sum |x[i,j]-x[i,j+1]| + sum |x[i,j]-x[i+1,j]|
+          + sum |x[i,j]-x[i+1,j+1]| + sum |x[i+1,j]-x[i,j+1]|
+
+Modes:
+
+* ``random``: the official behaviour. ``num_candidates`` (default (256 // patch)^2 = 64) crops with
+  uniform top-left corners (torchvision RandomCrop semantics), the lowest score kept (first on
+  ties). Results change with the random state.
+* ``seeded``: the same draw, but from a random generator seeded by ``seed`` and the image's own
+  pixels, so one image always gets the same patch, whatever the batch, worker or order.
+* ``exhaustive``: the true minimum over every position (first in row-major order on ties),
+  computed with integral images of the four difference maps.
+
+Images whose shorter side is below the patch size are first resized to 256x256 (bicubic), as in
+the official code.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+from PIL import Image
+
+Mode = Literal["random", "seeded", "exhaustive"]
+MODES: tuple[str, ...] = ("random", "seeded", "exhaustive")
+SMALL_IMAGE_SIZE = 256
+
+
+@dataclass(frozen=True)
+class PatchChoice:
+    """The chosen simple patch.
+
+    Attributes:
+        patch: The patch, uint8 (P, P, 3).
+        box: (x, y, w, h) in the pixels of the image that was searched (after the small-image
+            resize, if any; ``resized`` says so).
+        score: Its texture diversity.
+        resized: True when the image was smaller than the patch and was resized to 256x256.
+        candidates: (N, 2) array of the (y, x) corners that were scored; empty for exhaustive.
+    """
+
+    patch: np.ndarray
+    box: tuple[int, int, int, int]
+    score: int
+    resized: bool
+    candidates: np.ndarray
+
+
+def texture_diversity_batch(patches: np.ndarray) -> np.ndarray:
+    """Texture diversity of each patch of an (N, C, P, P) uint8 batch (channels first), int64 (N,)."""
+    x = patches.astype(np.int16)
+    n = x.shape[0]
+    horizontal = np.abs(x[..., :, :-1] - x[..., :, 1:]).reshape(n, -1).sum(axis=1)
+    vertical = np.abs(x[..., :-1, :] - x[..., 1:, :]).reshape(n, -1).sum(axis=1)
+    diagonal = np.abs(x[..., :-1, :-1] - x[..., 1:, 1:]).reshape(n, -1).sum(axis=1)
+    anti_diagonal = np.abs(x[..., 1:, :-1] - x[..., :-1, 1:]).reshape(n, -1).sum(axis=1)
+    return (horizontal + vertical + diagonal + anti_diagonal).astype(np.int64)
+
+
+def texture_diversity(patch: np.ndarray) -> int:
+    """Texture diversity of one (P, P, C) uint8 patch (channels last, as decoded)."""
+    return int(texture_diversity_batch(patch.transpose(2, 0, 1)[None])[0])
+
+
+def _box_sums(values: np.ndarray, rows: int, cols: int) -> np.ndarray:
+    """Sum of every rows x cols window of a 2-D array, via an integral image."""
+    integral = np.zeros((values.shape[0] + 1, values.shape[1] + 1), dtype=np.int64)
+    np.cumsum(np.cumsum(values, axis=0, dtype=np.int64), axis=1, out=integral[1:, 1:])
+    return integral[rows:, cols:] - integral[:-rows, cols:] - integral[rows:, :-cols] + integral[:-rows, :-cols]
+
+
+def exhaustive_scores(img: np.ndarray, patch_size: int) -> np.ndarray:
+    """Texture diversity of the patch at every top-left (y, x): shape (H-P+1, W-P+1), int64."""
+    x = img.astype(np.int16)
+    p = patch_size
+    horizontal = np.abs(x[:, :-1] - x[:, 1:]).sum(axis=2, dtype=np.int32)
+    vertical = np.abs(x[:-1, :] - x[1:, :]).sum(axis=2, dtype=np.int32)
+    diagonal = np.abs(x[:-1, :-1] - x[1:, 1:]).sum(axis=2, dtype=np.int32)
+    anti_diagonal = np.abs(x[1:, :-1] - x[:-1, 1:]).sum(axis=2, dtype=np.int32)
+    return (
+        _box_sums(horizontal, p, p - 1)
+        + _box_sums(vertical, p - 1, p)
+        + _box_sums(diagonal + anti_diagonal, p - 1, p - 1)
+    )
+
+
+def resize_if_small(img: np.ndarray, patch_size: int) -> tuple[np.ndarray, bool]:
+    """Apply the official small-image rule: shorter side below the patch -> 256x256 bicubic."""
+    if min(img.shape[0], img.shape[1]) >= patch_size:
+        return img, False
+    resized = Image.fromarray(img).resize((SMALL_IMAGE_SIZE, SMALL_IMAGE_SIZE), Image.BICUBIC)
+    return np.asarray(resized), True
+
+
+def default_num_candidates(patch_size: int) -> int:
+    """The official candidate count, (256 // patch_size)^2 (64 for 32x32 patches)."""
+    return max(1, (SMALL_IMAGE_SIZE // patch_size) ** 2)
+
+
+def image_rng(img: np.ndarray, seed: int) -> np.random.Generator:
+    """A random generator determined by ``seed`` and the image's pixels alone."""
+    digest = zlib.crc32(np.ascontiguousarray(img).data)
+    return np.random.default_rng([seed, digest, img.shape[0], img.shape[1]])
+
+
+def random_corners(rng: np.random.Generator, height: int, width: int, patch_size: int, n: int) -> np.ndarray:
+    """Draw n uniform top-left corners (y, x) of patch_size crops, as an (n, 2) int array."""
+    ys = rng.integers(0, height - patch_size + 1, size=n)
+    xs = rng.integers(0, width - patch_size + 1, size=n)
+    return np.stack([ys, xs], axis=1)
+
+
+def crops_at(img: np.ndarray, corners: np.ndarray, patch_size: int) -> np.ndarray:
+    """Gather the (N, 3, P, P) crops (channels first) at (y, x) corners without a Python loop."""
+    windows = sliding_window_view(img, (patch_size, patch_size), axis=(0, 1))  # (H', W', 3, P, P)
+    return windows[corners[:, 0], corners[:, 1]]
+
+
+def select_simplest_patch(
+    img: np.ndarray,
+    patch_size: int = 32,
+    mode: Mode = "seeded",
+    *,
+    num_candidates: int | None = None,
+    seed: int = 0,
+    rng: np.random.Generator | None = None,
+) -> PatchChoice:
+    """Choose the simplest (lowest texture diversity) patch of an RGB uint8 image.
+
+    Args:
+        img: (H, W, 3) uint8.
+        patch_size: Side of the square patch.
+        mode: ``random``, ``seeded`` or ``exhaustive`` (see the module docstring).
+        num_candidates: Candidates for ``random``/``seeded``; default (256 // patch_size)^2.
+        seed: Seed of ``seeded`` mode.
+        rng: Generator for ``random`` mode (a fresh unseeded one when None).
+    """
+    if mode not in MODES:
+        raise ValueError(f"Unknown patch mode {mode!r}; choose one of {', '.join(MODES)}.")
+    img, resized = resize_if_small(img, patch_size)
+    if mode == "exhaustive":
+        scores = exhaustive_scores(img, patch_size)
+        flat = int(np.argmin(scores))
+        y, x = divmod(flat, scores.shape[1])
+        corners = np.zeros((0, 2), dtype=np.int64)
+        score = int(scores[y, x])
+    else:
+        n = num_candidates or default_num_candidates(patch_size)
+        generator = image_rng(img, seed) if mode == "seeded" else (rng or np.random.default_rng())
+        corners = random_corners(generator, img.shape[0], img.shape[1], patch_size, n)
+        scores = texture_diversity_batch(crops_at(img, corners, patch_size))
+        best = int(np.argmin(scores))  # argmin returns the first minimum: a stable choice
+        y, x = (int(v) for v in corners[best])
+        score = int(scores[best])
+    patch = np.ascontiguousarray(img[y : y + patch_size, x : x + patch_size])
+    return PatchChoice(patch=patch, box=(x, y, patch_size, patch_size), score=score, resized=resized, candidates=corners)

@@ -1,0 +1,80 @@
+"""From a decoded image to what a model is fed: the simple patch, or the whole image resized.
+
+Workers produce uint8 tensors (3, S, S); normalisation to the model's mean and std happens on the
+model's device in :func:`normalize`, so the CPU ships 3 KB per 32x32 patch and no floats.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ssp_detect.data.patch import SMALL_IMAGE_SIZE, Mode, select_simplest_patch
+from ssp_detect.models.registry import ModelSpec
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """One preprocessed image: ``pixels`` uint8 (3, S, S), the patch ``box`` (x, y, w, h) and its
+    texture ``score`` (whole-image models: the full image and -1), and the (width, height) of the
+    image the box refers to (256x256 when a small image was resized first)."""
+
+    pixels: np.ndarray
+    box: tuple[int, int, int, int]
+    score: int
+    searched_size: tuple[int, int]
+
+
+@dataclass(frozen=True)
+class Preprocessor:
+    """Turns an RGB uint8 image into model input, according to a model's spec.
+
+    Args:
+        input: ``patch`` or ``image``.
+        patch_size: Simple-patch side.
+        image_size: Whole-image side (``image`` models).
+        mode: Patch selection mode (``random`` official, ``seeded`` or ``exhaustive``).
+        num_candidates: Candidates for random/seeded modes (None: the official 64).
+        seed: Seed of the ``seeded`` mode.
+    """
+
+    input: str = "patch"
+    patch_size: int = 32
+    image_size: int = 256
+    mode: Mode = "seeded"
+    num_candidates: int | None = None
+    seed: int = 0
+
+    @classmethod
+    def for_model(cls, spec: ModelSpec | dict[str, Any], **options: Any) -> Preprocessor:
+        """The preprocessor of a registered model (or a checkpoint's stored preprocess dict)."""
+        d = spec.preprocess_config() if isinstance(spec, ModelSpec) else spec
+        return cls(input=d["input"], patch_size=d["patch_size"], image_size=d["image_size"], **options)
+
+    @property
+    def size(self) -> int:
+        """Side of the model input."""
+        return self.patch_size if self.input == "patch" else self.image_size
+
+    def __call__(self, img: np.ndarray, rng: np.random.Generator | None = None) -> Prepared:
+        if self.input == "image":
+            resized = Image.fromarray(img).resize((self.image_size, self.image_size), Image.BILINEAR)
+            pixels = np.asarray(resized).transpose(2, 0, 1)
+            size = (img.shape[1], img.shape[0])
+            return Prepared(np.ascontiguousarray(pixels), (0, 0, *size), -1, size)
+        choice = select_simplest_patch(
+            img, self.patch_size, self.mode, num_candidates=self.num_candidates, seed=self.seed, rng=rng
+        )
+        searched = (SMALL_IMAGE_SIZE, SMALL_IMAGE_SIZE) if choice.resized else (img.shape[1], img.shape[0])
+        return Prepared(np.ascontiguousarray(choice.patch.transpose(2, 0, 1)), choice.box, choice.score, searched)
+
+
+def normalize(pixels: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
+    """uint8 (B, 3, S, S) -> float32 normalised with mean/std on [0, 1] pixels, on pixels' device."""
+    m = torch.tensor(mean, device=pixels.device, dtype=torch.float32).view(1, -1, 1, 1)
+    s = torch.tensor(std, device=pixels.device, dtype=torch.float32).view(1, -1, 1, 1)
+    return (pixels.float() / 255.0 - m) / s

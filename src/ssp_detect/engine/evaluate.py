@@ -1,0 +1,143 @@
+"""Scoring a dataset and summarising it per subset, as the mean over subsets and pooled."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler
+from tqdm import tqdm
+
+from ssp_detect.data.dataset import DetectionDataset, make_loader
+from ssp_detect.data.layouts import Sample
+from ssp_detect.data.preprocess import Preprocessor, normalize
+from ssp_detect.engine import distributed
+from ssp_detect.engine.metrics import METRIC_NAMES, binary_metrics
+from ssp_detect.engine.runtime import autocast
+from ssp_detect.models.loading import LoadedModel
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Predictions:
+    """Scores of a dataset, aligned by dataset ``index``; ``errors`` lists (index, message) of
+    images that could not be read."""
+
+    index: np.ndarray
+    label: np.ndarray
+    p_fake: np.ndarray
+    box: np.ndarray
+    score: np.ndarray
+    errors: list[tuple[int, str]] = field(default_factory=list)
+
+
+def make_eval_loader(dataset: DetectionDataset, *, batch_size: int, workers: int, pin_memory: bool) -> DataLoader:
+    """An in-order loader; under DDP each rank takes a share (padded, de-duplicated on gather)."""
+    sampler = DistributedSampler(dataset, shuffle=False) if distributed.is_distributed() else None
+    return make_loader(dataset, batch_size=batch_size, workers=workers, sampler=sampler, pin_memory=pin_memory)
+
+
+@torch.inference_mode()
+def predict_loader(
+    model: nn.Module,
+    loader: DataLoader,
+    *,
+    device: torch.device,
+    mean: Sequence[float],
+    std: Sequence[float],
+    precision: str = "fp32",
+    progress: bool = True,
+    desc: str = "eval",
+) -> Predictions:
+    """Run ``model`` over a loader built on :class:`DetectionDataset`; gathered over ranks under DDP.
+
+    Every rank returns the same, complete, de-duplicated predictions sorted by index.
+    """
+    was_training = model.training
+    model.eval()
+    parts: dict[str, list[Any]] = {k: [] for k in ("index", "label", "p_fake", "box", "score")}
+    errors: list[tuple[int, str]] = []
+    channels_last = device.type == "cuda"
+    for batch in tqdm(loader, desc=desc, disable=not progress or not distributed.is_main(), leave=False, unit="batch"):
+        errors += batch["errors"]
+        if batch["pixels"] is None:
+            continue
+        x = normalize(batch["pixels"].to(device, non_blocking=True), mean, std)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(device, precision):
+            logits = model(x)
+        parts["p_fake"].append(torch.sigmoid(logits.float()).cpu().numpy())
+        for key in ("index", "label", "box", "score"):
+            parts[key].append(batch[key].numpy())
+    model.train(was_training)
+    arrays = {
+        "index": np.concatenate(parts["index"]) if parts["index"] else np.zeros(0, dtype=np.int64),
+        "label": np.concatenate(parts["label"]).astype(np.int64) if parts["label"] else np.zeros(0, dtype=np.int64),
+        "p_fake": np.concatenate(parts["p_fake"]).astype(np.float64) if parts["p_fake"] else np.zeros(0),
+        "box": np.concatenate(parts["box"]) if parts["box"] else np.zeros((0, 4), dtype=np.int64),
+        "score": np.concatenate(parts["score"]) if parts["score"] else np.zeros(0, dtype=np.int64),
+    }
+    arrays, errors = distributed.gather_predictions(arrays, errors)
+    order = np.argsort(arrays["index"], kind="stable")
+    return Predictions(**{k: v[order] for k, v in arrays.items()}, errors=sorted(errors))
+
+
+def summarize(samples: Sequence[Sample], preds: Predictions, threshold: float = 0.5) -> dict[str, Any]:
+    """Per-subset metrics, their mean over subsets, and the pooled metrics over all images.
+
+    Returns:
+        ``{"subsets": {name: metrics}, "mean_over_subsets": metrics, "pooled": metrics,
+        "threshold": t, "n_images": n, "n_unreadable": k, "unreadable": [{"path", "error"}]}``
+    """
+    subset_of = np.array([samples[i].subset for i in preds.index]) if len(preds.index) else np.array([], dtype=str)
+    names = sorted({s.subset for s in samples})
+    subsets = {}
+    for name in names:
+        m = subset_of == name
+        if m.any():
+            subsets[name] = binary_metrics(preds.label[m], preds.p_fake[m], threshold)
+    mean = {k: float(np.nanmean([v[k] for v in subsets.values()])) if subsets and not all(math.isnan(v[k]) for v in subsets.values()) else math.nan for k in METRIC_NAMES}
+    mean["n_real"] = int(sum(v["n_real"] for v in subsets.values()))
+    mean["n_fake"] = int(sum(v["n_fake"] for v in subsets.values()))
+    return {
+        "subsets": subsets,
+        "mean_over_subsets": mean,
+        "pooled": binary_metrics(preds.label, preds.p_fake, threshold),
+        "threshold": threshold,
+        "n_images": len(samples),
+        "n_unreadable": len(preds.errors),
+        "unreadable": [{"path": samples[i].path, "error": msg} for i, msg in preds.errors],
+    }
+
+
+def evaluate_model(
+    loaded: LoadedModel,
+    samples: Sequence[Sample],
+    *,
+    device: torch.device,
+    precision: str,
+    batch_size: int = 64,
+    workers: int = 0,
+    patch_mode: str = "seeded",
+    seed: int = 0,
+    threshold: float | None = None,
+    progress: bool = True,
+    desc: str = "test",
+) -> tuple[dict[str, Any], Predictions]:
+    """Score ``samples`` with a loaded model and summarise them (see :func:`summarize`)."""
+    dataset = DetectionDataset(samples, Preprocessor.for_model(loaded.spec, mode=patch_mode, seed=seed), seed=seed)
+    loader = make_eval_loader(dataset, batch_size=batch_size, workers=workers, pin_memory=device.type == "cuda")
+    model = loaded.model.to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    preds = predict_loader(model, loader, device=device, mean=loaded.spec.mean, std=loaded.spec.std, precision=precision, progress=progress, desc=desc)
+    summary = summarize(samples, preds, loaded.threshold if threshold is None else threshold)
+    return summary, preds

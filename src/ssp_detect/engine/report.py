@@ -1,0 +1,125 @@
+"""Writing results as Markdown, CSV and JSON tables, and the cross-generator heatmap."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+COLUMNS = ("n_real", "n_fake", "real_acc", "fake_acc", "acc", "ap", "auc", "eer", "best_acc", "best_threshold")
+_PERCENT = {"real_acc", "fake_acc", "acc", "ap", "auc", "eer", "best_acc"}
+_HEADERS = {
+    "n_real": "real", "n_fake": "fake", "real_acc": "real acc %", "fake_acc": "fake acc %", "acc": "acc@t %",
+    "ap": "AP %", "auc": "AUC %", "eer": "EER %", "best_acc": "best acc %", "best_threshold": "best t",
+}
+MEAN_ROW, POOLED_ROW = "mean over subsets", "pooled (all images)"
+
+
+def _fmt(key: str, value: float) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if key.startswith("n_"):
+        return str(int(value))
+    if key in _PERCENT:
+        return f"{100 * value:.1f}"
+    return f"{value:.3f}"
+
+
+def summary_rows(summary: dict[str, Any]) -> list[tuple[str, dict[str, float]]]:
+    """(row name, metrics) for every subset, then the mean over subsets, then pooled."""
+    rows = list(summary["subsets"].items())
+    if len(rows) > 1:
+        rows.append((MEAN_ROW, summary["mean_over_subsets"]))
+    rows.append((POOLED_ROW, summary["pooled"]))
+    return rows
+
+
+def markdown_table(summary: dict[str, Any]) -> str:
+    """The per-subset table as Markdown (percentages with one decimal)."""
+    head = "| subset | " + " | ".join(_HEADERS[c] for c in COLUMNS) + " |"
+    sep = "|---|" + "---:|" * len(COLUMNS)
+    lines = [head, sep]
+    for name, m in summary_rows(summary):
+        lines.append(f"| {name} | " + " | ".join(_fmt(c, m.get(c, math.nan)) for c in COLUMNS) + " |")
+    return "\n".join(lines)
+
+
+def to_jsonable(obj: Any) -> Any:
+    if isinstance(obj, float) and math.isnan(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """JSON with NaN written as null."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(to_jsonable(obj), indent=2) + "\n")
+
+
+def write_summary(summary: dict[str, Any], out_dir: str | Path, *, stem: str = "results", title: str = "", notes: Sequence[str] = ()) -> list[Path]:
+    """Write ``<stem>.md``, ``<stem>.csv`` and ``<stem>.json`` into ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    md = [f"# {title}" if title else "# Results", "", markdown_table(summary), ""]
+    md.append(f"Threshold t = {summary['threshold']:.3f}; {summary['n_images']} images, {summary['n_unreadable']} unreadable (skipped).")
+    md += [""] + [f"- {n}" for n in notes]
+    if summary["unreadable"]:
+        md += ["", "Unreadable images (skipped, not replaced):", ""] + [f"- `{u['path']}`: {u['error']}" for u in summary["unreadable"]]
+    (out / f"{stem}.md").write_text("\n".join(md) + "\n")
+    with (out / f"{stem}.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["subset", *COLUMNS])
+        for name, m in summary_rows(summary):
+            w.writerow([name, *("" if (v := to_jsonable(m.get(c, math.nan))) is None else v for c in COLUMNS)])
+    write_json(out / f"{stem}.json", summary)
+    return [out / f"{stem}.{ext}" for ext in ("md", "csv", "json")]
+
+
+def write_cross_eval(matrix: np.ndarray, train_names: Sequence[str], test_names: Sequence[str], out_dir: str | Path, *, metric: str = "acc") -> list[Path]:
+    """The train-subset x test-subset matrix (rows: checkpoints) as Markdown, CSV, JSON and a
+    heatmap PNG, with a mean column as in the paper."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    means = np.nanmean(matrix, axis=1) if matrix.size else np.zeros(0)
+    head = f"| trained on \\ tested on ({metric} %) | " + " | ".join(test_names) + " | mean |"
+    lines = [head, "|---|" + "---:|" * (len(test_names) + 1)]
+    for name, row, mean in zip(train_names, matrix, means):
+        lines.append(f"| {name} | " + " | ".join(_fmt(metric, v) for v in row) + f" | {_fmt(metric, mean)} |")
+    (out / "cross_eval.md").write_text("\n".join(lines) + "\n")
+    with (out / "cross_eval.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["trained_on", *test_names, "mean"])
+        for name, row, mean in zip(train_names, matrix, means):
+            w.writerow([name, *(f"{v:.6f}" for v in row), f"{mean:.6f}"])
+    write_json(out / "cross_eval.json", {"metric": metric, "train": list(train_names), "test": list(test_names), "matrix": matrix.tolist(), "mean": means.tolist()})
+    full = np.concatenate([matrix, means[:, None]], axis=1) * 100
+    fig, ax = plt.subplots(figsize=(1.1 * (len(test_names) + 1) + 2.5, 0.6 * len(train_names) + 2))
+    im = ax.imshow(full, cmap="viridis", vmin=np.nanmin([50.0, np.nanmin(full)]), vmax=100.0, aspect="auto")
+    ax.set_xticks(range(len(test_names) + 1), [*test_names, "mean"], rotation=35, ha="right")
+    ax.set_yticks(range(len(train_names)), list(train_names))
+    ax.set_xlabel("tested on")
+    ax.set_ylabel("trained on")
+    for i in range(full.shape[0]):
+        for j in range(full.shape[1]):
+            ax.text(j, i, "-" if np.isnan(full[i, j]) else f"{full[i, j]:.1f}", ha="center", va="center", color="white" if full[i, j] < 80 else "black", fontsize=9)
+    fig.colorbar(im, ax=ax, label=f"{metric} %")
+    fig.tight_layout()
+    fig.savefig(out / "cross_eval.png", dpi=120)
+    plt.close(fig)
+    return [out / f"cross_eval.{e}" for e in ("md", "csv", "json", "png")]

@@ -1,0 +1,53 @@
+"""Device and numeric-precision choices."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+
+import torch
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+class DeviceError(ValueError):
+    """A device that cannot be used here."""
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` picks CUDA when available, else the CPU; ``cpu``, ``cuda`` or ``cuda:N`` force one."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise DeviceError(f"Unknown device {name!r}; use auto, cpu, cuda or cuda:N.") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise DeviceError(f"Device {name!r} was asked for but CUDA is not available here; use --device cpu.")
+    return device
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto`` means bf16 autocast on CUDA and fp32 on the CPU."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"Unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}.")
+    if precision == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"
+    return precision
+
+
+@contextlib.contextmanager
+def autocast(device: torch.device, precision: str) -> Iterator[None]:
+    """bf16 autocast when asked for (the SRM step stays fp32 inside the model), else nothing."""
+    if precision == "bf16":
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
+            yield
+    else:
+        yield
+
+
+def default_workers() -> int:
+    """DataLoader workers: one per core, leaving one for the main process, at most 16."""
+    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(0, min(16, n - 1))

@@ -1,0 +1,304 @@
+"""The training loop: the official SSP recipe by default, reproducible and resumable.
+
+Data flow per step: files -> (augment) -> simple patch (random mode, as the official code) -> uint8
+batch -> normalised on the device -> model -> BCE with logits against fake = 1.
+
+Validation runs every epoch on data that is *not* the test set: by default a fixed holdout of the
+training images (GenImage's ``val`` folders are the test set). The best checkpoint is chosen on
+that validation data, never on the test set.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+import zlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DistributedSampler
+from tqdm import tqdm
+
+from ssp_detect.config import TrainConfig, save_config
+from ssp_detect.data.dataset import DetectionDataset, is_jpeg_file, make_loader
+from ssp_detect.data.degradations import TrainAugment, format_match_probabilities
+from ssp_detect.data.layouts import Sample, load_samples
+from ssp_detect.data.preprocess import Preprocessor, normalize
+from ssp_detect.engine import distributed
+from ssp_detect.engine.evaluate import make_eval_loader, predict_loader, summarize
+from ssp_detect.engine.runtime import autocast, default_workers, resolve_device, resolve_precision
+from ssp_detect.models.checkpoint import read_checkpoint_file, save_checkpoint
+from ssp_detect.models.registry import create_model, get_spec
+
+log = logging.getLogger(__name__)
+
+
+class TrainError(ValueError):
+    """A training set-up that cannot run; the message says what to change."""
+
+
+def poly_lr(base_lr: float, epoch: int, epochs: int, power: float) -> float:
+    """The official poly schedule, epochs counted from 1: ``base * (1 - epoch / epochs) ** power``.
+
+    The first epoch already runs decayed and the last runs at 0, as in the official code.
+    """
+    return base_lr * (1 - epoch / epochs) ** power
+
+
+def holdout_split(samples: Sequence[Sample], fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
+    """Split samples into (train, holdout) by a hash of the file name: stable across runs and
+    machines, independent of the order of files."""
+    cut = int(fraction * 10_000)
+    is_held = [zlib.crc32(f"{seed}:{Path(s.path).parent.name}/{Path(s.path).name}".encode()) % 10_000 < cut for s in samples]
+    train = [s for s, h in zip(samples, is_held) if not h]
+    held = [s for s, h in zip(samples, is_held) if h]
+    return train, held
+
+
+def load_train_val(cfg: TrainConfig) -> tuple[list[Sample], list[Sample], str]:
+    """Training and validation samples, and a sentence saying what the validation data is."""
+    train = load_samples(cfg.data, layout=cfg.layout, split=cfg.train_split, subsets=cfg.subsets, real=cfg.real, fake=cfg.fake)
+    if cfg.val_split == "holdout":
+        if not 0 < cfg.val_fraction < 1:
+            raise TrainError(f"--val-fraction must be between 0 and 1, not {cfg.val_fraction}.")
+        train, val = holdout_split(train, cfg.val_fraction, cfg.seed)
+        what = f"a fixed {cfg.val_fraction:.0%} holdout of the training images ({len(val)} images; not the test set)"
+    else:
+        val = load_samples(cfg.val_data or cfg.data, layout=cfg.layout, split=cfg.val_split, subsets=cfg.val_subsets or cfg.subsets, real=cfg.val_real, fake=cfg.val_fake)
+        what = f"split '{cfg.val_split}' of {cfg.val_data or cfg.data or cfg.val_real} ({len(val)} images; make sure it is not your test set)"
+    for name, part in (("training", train), ("validation", val)):
+        labels = {s.label for s in part}
+        if labels != {0, 1}:
+            raise TrainError(f"The {name} data needs both real and fake images; it has {'only real' if labels == {0} else 'only fake' if labels == {1} else 'none'}.")
+    return train, val, what
+
+
+def estimate_qualities(paths: Sequence[str], limit: int = 200) -> list[int]:
+    """JPEG qualities estimated from up to ``limit`` JPEG files (default [90] if none)."""
+    from ssp_detect.data.jpeg_quality import estimate_jpeg_quality
+
+    found = [q for p in list(paths)[:limit] if (q := estimate_jpeg_quality(p)) is not None]
+    return found or [90]
+
+
+def make_augment(cfg: TrainConfig, train: Sequence[Sample]) -> TrainAugment:
+    """The training augmentation of a config, with format matching resolved on the data."""
+    probs = (0.0, 0.0)
+    qualities: list[int] = cfg.format_match_qualities or [90]
+    if cfg.format_match == "auto":
+        shares = []
+        for label in (0, 1):
+            files = [s.path for s in train if s.label == label]
+            shares.append(sum(map(is_jpeg_file, files)) / max(1, len(files)))
+        probs = format_match_probabilities(*shares)
+        if cfg.format_match_qualities is None:
+            qualities = estimate_qualities([s.path for s in train if is_jpeg_file(s.path)])
+        log.info("format matching: JPEG share real %.2f fake %.2f -> compress non-JPEG real with p=%.2f, fake with p=%.2f at qualities %s",
+                 shares[0], shares[1], probs[0], probs[1], sorted(set(qualities)))
+    elif cfg.format_match not in ("off", "auto"):
+        try:
+            probs = tuple(float(v) for v in cfg.format_match.split(","))  # type: ignore[assignment]
+            assert len(probs) == 2
+        except (ValueError, AssertionError) as exc:
+            raise TrainError(f"--format-match must be off, auto, or P_REAL,P_FAKE; got {cfg.format_match!r}.") from exc
+    return TrainAugment(
+        blur_prob=cfg.blur_prob, blur_sig=tuple(cfg.blur_sig), jpg_prob=cfg.jpg_prob, jpg_method=tuple(cfg.jpg_method),
+        jpg_qual=tuple(cfg.jpg_qual), format_match_probs=probs, format_match_qualities=tuple(qualities),
+    )
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    model = model.module if isinstance(model, DistributedDataParallel) else model
+    return getattr(model, "_orig_mod", model)
+
+
+def _setup_logging(out: Path) -> logging.Handler | None:
+    if not distributed.is_main():
+        return None
+    handler = logging.FileHandler(out / "train.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger("ssp_detect").addHandler(handler)
+    return handler
+
+
+class _MetricsLog:
+    """One JSON object per line, written by rank 0 only."""
+
+    def __init__(self, path: Path, append: bool) -> None:
+        self.file = path.open("a" if append else "w") if distributed.is_main() else None
+
+    def write(self, record: dict[str, Any]) -> None:
+        if self.file:
+            from ssp_detect.engine.report import to_jsonable
+
+            self.file.write(json.dumps(to_jsonable(record)) + "\n")
+            self.file.flush()
+
+    def close(self) -> None:
+        if self.file:
+            self.file.close()
+
+
+def train_one_epoch(
+    model: nn.Module,
+    loader: Any,
+    optimizer: torch.optim.Optimizer,
+    *,
+    device: torch.device,
+    precision: str,
+    mean: Sequence[float],
+    std: Sequence[float],
+    max_steps: int | None,
+    epoch: int,
+    metrics: _MetricsLog,
+    log_every: int,
+    progress: bool,
+) -> dict[str, float]:
+    """One pass over the training loader; returns mean loss, images seen, images/s, skipped."""
+    model.train()
+    loss_fn = nn.BCEWithLogitsLoss()
+    total = seen = skipped = 0.0
+    steps = min(len(loader), max_steps) if max_steps else len(loader)
+    start = time.perf_counter()
+    bar = tqdm(total=steps, desc=f"epoch {epoch}", disable=not progress or not distributed.is_main(), leave=False, unit="step")
+    for step, batch in enumerate(loader, start=1):
+        skipped += len(batch["errors"])
+        for index, msg in batch["errors"]:
+            log.warning("skipped unreadable training image: %s", msg)
+        if batch["pixels"] is not None:
+            x = normalize(batch["pixels"].to(device, non_blocking=True), mean, std)
+            if device.type == "cuda":
+                x = x.contiguous(memory_format=torch.channels_last)
+            y = batch["label"].to(device, non_blocking=True)
+            with autocast(device, precision):
+                logits = model(x)
+            loss = loss_fn(logits.float(), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * len(y)
+            seen += len(y)
+            if step % log_every == 0:
+                metrics.write({"type": "step", "epoch": epoch, "step": step, "loss": loss.item(), "lr": optimizer.param_groups[0]["lr"]})
+            bar.set_postfix(loss=f"{total / max(seen, 1):.4f}")
+        bar.update(1)
+        if step >= steps:
+            break
+    bar.close()
+    elapsed = time.perf_counter() - start
+    return {
+        "train_loss": distributed.average(total / max(seen, 1)),
+        "images": seen * distributed.world_size(),
+        "images_per_s": seen * distributed.world_size() / max(elapsed, 1e-9),
+        "skipped": skipped,
+    }
+
+
+def train(cfg: TrainConfig, *, resume: str | Path | None = None) -> dict[str, Any]:
+    """Train as configured; returns the paths written and the best validation metrics.
+
+    Args:
+        cfg: The resolved configuration.
+        resume: A ``last.pt`` to continue from exactly (model, optimizer, epoch, best so far).
+    """
+    device = distributed.setup(resolve_device(cfg.device))
+    precision = resolve_precision(cfg.precision, device)
+    out = Path(cfg.out)
+    if distributed.is_main():
+        out.mkdir(parents=True, exist_ok=True)
+    distributed.barrier()
+    handler = _setup_logging(out)
+    try:
+        return _train(cfg, device, precision, out, resume)
+    finally:
+        if handler:
+            logging.getLogger("ssp_detect").removeHandler(handler)
+            handler.close()
+
+
+def _train(cfg: TrainConfig, device: torch.device, precision: str, out: Path, resume: str | Path | None) -> dict[str, Any]:
+    spec = get_spec(cfg.model)
+    train_samples, val_samples, val_what = load_train_val(cfg)
+    log.info("model %s on %s (%s); %d training images; validation: %s", cfg.model, device, precision, len(train_samples), val_what)
+    workers = default_workers() if cfg.workers is None else cfg.workers
+    pin = device.type == "cuda"
+    options = {"num_candidates": cfg.num_candidates, "seed": cfg.seed}
+    train_ds = DetectionDataset(train_samples, Preprocessor.for_model(spec, mode=cfg.patch_mode, **options), augment=make_augment(cfg, train_samples), seed=cfg.seed)
+    eval_pre = Preprocessor.for_model(spec, mode=cfg.eval_patch_mode, **options)
+    val_ds = DetectionDataset(val_samples, eval_pre, seed=cfg.seed)
+    probe_idx = np.random.default_rng(cfg.seed).permutation(len(train_samples))[: cfg.train_eval_samples]
+    probe_samples = [train_samples[i] for i in sorted(probe_idx)]
+    probe_ds = DetectionDataset(probe_samples, eval_pre, seed=cfg.seed)
+
+    sampler = DistributedSampler(train_ds, num_replicas=distributed.world_size(), rank=distributed.rank(), shuffle=True, seed=cfg.seed)
+    train_loader = make_loader(train_ds, batch_size=cfg.batch_size, workers=workers, sampler=sampler, pin_memory=pin, drop_last=len(train_ds) >= cfg.batch_size * distributed.world_size() * 2)
+    val_loader = make_eval_loader(val_ds, batch_size=cfg.batch_size, workers=workers, pin_memory=pin)
+    probe_loader = make_eval_loader(probe_ds, batch_size=cfg.batch_size, workers=workers, pin_memory=pin)
+
+    torch.manual_seed(cfg.seed)
+    model = create_model(cfg.model, backbone_weights=cfg.backbone_weights).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    start_epoch, best, history = 1, -math.inf, []
+    if resume:
+        state = read_checkpoint_file(resume)
+        if state.get("model") != cfg.model:
+            raise TrainError(f"{resume} is a {state.get('model')!r} checkpoint, but the config trains {cfg.model!r}.")
+        model.load_state_dict(state["state_dict"])
+        optimizer.load_state_dict(state["optimizer"])
+        start_epoch, best, history = int(state["epoch"]) + 1, float(state["best"]), list(state.get("history", []))
+        log.info("resumed from %s at epoch %d", resume, start_epoch)
+    train_model: nn.Module = model
+    if cfg.compile:
+        train_model = torch.compile(train_model)
+    if distributed.is_distributed():
+        train_model = DistributedDataParallel(train_model, device_ids=[device.index] if device.type == "cuda" else None)
+    if distributed.is_main():
+        save_config(cfg, out / "config.yaml")
+    metrics = _MetricsLog(out / "metrics.jsonl", append=resume is not None)
+    common = {"device": device, "precision": precision, "mean": spec.mean, "std": spec.std}
+    payload_base = {"model": cfg.model, "preprocess": spec.preprocess_config() | {"mode": cfg.eval_patch_mode}, "threshold": 0.5, "train_config": cfg.to_dict()}
+    result: dict[str, Any] = {"out": str(out), "best": str(out / "best.pt"), "last": str(out / "last.pt")}
+    try:
+        for epoch in range(start_epoch, cfg.epochs + 1):
+            lr = poly_lr(cfg.lr, epoch, cfg.epochs, cfg.poly_power)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            sampler.set_epoch(epoch)
+            train_ds.set_epoch(epoch)
+            started = time.perf_counter()
+            stats = train_one_epoch(train_model, train_loader, optimizer, max_steps=cfg.steps_per_epoch, epoch=epoch, metrics=metrics, log_every=cfg.log_every, progress=cfg.progress, **common)
+            val = summarize(val_samples, predict_loader(model, val_loader, progress=cfg.progress, desc="val", **common))
+            probe = summarize(probe_samples, predict_loader(model, probe_loader, progress=cfg.progress, desc="train-eval", **common))
+            record = {"type": "epoch", "epoch": epoch, "lr": lr, **stats, "time_s": time.perf_counter() - started,
+                      "val": val["pooled"], "val_mean_over_subsets": val["mean_over_subsets"], "train_eval": probe["pooled"]}
+            metrics.write(record)
+            history.append({k: record[k] for k in ("epoch", "lr", "train_loss")} | {"val_acc": val["pooled"]["acc"], "val_auc": val["pooled"]["auc"], "train_eval_acc": probe["pooled"]["acc"]})
+            score = val["pooled"][cfg.select_metric]
+            log.info("epoch %d/%d lr %.2e loss %.4f | val acc %.3f auc %.3f | eval-mode on training sample acc %.3f auc %.3f | %.1f img/s",
+                     epoch, cfg.epochs, lr, stats["train_loss"], val["pooled"]["acc"], val["pooled"]["auc"], probe["pooled"]["acc"], probe["pooled"]["auc"], stats["images_per_s"])
+            if stats["train_loss"] < 0.2 and probe["pooled"]["acc"] < 0.6:
+                log.warning("training loss is low (%.3f) but eval-mode accuracy on training images is %.2f: the model relies on "
+                            "batch statistics or augmentation-only cues; try a GroupNorm model (ssp-gn, ssp-native-gn).", stats["train_loss"], probe["pooled"]["acc"])
+            improved = not math.isnan(score) and score > best
+            best = max(best, score) if not math.isnan(score) else best
+            if distributed.is_main():
+                payload = payload_base | {"state_dict": _unwrap(model).state_dict(), "epoch": epoch, "best": best, "history": history,
+                                          "metrics": {"val": val["pooled"], "val_mean_over_subsets": val["mean_over_subsets"], "train_eval": probe["pooled"], "validation_data": val_what}}
+                save_checkpoint(out / "last.pt", payload | {"optimizer": optimizer.state_dict()})
+                if improved:
+                    save_checkpoint(out / "best.pt", payload)
+            distributed.barrier()
+            result["best_val"] = val["pooled"] if improved else result.get("best_val", val["pooled"])
+    finally:
+        metrics.close()
+    result["history"] = history
+    return result

@@ -1,0 +1,79 @@
+"""ResNet backbones with a one-logit head, in the torchvision layout.
+
+The paper's backbone is torchvision's ResNet-50 (stride in the 3x3 conv of each bottleneck) with
+BatchNorm and its fc replaced by ``Linear(2048, 1)``. Two switches exist for the variants beyond
+the paper that train from random weights (see ``docs/models.md``):
+
+* ``norm="group"``: GroupNorm(32) instead of BatchNorm, so no decision depends on the other
+  images of a batch.
+* ``stem="native"``: a 3x3 stride-1 first conv and no max-pool, for a 32x32 input whose
+  resolution must be kept.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import nn
+from torchvision.models import resnet
+
+from ssp_detect.models.checkpoint import CheckpointError, read_state_dict
+
+log = logging.getLogger(__name__)
+
+Norm = Literal["batch", "group"]
+Stem = Literal["standard", "native"]
+
+_ARCHS = {"resnet50": resnet.resnet50, "resnet18": resnet.resnet18}
+
+
+def _group_norm(channels: int) -> nn.GroupNorm:
+    return nn.GroupNorm(32, channels)
+
+
+def build_resnet(arch: str = "resnet50", *, norm: Norm = "batch", stem: Stem = "standard") -> resnet.ResNet:
+    """Build a randomly initialised ResNet with a single-logit fc.
+
+    Args:
+        arch: ``resnet50`` (the paper's) or ``resnet18``.
+        norm: ``batch`` (the paper's) or ``group``.
+        stem: ``standard`` (7x7 stride-2 conv + max-pool) or ``native`` (3x3 stride-1, no pool).
+    """
+    if arch not in _ARCHS:
+        raise ValueError(f"Unknown backbone {arch!r}; choose one of {sorted(_ARCHS)}.")
+    norm_layer = nn.BatchNorm2d if norm == "batch" else _group_norm
+    net = _ARCHS[arch](weights=None, num_classes=1, norm_layer=norm_layer)
+    if stem == "native":
+        net.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+        net.maxpool = nn.Identity()
+    return net
+
+
+def load_backbone_weights(net: nn.Module, path: str | Path) -> None:
+    """Copy a local torchvision ResNet state dict (e.g. ImageNet weights) into ``net``.
+
+    The classifier (``fc.*``) is never copied. Tensors whose name or shape do not exist in ``net``
+    (a changed stem, BatchNorm statistics under GroupNorm) are skipped and logged.
+
+    Raises:
+        CheckpointError: the file is missing, unreadable, or not a matching ResNet state dict.
+    """
+    state = read_state_dict(path)
+    own = net.state_dict()
+    usable = {k: v for k, v in state.items() if not k.startswith("fc.") and k in own and own[k].shape == v.shape}
+    wanted = [k for k, v in own.items() if not k.startswith("fc.") and v.is_floating_point()]
+    covered = sum(1 for k in wanted if k in usable)
+    if covered < 0.8 * len(wanted):
+        raise CheckpointError(
+            f"{path} does not look like a torchvision ResNet state dict for this backbone "
+            f"({covered} of {len(wanted)} tensors match); pass the weights of a matching "
+            "torchvision ResNet (e.g. resnet50 ImageNet weights saved with torch.save(model.state_dict()))."
+        )
+    skipped = sorted(set(state) - set(usable) - {k for k in state if k.startswith("fc.")})
+    if skipped:
+        log.info("backbone weights: skipped %d tensors that do not fit: %s", len(skipped), ", ".join(skipped[:8]))
+    net.load_state_dict(usable, strict=False)
+    log.info("backbone weights: loaded %d tensors from %s", len(usable), path)

@@ -1,0 +1,88 @@
+"""Checkpoint files: reading state dicts safely, our own format, and official SSP checkpoints.
+
+Inside ssp-detect labels are real = 0 and fake = 1 and every model's logit is the log-odds of
+*fake*. The official SSP code uses real = 1, so its logit is the log-odds of *real*. An official
+checkpoint is converted once, here, by negating the final layer: ``sigmoid(-z) = 1 - sigmoid(z)``,
+so every decision stays the same.
+
+Our checkpoints are dicts of plain types and tensors (loadable with ``weights_only=True``)::
+
+    {"format": "ssp-detect/1", "model": "ssp-native-gn", "state_dict": {...},
+     "label_convention": "real=0,fake=1", "threshold": 0.5, "preprocess": {...},
+     "train_config": {...}, "metrics": {...}, "epoch": 12}
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+FORMAT = "ssp-detect/1"
+OUR_CONVENTION = "real=0,fake=1"
+OFFICIAL_CONVENTION = "real=1,fake=0"
+
+
+class CheckpointError(ValueError):
+    """A weights file that cannot be used; the message says which file and why."""
+
+
+def read_checkpoint_file(path: str | Path) -> dict[str, Any]:
+    """Load a ``.pt``/``.pth`` file with ``weights_only=True`` onto the CPU."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"Weights file {path} does not exist; check the path.")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for corrupt or foreign files
+        raise CheckpointError(f"Weights file {path} could not be read as a PyTorch checkpoint ({exc.__class__.__name__}).") from exc
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"Weights file {path} holds a {type(obj).__name__}, not a state dict.")
+    return obj
+
+
+def unwrap_state_dict(obj: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """Return the tensors of a state dict, unwrapping ``state_dict``/``model`` and ``module.``."""
+    for key in ("state_dict", "model"):
+        if isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    state = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    if state and all(k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    return state
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read the tensors of any state-dict file (ours, official, or a plain torchvision one)."""
+    state = unwrap_state_dict(read_checkpoint_file(path))
+    if not state:
+        raise CheckpointError(f"Weights file {path} holds no tensors.")
+    return state
+
+
+def is_ours(obj: dict[str, Any]) -> bool:
+    """True for a checkpoint written by ssp-detect."""
+    return obj.get("format") == FORMAT
+
+
+def official_to_ours(state: dict[str, torch.Tensor], head: str = "disc.fc") -> dict[str, torch.Tensor]:
+    """Convert an official (real = 1) state dict to our convention by negating the final layer."""
+    missing = [f"{head}.weight", f"{head}.bias"]
+    missing = [k for k in missing if k not in state]
+    if missing:
+        raise CheckpointError(f"Official-style state dict lacks {', '.join(missing)}.")
+    state = dict(state)
+    state[f"{head}.weight"] = -state[f"{head}.weight"]
+    state[f"{head}.bias"] = -state[f"{head}.bias"]
+    return state
+
+
+def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
+    """Write a checkpoint atomically (temporary file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save({"format": FORMAT, "label_convention": OUR_CONVENTION, **payload}, tmp)
+    tmp.replace(path)

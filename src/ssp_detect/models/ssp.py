@@ -1,0 +1,86 @@
+"""SSP: the single-simple-patch detector of the paper, and variants that train from scratch.
+
+Forward of the paper's model, on a normalised simple patch (B, 3, 32, 32):
+bilinear upsampling to 256x256 -> fixed SRM high-pass -> Hardtanh(-3, 3) -> ResNet-50 -> logit.
+
+The variants exist because the paper's model does not learn from random weights (measured in
+``../shared/FACTS.md`` section 5 and ``docs/models.md``): BatchNorm lets it use batch statistics,
+and after x8 upsampling the SRM filters mostly see the interpolation grid.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ssp_detect.models.backbone import Norm, Stem, build_resnet
+from ssp_detect.models.registry import ModelSpec, register_model
+from ssp_detect.models.srm import SRMFilter
+
+
+class SSPNet(nn.Module):
+    """SRM residual of the simple patch, classified by a ResNet.
+
+    Attribute names (``srm``, ``disc``) match the official code, so its state dicts load as-is.
+
+    Args:
+        upsample_to: Side the patch is upsampled to (bilinear, align_corners=False); None keeps
+            the native resolution.
+        srm_first: Apply the SRM filter before upsampling (on the patch's own pixels).
+        arch, norm, stem: Backbone options, see :func:`build_resnet`.
+    """
+
+    def __init__(
+        self,
+        *,
+        upsample_to: int | None = 256,
+        srm_first: bool = False,
+        arch: str = "resnet50",
+        norm: Norm = "batch",
+        stem: Stem = "standard",
+    ) -> None:
+        super().__init__()
+        self.upsample_to = upsample_to
+        self.srm_first = srm_first
+        self.srm = SRMFilter()
+        self.disc = build_resnet(arch, norm=norm, stem=stem)
+
+    def residual(self, x: torch.Tensor) -> torch.Tensor:
+        """The clipped SRM residual that the backbone sees, float32."""
+        if not self.srm_first and self.upsample_to is not None:
+            x = F.interpolate(x.float(), size=(self.upsample_to, self.upsample_to), mode="bilinear", align_corners=False)
+        x = F.hardtanh(self.srm(x), -3.0, 3.0)
+        if self.srm_first and self.upsample_to is not None:
+            x = F.interpolate(x, size=(self.upsample_to, self.upsample_to), mode="bilinear", align_corners=False)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of *fake*, shape (B,)."""
+        return self.disc(self.residual(x)).squeeze(1)
+
+
+register_model(
+    ModelSpec(
+        name="ssp",
+        builder=SSPNet,
+        paper=True,
+        description="The paper's SSP: 32x32 simple patch, bilinear x8, SRM, ResNet-50 (BatchNorm). Loads official checkpoints.",
+    )
+)
+register_model(
+    ModelSpec(
+        name="ssp-gn",
+        builder=partial(SSPNet, norm="group"),
+        description="SSP with GroupNorm in the ResNet-50: no batch-statistics cue; trains from random weights.",
+    )
+)
+register_model(
+    ModelSpec(
+        name="ssp-native-gn",
+        builder=partial(SSPNet, upsample_to=None, srm_first=True, norm="group", stem="native"),
+        description="SRM on the native 32x32 patch, ResNet-50 with a stride-1 stem and GroupNorm: ~1/4 of SSP's compute, learns best from scratch.",
+    )
+)

@@ -1,0 +1,65 @@
+"""Shared fixtures: tiny image trees and small checkpoints built in tmp_path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ssp_detect.models.checkpoint import save_checkpoint
+from ssp_detect.models.registry import create_model, get_spec
+
+
+def noisy_image(rng: np.random.Generator, size: tuple[int, int] = (64, 80), noise: float = 8.0) -> np.ndarray:
+    """A smooth gradient plus Gaussian noise of the given strength, RGB uint8 (H, W, 3)."""
+    h, w = size
+    base = np.linspace(40, 200, w)[None, :, None] + np.linspace(0, 30, h)[:, None, None]
+    img = base + rng.normal(0, noise, (h, w, 3)) if noise else base + np.zeros((h, w, 3))
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def write_image(path: Path, img: np.ndarray) -> Path:
+    """Save an RGB array to path (format from the suffix)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(img).save(path)
+    return path
+
+
+def make_genimage_tree(root: Path, subsets=("sdv4", "adm"), n: int = 6, seed: int = 0, splits=("train", "val")) -> Path:
+    """A GenImage-layout tree where real images are noisy and fake images are smooth.
+
+    Folder names are the official long names (``imagenet_ai_0419_sdv4``...).
+    """
+    from ssp_detect.data.layouts import GENIMAGE_SUBSETS
+
+    rng = np.random.default_rng(seed)
+    for subset in subsets:
+        folder = GENIMAGE_SUBSETS.get(subset, subset)
+        for split in splits:
+            for i in range(n):
+                write_image(root / folder / split / "nature" / f"r{i}.png", noisy_image(rng, noise=12.0))
+                write_image(root / folder / split / "ai" / f"f{i}.png", noisy_image(rng, noise=0.0))
+    return root
+
+
+def make_checkpoint(path: Path, model: str = "ssp-native-gn", threshold: float = 0.5, seed: int = 0) -> Path:
+    """Save a randomly initialised model as an ssp-detect checkpoint."""
+    torch.manual_seed(seed)
+    net = create_model(model)
+    save_checkpoint(path, {"model": model, "state_dict": net.state_dict(), "threshold": threshold,
+                           "preprocess": get_spec(model).preprocess_config()})
+    return path
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(1234)
+
+
+@pytest.fixture(scope="session")
+def checkpoint_path(tmp_path_factory) -> Path:
+    """A random ssp-native-gn checkpoint shared by the tests of a session."""
+    return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "model.pt")
