@@ -120,6 +120,7 @@ def add_train_parser(sub) -> None:
     m.add_argument("--lr", type=float, help="Adam learning rate (default 1e-4), poly-decayed per epoch.")
     m.add_argument("--weight-decay", type=float, help="Adam weight decay (default 0).")
     m.add_argument("--steps-per-epoch", type=int, help="Stop each epoch after this many steps (default: the whole set).")
+    m.add_argument("--stop-after", type=int, help="Stop after this epoch (the schedule still spans --epochs); continue later with --resume, e.g. across job time limits.")
     m.add_argument("--select-metric", choices=["acc", "auc", "ap"], help="Validation metric that picks best.pt (default acc, as official).")
     a = p.add_argument_group("augmentation (applied to the whole image before patch selection)")
     a.add_argument("--blur-prob", type=float, help="Probability of Gaussian blur (default 0).")
@@ -145,7 +146,7 @@ def add_train_parser(sub) -> None:
 
 
 _TRAIN_KEYS = ("data", "layout", "subsets", "train_split", "val_split", "val_fraction", "val_data", "val_subsets", "real", "fake", "val_real", "val_fake",
-               "model", "backbone_weights", "epochs", "batch_size", "lr", "weight_decay", "steps_per_epoch", "select_metric", "blur_prob", "blur_sig",
+               "model", "backbone_weights", "epochs", "batch_size", "lr", "weight_decay", "steps_per_epoch", "stop_after", "select_metric", "blur_prob", "blur_sig",
                "jpg_prob", "jpg_method", "jpg_qual", "format_match", "format_match_qualities", "patch_mode", "eval_patch_mode", "num_candidates",
                "seed", "workers", "device", "precision", "compile", "train_eval_samples", "strict", "progress", "out")
 

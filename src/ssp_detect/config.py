@@ -48,6 +48,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     poly_power: float = 0.9
     steps_per_epoch: int | None = None
+    stop_after: int | None = None
     select_metric: str = "acc"
     # augmentation (official options, off by default), applied before patch selection
     blur_prob: float = 0.0

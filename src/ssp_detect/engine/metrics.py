@@ -13,7 +13,7 @@ METRIC_NAMES = ("n_real", "n_fake", "real_acc", "fake_acc", "acc", "ap", "auc", 
 def equal_error_rate(labels: np.ndarray, p_fake: np.ndarray) -> float:
     """The error rate where false-positive and false-negative rates meet: the mean of the two at
     the ROC point where they are closest."""
-    fpr, tpr, _ = roc_curve(labels, p_fake)
+    fpr, tpr, _ = roc_curve(labels, p_fake, drop_intermediate=False)
     fnr = 1 - tpr
     i = int(np.argmin(np.abs(fnr - fpr)))
     return float((fpr[i] + fnr[i]) / 2)

@@ -123,8 +123,12 @@ def _setup_logging(out: Path) -> logging.Handler | None:
     if not distributed.is_main():
         return None
     handler = logging.FileHandler(out / "train.log")
+    handler.setLevel(logging.INFO)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.getLogger("ssp_detect").addHandler(handler)
+    logger = logging.getLogger("ssp_detect")
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
     return handler
 
 
@@ -298,6 +302,9 @@ def _train(cfg: TrainConfig, device: torch.device, precision: str, out: Path, re
                     save_checkpoint(out / "best.pt", payload)
             distributed.barrier()
             result["best_val"] = val["pooled"] if improved else result.get("best_val", val["pooled"])
+            if cfg.stop_after is not None and epoch >= cfg.stop_after and epoch < cfg.epochs:
+                log.info("stopping after epoch %d as asked; continue with --resume %s", epoch, out / "last.pt")
+                break
     finally:
         metrics.close()
     result["history"] = history

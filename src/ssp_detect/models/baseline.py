@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 from torch import nn
 
-from ssp_detect.models.backbone import build_resnet
+from ssp_detect.models.backbone import Norm, build_resnet
 from ssp_detect.models.registry import ModelSpec, register_model
 
 
 class WholeImageNet(nn.Module):
-    """A ResNet-50 on the whole (resized, normalised) image; backbone named ``disc`` like SSP's."""
+    """A ResNet on the whole (resized, normalised) image; backbone named ``disc`` like SSP's."""
 
-    def __init__(self) -> None:
+    def __init__(self, arch: str = "resnet50", norm: Norm = "batch") -> None:
         super().__init__()
-        self.disc = build_resnet("resnet50")
+        self.disc = build_resnet(arch, norm=norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of *fake*, shape (B,)."""
@@ -28,5 +30,13 @@ register_model(
         input="image",
         paper=True,
         description="The paper's ResNet-50 baseline: whole image resized to 256x256.",
+    )
+)
+register_model(
+    ModelSpec(
+        name="baseline-lite",
+        builder=partial(WholeImageNet, arch="compact", norm="group"),
+        input="image",
+        description="The whole-image baseline with ssp-lite's compact ResNet (GroupNorm): the CPU demo's like-for-like comparison.",
     )
 )

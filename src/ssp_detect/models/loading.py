@@ -82,7 +82,10 @@ def load_model(path: str | Path, *, model_name: str | None = None) -> LoadedMode
     except KeyError as exc:
         raise CheckpointError(f"{path}: {exc.args[0]}") from exc
     model = create_model(name)
-    result = model.load_state_dict(state, strict=False)
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path} does not fit model {name!r}: tensor shapes differ ({str(exc).splitlines()[-1].strip()}).") from exc
     if result.missing_keys or result.unexpected_keys:
         raise CheckpointError(
             f"{path} does not fit model {name!r}: {len(result.missing_keys)} missing tensors "

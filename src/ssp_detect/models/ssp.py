@@ -84,3 +84,10 @@ register_model(
         description="SRM on the native 32x32 patch, ResNet-50 with a stride-1 stem and GroupNorm: ~1/4 of SSP's compute, learns best from scratch.",
     )
 )
+register_model(
+    ModelSpec(
+        name="ssp-lite",
+        builder=partial(SSPNet, upsample_to=None, srm_first=True, arch="compact", norm="group", stem="native"),
+        description="ssp-native-gn with a compact ResNet (one basic block per stage, widths 32-256): trains on a CPU in minutes; the demo's model.",
+    )
+)

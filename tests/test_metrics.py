@@ -1,0 +1,42 @@
+import math
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from ssp_detect.engine.calibrate import choose_threshold, threshold_for_fpr
+from ssp_detect.engine.metrics import best_threshold_accuracy, binary_metrics, equal_error_rate
+
+
+def test_hand_computed_metrics():
+    labels = np.array([0, 0, 0, 1, 1, 1])
+    p = np.array([0.1, 0.4, 0.6, 0.3, 0.7, 0.9])
+    m = binary_metrics(labels, p, 0.5)
+    assert m["real_acc"] == pytest.approx(2 / 3) and m["fake_acc"] == pytest.approx(2 / 3) and m["acc"] == pytest.approx(4 / 6)
+    assert m["auc"] == pytest.approx(roc_auc_score(labels, p)) == pytest.approx(7 / 9)
+    assert m["eer"] == pytest.approx(1 / 3)
+    assert m["best_acc"] == pytest.approx(5 / 6) and 0.6 < m["best_threshold"] <= 0.7  # call the top two fake
+
+
+def test_best_threshold_separates_perfectly():
+    labels = np.array([0, 0, 1, 1])
+    p = np.array([0.61, 0.62, 0.8, 0.9])
+    acc, t = best_threshold_accuracy(labels, p)
+    assert acc == 1.0 and 0.62 < t <= 0.8
+    assert binary_metrics(labels, p, 0.5)["acc"] == 0.5  # everything called fake at 0.5
+    assert equal_error_rate(labels, p) == 0.0
+
+
+def test_single_class_gives_nan_not_a_crash():
+    m = binary_metrics(np.array([1, 1]), np.array([0.2, 0.9]))
+    assert m["fake_acc"] == 0.5 and math.isnan(m["auc"]) and math.isnan(m["real_acc"])
+
+
+def test_threshold_for_target_fpr():
+    labels = np.array([0] * 10 + [1] * 5)
+    p = np.concatenate([np.linspace(0.0, 0.9, 10), [0.95] * 5])
+    t = threshold_for_fpr(labels, p, 0.2)  # at most 2 of 10 reals may score >= t
+    assert ((p[:10] >= t).sum()) == 2 and (p[10:] >= t).all()
+    t0 = threshold_for_fpr(labels, p, 0.0)
+    assert (p[:10] >= t0).sum() == 0
+    assert choose_threshold(labels, p) == pytest.approx((0.9 + 0.95) / 2)
