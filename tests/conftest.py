@@ -45,7 +45,7 @@ def make_genimage_tree(root: Path, subsets=("sdv4", "adm"), n: int = 6, seed: in
     return root
 
 
-def make_checkpoint(path: Path, model: str = "ssp-native-gn", threshold: float = 0.5, seed: int = 0) -> Path:
+def make_checkpoint(path: Path, model: str = "ssp-lite", threshold: float = 0.5, seed: int = 0) -> Path:
     """Save a randomly initialised model as an ssp-detect checkpoint."""
     torch.manual_seed(seed)
     net = create_model(model)
@@ -61,5 +61,5 @@ def rng() -> np.random.Generator:
 
 @pytest.fixture(scope="session")
 def checkpoint_path(tmp_path_factory) -> Path:
-    """A random ssp-native-gn checkpoint shared by the tests of a session."""
+    """A random ssp-lite checkpoint shared by the tests of a session."""
     return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "model.pt")

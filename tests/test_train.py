@@ -15,7 +15,7 @@ def test_poly_schedule_is_the_official_one():
 
 
 def _train_args(root, out, *extra):
-    return ["train", "--data", str(root), "--subsets", "sdv4", "--model", "ssp-native-gn", "--batch-size", "6", "--steps-per-epoch", "3",
+    return ["train", "--data", str(root), "--subsets", "sdv4", "--model", "ssp-lite", "--batch-size", "6", "--steps-per-epoch", "3",
             "--workers", "0", "--train-eval-samples", "8", "--val-fraction", "0.2", "--no-progress", "--out", str(out), *extra]
 
 
@@ -35,7 +35,7 @@ def test_cli_training_learns_and_its_checkpoint_tests(tree, tmp_path, capsys):
         assert (out / name).is_file()
     assert "holdout of the training images" in (out / "train.log").read_text()
     ckpt = read_checkpoint_file(out / "best.pt")
-    assert ckpt["model"] == "ssp-native-gn" and ckpt["train_config"]["subsets"] == ["sdv4"] and "optimizer" not in ckpt
+    assert ckpt["model"] == "ssp-lite" and ckpt["train_config"]["subsets"] == ["sdv4"] and "optimizer" not in ckpt
     # The checkpoint alone is enough to test: noisy reals vs smooth fakes are easy to tell apart.
     assert main(["test", "--weights", str(out / "best.pt"), "--data", str(tree), "--workers", "0", "--no-progress", "--out", str(tmp_path / "t")]) == 0
     res = json.loads((tmp_path / "t" / "results.json").read_text())

@@ -373,7 +373,7 @@ def add_serve_parser(sub) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     p.add_argument("--threshold", type=float, help="Decision threshold (default: the checkpoint's).")
-    p.add_argument("--max-upload-mb", type=float, default=d.max_upload_bytes / 1e6, help=f"Largest accepted upload per file in MB (default {d.max_upload_bytes / 1e6:g}).")
+    p.add_argument("--max-upload-mb", type=float, default=d.max_upload_bytes / 1e6, help=f"Largest accepted request body in MB (default {d.max_upload_bytes / 1e6:g}).")
     p.add_argument("--max-pixels", type=int, default=d.max_pixels, help=f"Largest accepted image in pixels (default {d.max_pixels:,}).")
     p.add_argument("--max-files", type=int, default=d.max_files, help=f"Most images per request (default {d.max_files}).")
     p.add_argument("--max-batch", type=int, default=d.max_batch, help=f"Most images per model batch (default {d.max_batch}).")

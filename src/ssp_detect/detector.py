@@ -156,7 +156,7 @@ class Detector:
             logits = self.model(x)
         return torch.sigmoid(logits.float()).cpu().numpy().astype(np.float64)
 
-    def _detection(self, source: ImageSource, prepared: Prepared | None, p: float | None, error: str | None) -> Detection:
+    def make_detection(self, source: ImageSource, prepared: Prepared | None, p: float | None, error: str | None) -> Detection:
         if prepared is None or p is None:
             return Detection(describe_source(source), None, None, self.threshold, error=error)
         label = "fake" if p >= self.threshold else "real"
@@ -183,7 +183,7 @@ class Detector:
                 p_by_index = dict(zip(good, probs.tolist()))
                 for i, source in enumerate(chunk):
                     prep, err = results[i]
-                    yield self._detection(source, prep, p_by_index.get(i), err)
+                    yield self.make_detection(source, prep, p_by_index.get(i), err)
 
     def predict(self, images: ImageSource | Sequence[ImageSource], *, batch_size: int = 32) -> Detection | list[Detection]:
         """Detect one image (returns a Detection) or a list of images (returns a list)."""

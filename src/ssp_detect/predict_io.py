@@ -78,7 +78,8 @@ class ResultWriter:
         elif d.error:
             self.stream.write(f"{'ERROR':<6} {'':>7}  {'':<13} {d.source}: {d.error}\n")
         else:
-            self.stream.write(f"{d.label:<6} {d.p_fake:7.4f}  {f'({row['x']},{row['y']})':<13} {d.source}\n")
+            corner = f"({row['x']},{row['y']})"
+            self.stream.write(f"{d.label:<6} {d.p_fake:7.4f}  {corner:<13} {d.source}\n")
         self.count += 1
         if self.stream is sys.stdout:
             self.stream.flush()
