@@ -21,8 +21,8 @@ from PIL import Image
 
 from ssp_detect.data.decode import DEFAULT_MAX_PIXELS, ImageDecodeError, load_rgb, to_rgb_array
 from ssp_detect.data.patch import Mode
-from ssp_detect.data.preprocess import Prepared, Preprocessor, normalize
-from ssp_detect.engine.runtime import autocast, resolve_device, resolve_precision
+from ssp_detect.data.preprocess import Prepared, Preprocessor
+from ssp_detect.engine.runtime import autocast, model_input, place_model, resolve_device, resolve_precision
 from ssp_detect.models.loading import LoadedModel, load_model
 
 log = logging.getLogger(__name__)
@@ -105,9 +105,7 @@ class Detector:
         self.threshold = loaded.threshold if threshold is None else float(threshold)
         self.preprocessor = Preprocessor.for_model(loaded.spec, mode=patch_mode, seed=seed)
         self.max_pixels = max_pixels
-        self.model = loaded.model.to(self.device).eval()
-        if self.device.type == "cuda":
-            self.model = self.model.to(memory_format=torch.channels_last)
+        self.model = place_model(loaded.model, self.device).eval()
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, *, model_name: str | None = None, **options: Any) -> Detector:
@@ -148,10 +146,8 @@ class Detector:
         """p_fake of preprocessed images, in one batch on the device."""
         if not prepared:
             return np.zeros(0, dtype=np.float64)
-        pixels = torch.from_numpy(np.stack([p.pixels for p in prepared])).to(self.device, non_blocking=True)
-        x = normalize(pixels, self.loaded.spec.mean, self.loaded.spec.std)
-        if self.device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
+        pixels = torch.from_numpy(np.stack([p.pixels for p in prepared]))
+        x = model_input(pixels, self.device, self.loaded.spec.mean, self.loaded.spec.std)
         with autocast(self.device, self.precision):
             logits = self.model(x)
         return torch.sigmoid(logits.float()).cpu().numpy().astype(np.float64)

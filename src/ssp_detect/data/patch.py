@@ -55,14 +55,24 @@ class PatchChoice:
 
 
 def texture_diversity_batch(patches: np.ndarray) -> np.ndarray:
-    """Texture diversity of each patch of an (N, C, P, P) uint8 batch (channels first), int64 (N,)."""
+    """Texture diversity of each patch of an (N, C, P, P) uint8 batch (channels first), int64 (N,).
+
+    The four difference maps are summed in place on their common (P-1) x (P-1) part, then the
+    first row of the horizontal map and the first column of the vertical map are added: one
+    reduction instead of four (about twice as fast; exact, as every partial sum fits int16).
+    """
     x = patches.astype(np.int16)
     n = x.shape[0]
-    horizontal = np.abs(x[..., :, :-1] - x[..., :, 1:]).reshape(n, -1).sum(axis=1)
-    vertical = np.abs(x[..., :-1, :] - x[..., 1:, :]).reshape(n, -1).sum(axis=1)
-    diagonal = np.abs(x[..., :-1, :-1] - x[..., 1:, 1:]).reshape(n, -1).sum(axis=1)
-    anti_diagonal = np.abs(x[..., 1:, :-1] - x[..., :-1, 1:]).reshape(n, -1).sum(axis=1)
-    return (horizontal + vertical + diagonal + anti_diagonal).astype(np.int64)
+    horizontal = np.abs(x[..., :, 1:] - x[..., :, :-1])  # (N, C, P, P-1)
+    vertical = np.abs(x[..., 1:, :] - x[..., :-1, :])  # (N, C, P-1, P)
+    both = np.abs(x[..., 1:, 1:] - x[..., :-1, :-1])  # diagonal, (N, C, P-1, P-1)
+    both += np.abs(x[..., 1:, :-1] - x[..., :-1, 1:])  # anti-diagonal
+    both += horizontal[..., 1:, :]
+    both += vertical[..., :, 1:]
+    total = both.reshape(n, -1).sum(axis=1, dtype=np.int64)
+    total += horizontal[..., 0, :].reshape(n, -1).sum(axis=1, dtype=np.int64)
+    total += vertical[..., :, 0].reshape(n, -1).sum(axis=1, dtype=np.int64)
+    return total
 
 
 def texture_diversity(patch: np.ndarray) -> int:
@@ -106,8 +116,12 @@ def default_num_candidates(patch_size: int) -> int:
 
 
 def image_rng(img: np.ndarray, seed: int) -> np.random.Generator:
-    """A random generator determined by ``seed`` and the image's pixels alone."""
-    digest = zlib.crc32(np.ascontiguousarray(img).data)
+    """A random generator determined by ``seed`` and the image's pixels alone.
+
+    The fingerprint is a CRC of every 8th pixel in each direction plus the size: cheap, and two
+    images that share it merely share a seed.
+    """
+    digest = zlib.crc32(np.ascontiguousarray(img[::8, ::8]).data)
     return np.random.default_rng([seed, digest, img.shape[0], img.shape[1]])
 
 

@@ -15,11 +15,12 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from ssp_detect.data.dataset import DetectionDataset, make_loader
+from ssp_detect.data.degradations import Degradation
 from ssp_detect.data.layouts import Sample
-from ssp_detect.data.preprocess import Preprocessor, normalize
+from ssp_detect.data.preprocess import Preprocessor
 from ssp_detect.engine import distributed
 from ssp_detect.engine.metrics import METRIC_NAMES, binary_metrics
-from ssp_detect.engine.runtime import autocast
+from ssp_detect.engine.runtime import autocast, model_input, place_model
 from ssp_detect.models.loading import LoadedModel
 
 log = logging.getLogger(__name__)
@@ -64,14 +65,11 @@ def predict_loader(
     model.eval()
     parts: dict[str, list[Any]] = {k: [] for k in ("index", "label", "p_fake", "box", "score")}
     errors: list[tuple[int, str]] = []
-    channels_last = device.type == "cuda"
     for batch in tqdm(loader, desc=desc, disable=not progress or not distributed.is_main(), leave=False, unit="batch"):
         errors += batch["errors"]
         if batch["pixels"] is None:
             continue
-        x = normalize(batch["pixels"].to(device, non_blocking=True), mean, std)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = model_input(batch["pixels"], device, mean, std)
         with autocast(device, precision):
             logits = model(x)
         parts["p_fake"].append(torch.sigmoid(logits.float()).cpu().numpy())
@@ -131,13 +129,15 @@ def evaluate_model(
     threshold: float | None = None,
     progress: bool = True,
     desc: str = "test",
+    degradation: Degradation | None = None,
 ) -> tuple[dict[str, Any], Predictions]:
-    """Score ``samples`` with a loaded model and summarise them (see :func:`summarize`)."""
-    dataset = DetectionDataset(samples, Preprocessor.for_model(loaded.spec, mode=patch_mode, seed=seed), seed=seed)
+    """Score ``samples`` with a loaded model and summarise them (see :func:`summarize`).
+
+    ``degradation`` is applied to every image (real and fake alike) before patch selection.
+    """
+    dataset = DetectionDataset(samples, Preprocessor.for_model(loaded.spec, mode=patch_mode, seed=seed), degradation=degradation, seed=seed)
     loader = make_eval_loader(dataset, batch_size=batch_size, workers=workers, pin_memory=device.type == "cuda")
-    model = loaded.model.to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+    model = place_model(loaded.model, device)
     preds = predict_loader(model, loader, device=device, mean=loaded.spec.mean, std=loaded.spec.std, precision=precision, progress=progress, desc=desc)
     summary = summarize(samples, preds, loaded.threshold if threshold is None else threshold)
     return summary, preds

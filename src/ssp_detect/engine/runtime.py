@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import torch
 
@@ -45,6 +45,20 @@ def autocast(device: torch.device, precision: str) -> Iterator[None]:
             yield
     else:
         yield
+
+
+def place_model(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """Move a model to ``device`` in channels-last layout (faster convolutions on CPU and GPU;
+    measured in ``benchmarks/``)."""
+    return model.to(device).to(memory_format=torch.channels_last)
+
+
+def model_input(pixels: torch.Tensor, device: torch.device, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """A uint8 (B, 3, S, S) batch -> normalised float32 on ``device``, channels-last."""
+    from ssp_detect.data.preprocess import normalize
+
+    x = normalize(pixels.to(device, non_blocking=True), tuple(mean), tuple(std))
+    return x.contiguous(memory_format=torch.channels_last)
 
 
 def default_workers() -> int:
