@@ -7,6 +7,7 @@ Every layout yields :class:`Sample` records with our labels (real = 0, fake = 1)
 from __future__ import annotations
 
 import csv
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,11 +38,32 @@ class DatasetError(ValueError):
 
 @dataclass(frozen=True)
 class Sample:
-    """One labelled image: ``path``, ``label`` (0 real, 1 fake) and ``subset`` (generator)."""
+    """One labelled image: ``path``, ``label`` (0 real, 1 fake) and ``subset`` (generator);
+    ``jpeg_quality`` is the JPEG history of a file not stored as JPEG (e.g. a PNG crop of a JPEG
+    photo), when a data manifest records it."""
 
     path: str
     label: int
     subset: str
+    jpeg_quality: int | None = None
+
+
+def has_jpeg_history(sample: Sample) -> bool:
+    """True when the image was JPEG-compressed at some point: stored as JPEG, or so recorded."""
+    return sample.jpeg_quality is not None or Path(sample.path).suffix.lower() in {".jpg", ".jpeg", ".jfif"}
+
+
+def manifest_jpeg_qualities(root: Path) -> dict[str, int]:
+    """JPEG histories recorded in ``<root>/manifest.json`` (written by ``ssp data build-demo``):
+    relative path -> quality. Empty when there is no such manifest."""
+    path = root / "manifest.json"
+    if not path.is_file():
+        return {}
+    try:
+        images = json.loads(path.read_text()).get("images", [])
+    except (json.JSONDecodeError, AttributeError):
+        return {}
+    return {r["path"]: int(r["jpeg_quality"]) for r in images if isinstance(r, dict) and r.get("jpeg_quality") and r.get("path")}
 
 
 def _images_in(folder: Path) -> list[Path]:
@@ -77,6 +99,7 @@ def resolve_genimage_subsets(root: Path, names: Sequence[str] | None) -> list[Pa
 def genimage_samples(root: str | Path, split: str, subsets: Sequence[str] | None = None) -> list[Sample]:
     """Samples of ``<root>/<subset>/<split>/{ai,nature}``; subsets by short or folder name."""
     root = Path(root)
+    history = manifest_jpeg_qualities(root)
     samples: list[Sample] = []
     for d in resolve_genimage_subsets(root, subsets):
         split_dir = d / split
@@ -85,7 +108,7 @@ def genimage_samples(root: str | Path, split: str, subsets: Sequence[str] | None
         name = _subset_name(d.name)
         for folder, label in (("nature", REAL), ("ai", FAKE)):
             if (split_dir / folder).is_dir():
-                samples += [Sample(str(p), label, name) for p in _images_in(split_dir / folder)]
+                samples += [Sample(str(p), label, name, history.get(p.relative_to(root).as_posix())) for p in _images_in(split_dir / folder)]
     return samples
 
 

