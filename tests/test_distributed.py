@@ -50,3 +50,27 @@ def test_two_process_training_runs_and_only_rank0_writes(tmp_path):
     lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [x["epoch"] for x in lines if x["type"] == "epoch"] == [1]  # one record, from rank 0 only
     assert (out / "best.pt").is_file() and (out / "last.pt").is_file()
+
+
+def test_two_process_predict_writes_every_image_once_in_order(tmp_path):
+    from conftest import noisy_image, write_image
+
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    paths = [write_image(tmp_path / "imgs" / f"{i:02d}.png", noisy_image(rng)) for i in range(7)]
+    (tmp_path / "imgs" / "08_bad.png").write_bytes(b"oops")
+    ckpt = make_checkpoint(tmp_path / "m.pt")
+    from ssp_detect.cli import main
+
+    args = ["predict", str(tmp_path / "imgs"), "--weights", str(ckpt), "--format", "jsonl", "--batch-size", "2"]
+    assert main([*args, "--output", str(tmp_path / "one.jsonl")]) == 0
+    r = _torchrun(*args, "--output", str(tmp_path / "two.jsonl"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    one = [json.loads(x) for x in (tmp_path / "one.jsonl").read_text().splitlines()]
+    two = [json.loads(x) for x in (tmp_path / "two.jsonl").read_text().splitlines()]
+    assert [x["path"] for x in two] == [x["path"] for x in one] == sorted(str(p) for p in [*paths, tmp_path / "imgs" / "08_bad.png"])
+    for a, b in zip(one, two):
+        assert (a["error"] is None) == (b["error"] is None)
+        if a["p_fake"] is not None:
+            assert b["p_fake"] == pytest.approx(a["p_fake"], abs=1e-6)

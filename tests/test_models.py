@@ -19,7 +19,7 @@ def test_registry_lists_the_paper_models_and_refuses_duplicates():
         get_spec("nope")
 
 
-@pytest.mark.parametrize("name", ["ssp", "ssp-gn", "ssp-native-gn", "resnet50-baseline", "essp"])
+@pytest.mark.parametrize("name", ["ssp", "ssp-gn", "ssp-native-gn", "resnet50-baseline", "essp", "essp-lite"])
 def test_every_model_maps_its_input_to_one_logit(name):
     if name not in list_models():
         pytest.skip(f"{name} not registered")

@@ -96,7 +96,7 @@ def add_train_parser(sub) -> None:
     p = sub.add_parser("train", help="Train a detector (official SSP recipe by default).",
                        description="Train a detector. Options come from the defaults (the official recipe) < --config preset < flags. "
                        "Writes best.pt, last.pt, config.yaml, metrics.jsonl and train.log into --out.")
-    p.add_argument("--config", help="YAML preset: a file, or a packaged name (official, from-scratch, demo-cpu).")
+    p.add_argument("--config", help="YAML preset: a file, or a packaged name (official, from-scratch, robust).")
     p.add_argument("--resume", help="Continue exactly from a last.pt (model, optimizer, schedule, epoch).")
     p.add_argument("--out", help="Output folder (default runs/train).")
     g = p.add_argument_group("data")
@@ -120,6 +120,7 @@ def add_train_parser(sub) -> None:
     m.add_argument("--lr", type=float, help="Adam learning rate (default 1e-4), poly-decayed per epoch.")
     m.add_argument("--weight-decay", type=float, help="Adam weight decay (default 0).")
     m.add_argument("--steps-per-epoch", type=int, help="Stop each epoch after this many steps (default: the whole set).")
+    m.add_argument("--repeats", type=int, help="Passes over the training images per epoch, each with fresh patch draws and augmentation (default 1); for small sets, fewer validation passes per step.")
     m.add_argument("--stop-after", type=int, help="Stop after this epoch (the schedule still spans --epochs); continue later with --resume, e.g. across job time limits.")
     m.add_argument("--select-metric", choices=["acc", "auc", "ap"], help="Validation metric that picks best.pt (default acc, as official).")
     a = p.add_argument_group("augmentation (applied to the whole image before patch selection)")
@@ -130,6 +131,9 @@ def add_train_parser(sub) -> None:
     a.add_argument("--jpg-qual", type=int, nargs=2, metavar=("LOW", "HIGH"), help="JPEG quality range, inclusive (default 90 100; CNNSpot-style 30 100).")
     a.add_argument("--format-match", help="off (default), auto (JPEG-compress non-JPEG images of the class with fewer JPEGs so both classes share compression histories), or P_REAL,P_FAKE.")
     a.add_argument("--format-match-qualities", type=int, nargs="+", help="JPEG qualities for format matching (default: estimated from the training JPEGs).")
+    e = p.add_argument_group("auxiliary losses (models with their own training loss: essp, essp-lite)")
+    e.add_argument("--perception-weight", type=float, help="Weight of the blur/JPEG perception BCE (default 0.5).")
+    e.add_argument("--restoration-weight", type=float, help="Weight of the L1 restoration loss against the patch before blur/JPEG (default 1.0).")
     r = p.add_argument_group("patches and runtime")
     r.add_argument("--patch-mode", choices=["random", "seeded", "exhaustive"], help="Patch selection while training (default random, as official).")
     r.add_argument("--eval-patch-mode", choices=["seeded", "exhaustive", "random"], help="Patch selection for validation (default seeded).")
@@ -146,8 +150,8 @@ def add_train_parser(sub) -> None:
 
 
 _TRAIN_KEYS = ("data", "layout", "subsets", "train_split", "val_split", "val_fraction", "val_data", "val_subsets", "real", "fake", "val_real", "val_fake",
-               "model", "backbone_weights", "epochs", "batch_size", "lr", "weight_decay", "steps_per_epoch", "stop_after", "select_metric", "blur_prob", "blur_sig",
-               "jpg_prob", "jpg_method", "jpg_qual", "format_match", "format_match_qualities", "patch_mode", "eval_patch_mode", "num_candidates",
+               "model", "backbone_weights", "epochs", "batch_size", "lr", "weight_decay", "steps_per_epoch", "repeats", "stop_after", "select_metric", "blur_prob", "blur_sig",
+               "jpg_prob", "jpg_method", "jpg_qual", "format_match", "format_match_qualities", "perception_weight", "restoration_weight", "patch_mode", "eval_patch_mode", "num_candidates",
                "seed", "workers", "device", "precision", "compile", "train_eval_samples", "strict", "progress", "out")
 
 
@@ -247,6 +251,49 @@ def cmd_cross_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_robustness_parser(sub) -> None:
+    from ssp_detect.data.degradations import INTERPOLATIONS
+    from ssp_detect.engine.robustness import SWEEPS
+
+    sweeps = "; ".join(f"{s.name}: {s.title} {', '.join('none' if v is None else f'{v:g}' for v in s.values)}" for s in SWEEPS.values())
+    p = sub.add_parser("robustness", help="Accuracy, AP and AUC of checkpoints under JPEG, blur, rescaling and WebP, side by side.",
+                       description=f"Degrade every image (real and fake alike, before patch selection) and score it with each checkpoint. Sweeps: {sweeps}. "
+                       "Writes per sweep <name>.md/.csv/.json and a line plot <name>.png, and robustness.md/.csv/.json with all of them.")
+    _add_weights_options(p, multiple=True)
+    p.add_argument("--names", nargs="+", help="Model names in the tables, one per checkpoint (default: the registered model names).")
+    p.add_argument("--sweeps", nargs="+", default=list(SWEEPS), choices=list(SWEEPS), help=f"Sweeps to run (default: all of {', '.join(SWEEPS)}).")
+    p.add_argument("--jpeg-method", default="pil", choices=["pil", "cv2"], help="JPEG library of the JPEG sweep (default pil).")
+    p.add_argument("--interpolation", default="bilinear", choices=list(INTERPOLATIONS), help="PIL filter of the scale sweep (default bilinear).")
+    _add_data_options(p)
+    _add_runtime_options(p)
+    _add_patch_options(p)
+    p.add_argument("--out", default="runs/robustness", help="Output folder (default runs/robustness).")
+    p.set_defaults(func=cmd_robustness)
+
+
+def cmd_robustness(args: argparse.Namespace) -> int:
+    from ssp_detect.engine.report import write_robustness
+    from ssp_detect.engine.robustness import SWEEPS, default_names, run_robustness
+    from ssp_detect.engine.runtime import resolve_device, resolve_precision
+    from ssp_detect.models.loading import load_model
+
+    if args.names and len(args.names) != len(args.weights):
+        raise ValueError(f"--names has {len(args.names)} entries but --weights has {len(args.weights)}; give one name per checkpoint.")
+    device = resolve_device(args.device)
+    models = [load_model(w, model_name=args.model) for w in args.weights]
+    names = args.names or default_names(args.weights, models)
+    rows = run_robustness(list(zip(names, models)), _samples(args), sweeps=args.sweeps, jpeg_method=args.jpeg_method, interpolation=args.interpolation,
+                          device=device, precision=resolve_precision(args.precision, device), batch_size=args.batch_size, workers=_workers(args),
+                          patch_mode=args.patch_mode, seed=args.seed, progress=not args.no_progress)
+    notes = [f"{n}: {w} (threshold {m.threshold:g})" for n, w, m in zip(names, args.weights, models)]
+    notes += [f"data: {args.data or (args.real, args.fake)} split {args.split}; patch mode {args.patch_mode} (seed {args.seed}); "
+              f"JPEG by {args.jpeg_method}, rescaling by PIL {args.interpolation}; degradations applied to the whole image before patch selection"]
+    paths = write_robustness(rows, {k: SWEEPS[k].title for k in args.sweeps}, args.out, notes=notes)
+    print(paths[-1].read_text())
+    print(f"written: {args.out} ({len(paths)} files)")
+    return 0
+
+
 # ---------------------------------------------------------------- predict / calibrate / explain
 
 
@@ -272,28 +319,39 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from ssp_detect.detector import Detector
+    from ssp_detect.engine import distributed
+    from ssp_detect.engine.runtime import resolve_device
     from ssp_detect.predict_io import ResultWriter, iter_image_paths
 
-    detector = Detector.from_checkpoint(args.weights, model_name=args.model, device=args.device, precision=args.precision,
+    device = distributed.setup(resolve_device(args.device))
+    detector = Detector.from_checkpoint(args.weights, model_name=args.model, device=str(device), precision=args.precision,
                                         threshold=args.threshold, patch_mode=args.patch_mode, seed=args.seed)
-    stream = open(args.output, "w", newline="") if args.output else sys.stdout
-    writer = ResultWriter(stream, args.format)
+    paths = iter_image_paths(args.paths, recursive=args.recursive)
+    # Under torchrun each rank scores its share of every chunk; rank 0 writes them in input order.
+    results = distributed.sharded_map(paths, args.batch_size, lambda chunk: list(detector.predict_iter(chunk, batch_size=args.batch_size, workers=args.workers)))
     scored = failed = 0
-    show_bar = sys.stderr.isatty() and (args.output is not None or not sys.stdout.isatty())
-    try:
-        for d in tqdm(detector.predict_iter(iter_image_paths(args.paths, recursive=args.recursive), batch_size=args.batch_size, workers=args.workers),
-                      disable=not show_bar, unit="img", desc="predict"):
-            writer.write(d)
-            scored += d.error is None
-            failed += d.error is not None
-    finally:
-        writer.close()
+    if distributed.is_main():
+        stream = open(args.output, "w", newline="") if args.output else sys.stdout
+        writer = ResultWriter(stream, args.format)
+        show_bar = sys.stderr.isatty() and (args.output is not None or not sys.stdout.isatty())
+        try:
+            for d in tqdm(results, disable=not show_bar, unit="img", desc="predict"):
+                writer.write(d)
+                scored += d.error is None
+                failed += d.error is not None
+        finally:
+            writer.close()
+            if args.output:
+                stream.close()
+        log.info("%d image(s) scored, %d could not be read", scored, failed)
         if args.output:
-            stream.close()
-    log.info("%d image(s) scored, %d could not be read", scored, failed)
-    if args.output:
-        print(f"{scored} scored, {failed} unreadable; results in {args.output}", file=sys.stderr)
-    return 1 if scored == 0 or (args.strict and failed) else 0
+            print(f"{scored} scored, {failed} unreadable; results in {args.output}", file=sys.stderr)
+    else:
+        for _ in results:  # drives this rank's share; rank 0 does the writing
+            pass
+    counts = distributed.all_gather_objects((scored, failed))[0]
+    distributed.teardown()
+    return 1 if counts[0] == 0 or (args.strict and counts[1]) else 0
 
 
 def add_calibrate_parser(sub) -> None:
@@ -411,15 +469,39 @@ def add_data_parser(sub) -> None:
 def cmd_build_demo(args: argparse.Namespace) -> int:
     from ssp_detect.data.demo import build_demo
 
-    manifest = build_demo(args.out, size=args.size, seed=args.seed, device=args.device)
-    print(f"demo benchmark ready: {Path(manifest).parent} (manifest {manifest})")
+    root = build_demo(args.out, size=args.size, seed=args.seed, device=args.device)
+    print(f"demo benchmark ready: {root} (provenance in {Path(root) / 'manifest.json'})")
+    return 0
+
+
+def add_demo_parser(sub) -> None:
+    p = sub.add_parser("demo", help="The main job on the built-in offline benchmark: build, train, test, report.",
+                       description="Build (or reuse) the offline demo benchmark, train the best from-scratch SSP variant and a whole-image baseline on esrgan_x4plus, "
+                       "test both on every subset (plain and format-matched validation), and write a report folder with tables, the cross-generator heatmap and a "
+                       "contact sheet. CPU: compact -lite models on the small set (under 20 minutes on 2 cores); GPU: ssp-native-gn and resnet50-baseline on the medium set.")
+    p.add_argument("--out", default="runs/demo", help="Run folder (default runs/demo); the report goes to <out>/report.")
+    p.add_argument("--data", default="data/demo", help="Benchmark folder, built if missing (default data/demo).")
+    p.add_argument("--size", choices=["small", "medium", "large"], help="Benchmark size (default: small on CPU, medium on GPU).")
+    p.add_argument("--epochs", type=int, help="Training epochs per model (default: the plan of the device).")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N.")
+    p.add_argument("--seed", type=int, default=0, help="Seed of the benchmark and the training (default 0).")
+    p.add_argument("--no-progress", action="store_true", help="Hide progress bars.")
+    p.set_defaults(func=cmd_demo)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from ssp_detect.demo import run_demo
+
+    report = run_demo(args.out, args.data, device=args.device, size=args.size, epochs=args.epochs, seed=args.seed, progress=not args.no_progress)
+    print((report / "README.md").read_text())
+    print(f"report: {report} (README.md, tables/, cross_generator_*.png, contact_sheet.png)")
     return 0
 
 
 # ---------------------------------------------------------------- entry point
 
-_BUILDERS = (add_models_parser, add_train_parser, add_test_parser, add_cross_eval_parser, add_predict_parser, add_calibrate_parser,
-             add_explain_parser, add_serve_parser, add_data_parser)
+_BUILDERS = (add_models_parser, add_train_parser, add_test_parser, add_cross_eval_parser, add_robustness_parser, add_predict_parser, add_calibrate_parser,
+             add_explain_parser, add_serve_parser, add_data_parser, add_demo_parser)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -48,6 +48,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     poly_power: float = 0.9
     steps_per_epoch: int | None = None
+    repeats: int = 1
     stop_after: int | None = None
     select_metric: str = "acc"
     # augmentation (official options, off by default), applied before patch selection
@@ -58,6 +59,9 @@ class TrainConfig:
     jpg_qual: list[int] = field(default_factory=lambda: [90, 100])
     format_match: str = "off"
     format_match_qualities: list[int] | None = None
+    # auxiliary losses of models that define training_loss (ESSP), added to the detection BCE
+    perception_weight: float = 0.5
+    restoration_weight: float = 1.0
     # patches
     patch_mode: str = "random"
     eval_patch_mode: str = "seeded"
@@ -80,7 +84,7 @@ class TrainConfig:
 
 
 def read_preset(name_or_path: str) -> dict[str, Any]:
-    """Load a preset by packaged name (``demo-cpu``) or path (``my.yaml``)."""
+    """Load a preset by packaged name (``from-scratch``) or path (``my.yaml``)."""
     path = Path(name_or_path)
     if not path.is_file():
         path = PRESET_DIR / f"{name_or_path}.yaml"

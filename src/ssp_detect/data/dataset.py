@@ -2,10 +2,16 @@
 
 An unreadable image yields an error record instead of pixels; :func:`collate` drops it from the
 batch and keeps ``(index, message)`` so the run can count, log and report it.
+
+Items hold ``pixels`` (uint8 (3, S, S)), ``label``, ``box`` and ``score``; with
+``restoration_targets=True`` also ``clean_pixels`` (the same region before the augmentation's blur
+and JPEG, uint8 (3, S, S)) and ``degradation`` (float32 (2,): blurred, JPEG-compressed), the
+supervision of ESSP's perception and enhancement modules.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -15,17 +21,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ssp_detect.data.decode import DEFAULT_MAX_PIXELS, ImageDecodeError, load_rgb
-from ssp_detect.data.degradations import TrainAugment
-from ssp_detect.data.layouts import Sample
+from ssp_detect.data.degradations import Degradation, TrainAugment
+from ssp_detect.data.layouts import Sample, has_jpeg_history
 from ssp_detect.data.preprocess import Preprocessor
-
-JPEG_SUFFIXES = frozenset({".jpg", ".jpeg", ".jfif"})
-
-
-def is_jpeg_file(path: str | Path) -> bool:
-    """True when the file name says JPEG."""
-    return Path(path).suffix.lower() in JPEG_SUFFIXES
-
 
 class DetectionDataset(Dataset):
     """Decodes, optionally augments, and preprocesses each sample.
@@ -37,6 +35,10 @@ class DetectionDataset(Dataset):
         samples: The images and labels.
         preprocessor: Patch or whole-image preprocessing.
         augment: Training augmentation, applied to the whole image before patch selection.
+        degradation: A fixed degradation applied to every image before patch selection (after
+            ``augment``), for robustness evaluation.
+        restoration_targets: Add ``clean_pixels`` and ``degradation`` to each item (see the
+            module docstring); for training, so not together with ``degradation``.
         seed: Base seed of the per-item generators.
         max_pixels: Decompression-bomb limit.
     """
@@ -47,19 +49,32 @@ class DetectionDataset(Dataset):
         preprocessor: Preprocessor,
         *,
         augment: TrainAugment | None = None,
+        degradation: Degradation | None = None,
+        restoration_targets: bool = False,
         seed: int = 0,
         max_pixels: int = DEFAULT_MAX_PIXELS,
     ) -> None:
+        if restoration_targets and degradation is not None:
+            raise ValueError("Restoration targets describe the training augmentation; do not combine them with a fixed evaluation degradation.")
         self.samples = list(samples)
         self.preprocessor = preprocessor
         self.augment = augment if augment is not None and augment.active else None
+        self.degradation = degradation if degradation is not None and not degradation.is_identity else None
+        self.restoration_targets = restoration_targets
         self.seed = seed
-        self.epoch = 0
+        # Shared memory: persistent DataLoader workers hold their own copy of the dataset, and
+        # must still see the epoch that set_epoch selects (else every epoch replays epoch 0's draws).
+        self._epoch = multiprocessing.RawValue("q", 0)
         self.max_pixels = max_pixels
 
+    @property
+    def epoch(self) -> int:
+        """The epoch whose random draws the items use."""
+        return int(self._epoch.value)
+
     def set_epoch(self, epoch: int) -> None:
-        """Select the epoch whose random draws the items use."""
-        self.epoch = epoch
+        """Select the epoch whose random draws the items use, also in running worker processes."""
+        self._epoch.value = epoch
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -70,18 +85,27 @@ class DetectionDataset(Dataset):
             img = load_rgb(sample.path, max_pixels=self.max_pixels)
         except ImageDecodeError as exc:
             return {"index": index, "error": str(exc)}
-        needs_rng = self.augment is not None or self.preprocessor.mode == "random"
+        needs_rng = self.augment is not None or self.degradation is not None or self.preprocessor.mode == "random"
         rng = np.random.default_rng([self.seed, self.epoch, index]) if needs_rng else None
+        source, applied = img, (False, False)
         if self.augment is not None:
-            img = self.augment(img, rng, label=sample.label, stored_as_jpeg=is_jpeg_file(sample.path))
+            augmented = self.augment.apply(img, rng, label=sample.label, stored_as_jpeg=has_jpeg_history(sample))
+            img, source, applied = augmented.image, augmented.source, (augmented.blurred, augmented.jpeg)
+        if self.degradation is not None:
+            img = self.degradation(img, rng)
         prepared = self.preprocessor(img, rng)
-        return {
+        item = {
             "index": index,
             "pixels": torch.from_numpy(prepared.pixels),
             "label": sample.label,
             "box": prepared.box,
             "score": prepared.score,
         }
+        if self.restoration_targets:
+            clean = prepared.pixels if source is img else self.preprocessor.same_region(source, prepared)
+            item["clean_pixels"] = torch.from_numpy(clean)
+            item["degradation"] = torch.tensor(applied, dtype=torch.float32)
+        return item
 
 
 def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
@@ -91,7 +115,7 @@ def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
     if not good:
         return {"pixels": None, "label": torch.zeros(0), "index": torch.zeros(0, dtype=torch.long),
                 "box": torch.zeros(0, 4, dtype=torch.long), "score": torch.zeros(0, dtype=torch.long), "errors": errors}
-    return {
+    batch = {
         "pixels": torch.stack([it["pixels"] for it in good]),
         "label": torch.tensor([it["label"] for it in good], dtype=torch.float32),
         "index": torch.tensor([it["index"] for it in good], dtype=torch.long),
@@ -99,6 +123,10 @@ def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
         "score": torch.tensor([it["score"] for it in good], dtype=torch.long),
         "errors": errors,
     }
+    for key in ("clean_pixels", "degradation"):
+        if key in good[0]:
+            batch[key] = torch.stack([it[key] for it in good])
+    return batch
 
 
 def make_loader(

@@ -1,8 +1,17 @@
 """Image degradations, applied to the whole RGB uint8 image before patch selection.
 
 Used for training augmentation (the official blur/JPEG options, format matching) and, in the
-robustness sweeps, for evaluation. Every random choice comes from a ``numpy.random.Generator``
-passed in, so a seed replays it.
+robustness sweeps, for evaluation (:class:`Degradation`). Every random choice comes from a
+``numpy.random.Generator`` passed in, so a seed replays it.
+
+The functions take and return ``(H, W, 3)`` uint8 arrays:
+
+* :func:`jpeg_compress`: JPEG at a quality, with PIL or OpenCV (named, never guessed).
+* :func:`webp_compress`: lossy WebP at a quality, with PIL (libwebp).
+* :func:`gaussian_blur`: per-channel Gaussian blur at a sigma (scipy.ndimage, as the official code).
+* :func:`rescale`: down- or up-scaling by a factor with a named PIL filter.
+* :func:`center_crop`, :func:`random_crop`: a square crop of a given side.
+* :func:`gaussian_noise`: additive Gaussian noise of a given std (in 0-255 units), rounded and clipped.
 """
 
 from __future__ import annotations
@@ -18,6 +27,14 @@ from PIL import Image
 from scipy.ndimage import gaussian_filter
 
 JpegMethod = Literal["pil", "cv2"]
+Interpolation = Literal["nearest", "bilinear", "bicubic", "lanczos", "box"]
+INTERPOLATIONS: dict[str, Image.Resampling] = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+    "box": Image.Resampling.BOX,
+}
 
 
 def jpeg_compress(img: np.ndarray, quality: int, method: JpegMethod = "pil") -> np.ndarray:
@@ -35,13 +52,136 @@ def jpeg_compress(img: np.ndarray, quality: int, method: JpegMethod = "pil") -> 
 
 
 def gaussian_blur(img: np.ndarray, sigma: float) -> np.ndarray:
-    """Gaussian blur of each channel (scipy.ndimage, as the official augmentation); sigma 0 is a no-op."""
+    """Gaussian blur of each channel (scipy.ndimage, as the official augmentation); sigma 0 is a no-op.
+
+    As in the official code the filter writes into a uint8 array, so scipy truncates after each of
+    its two 1-D passes: the result is within 2 levels of the exact blur, about 1 level darker.
+    """
     if sigma <= 0:
         return img
     out = np.empty_like(img)
     for c in range(img.shape[2]):
         gaussian_filter(img[:, :, c], sigma=sigma, output=out[:, :, c])
     return out
+
+
+def webp_compress(img: np.ndarray, quality: int) -> np.ndarray:
+    """Encode as lossy WebP at ``quality`` (0-100) with PIL and decode again."""
+    out = io.BytesIO()
+    Image.fromarray(img).save(out, format="WEBP", quality=int(quality))
+    return np.asarray(Image.open(out).convert("RGB"))
+
+
+def rescale(img: np.ndarray, factor: float, interpolation: Interpolation = "bilinear") -> np.ndarray:
+    """Resize by ``factor`` (< 1 down, > 1 up) with PIL's named filter; sides are rounded, at least 1.
+
+    PIL's filters widen their support when downscaling, so ``bilinear`` and ``bicubic`` are
+    antialiased; ``nearest`` is not.
+    """
+    if factor <= 0:
+        raise ValueError(f"Scale factor must be positive, not {factor}.")
+    if interpolation not in INTERPOLATIONS:
+        raise ValueError(f"Unknown interpolation {interpolation!r}; choose one of {', '.join(INTERPOLATIONS)}.")
+    if factor == 1:
+        return img
+    h, w = img.shape[:2]
+    size = (max(1, round(w * factor)), max(1, round(h * factor)))
+    return np.asarray(Image.fromarray(img).resize(size, INTERPOLATIONS[interpolation]))
+
+
+def center_crop(img: np.ndarray, size: int) -> np.ndarray:
+    """The central ``size x size`` crop (the whole side where the image is smaller)."""
+    h, w = img.shape[:2]
+    y, x = max(0, (h - size) // 2), max(0, (w - size) // 2)
+    return img[y : y + size, x : x + size]
+
+
+def random_crop(img: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """A ``size x size`` crop at a uniform position (the whole side where the image is smaller)."""
+    h, w = img.shape[:2]
+    y = int(rng.integers(0, max(0, h - size) + 1))
+    x = int(rng.integers(0, max(0, w - size) + 1))
+    return img[y : y + size, x : x + size]
+
+
+def gaussian_noise(img: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
+    """Add ``N(0, sigma^2)`` noise (0-255 units) drawn from ``rng``, round, clip to uint8."""
+    if sigma <= 0:
+        return img
+    noisy = img.astype(np.float64) + rng.normal(0.0, sigma, img.shape)
+    return np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
+
+
+DegradationKind = Literal["none", "jpeg", "webp", "blur", "scale", "noise", "center_crop", "random_crop"]
+DEGRADATION_KINDS: tuple[str, ...] = ("none", "jpeg", "webp", "blur", "scale", "noise", "center_crop", "random_crop")
+
+
+@dataclass(frozen=True)
+class Degradation:
+    """One fixed degradation, for evaluation: ``Degradation("jpeg", 75)(img, rng)``.
+
+    Args:
+        kind: ``none``, ``jpeg`` (value = quality), ``webp`` (quality), ``blur`` (sigma),
+            ``scale`` (factor), ``noise`` (std in 0-255 units), ``center_crop`` or
+            ``random_crop`` (side in pixels).
+        value: The strength, as above (ignored for ``none``).
+        jpeg_method: JPEG library for ``jpeg``.
+        interpolation: PIL filter for ``scale``.
+    """
+
+    kind: DegradationKind = "none"
+    value: float = 0.0
+    jpeg_method: JpegMethod = "pil"
+    interpolation: Interpolation = "bilinear"
+
+    def __post_init__(self) -> None:
+        if self.kind not in DEGRADATION_KINDS:
+            raise ValueError(f"Unknown degradation {self.kind!r}; choose one of {', '.join(DEGRADATION_KINDS)}.")
+
+    @property
+    def is_identity(self) -> bool:
+        """True when the degradation leaves every image unchanged."""
+        return (
+            self.kind == "none"
+            or (self.kind in ("blur", "noise") and self.value <= 0)
+            or (self.kind == "scale" and self.value == 1)
+        )
+
+    def __call__(self, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Degrade ``img``; ``rng`` is used by ``noise`` and ``random_crop`` only."""
+        if self.is_identity:
+            return img
+        if self.kind == "jpeg":
+            return jpeg_compress(img, int(self.value), self.jpeg_method)
+        if self.kind == "webp":
+            return webp_compress(img, int(self.value))
+        if self.kind == "blur":
+            return gaussian_blur(img, self.value)
+        if self.kind == "scale":
+            return rescale(img, self.value, self.interpolation)
+        if self.kind == "noise":
+            return gaussian_noise(img, self.value, rng)
+        if self.kind == "center_crop":
+            return center_crop(img, int(self.value))
+        return random_crop(img, int(self.value), rng)
+
+
+@dataclass(frozen=True)
+class Augmented:
+    """The result of :meth:`TrainAugment.apply`.
+
+    Attributes:
+        image: What the model sees.
+        source: The image before blur and JPEG re-compression (after format matching, which
+            stands for a storage history, not a degradation): the restoration target.
+        blurred: A blur was applied.
+        jpeg: A JPEG re-compression was applied.
+    """
+
+    image: np.ndarray
+    source: np.ndarray
+    blurred: bool
+    jpeg: bool
 
 
 @dataclass(frozen=True)
@@ -75,16 +215,24 @@ class TrainAugment:
         """True when any augmentation can fire."""
         return self.blur_prob > 0 or self.jpg_prob > 0 or max(self.format_match_probs) > 0
 
-    def __call__(self, img: np.ndarray, rng: np.random.Generator, *, label: int, stored_as_jpeg: bool) -> np.ndarray:
+    def apply(self, img: np.ndarray, rng: np.random.Generator, *, label: int, stored_as_jpeg: bool) -> Augmented:
+        """Augment ``img`` and say what was applied (the draws come from ``rng``, in a fixed order)."""
         p_match = self.format_match_probs[label]
         if p_match > 0 and not stored_as_jpeg and rng.random() < p_match:
             img = jpeg_compress(img, int(rng.choice(np.asarray(self.format_match_qualities))), "pil")
-        if self.blur_prob > 0 and rng.random() < self.blur_prob:
-            img = gaussian_blur(img, float(rng.uniform(*self.blur_sig)))
-        if self.jpg_prob > 0 and rng.random() < self.jpg_prob:
+        source = out = img
+        blurred = self.blur_prob > 0 and rng.random() < self.blur_prob
+        if blurred:
+            out = gaussian_blur(out, float(rng.uniform(*self.blur_sig)))
+        jpeg = self.jpg_prob > 0 and rng.random() < self.jpg_prob
+        if jpeg:
             method = str(rng.choice(list(self.jpg_method)))
-            img = jpeg_compress(img, int(rng.integers(self.jpg_qual[0], self.jpg_qual[1] + 1)), method)  # type: ignore[arg-type]
-        return img
+            out = jpeg_compress(out, int(rng.integers(self.jpg_qual[0], self.jpg_qual[1] + 1)), method)  # type: ignore[arg-type]
+        return Augmented(image=out, source=source, blurred=blurred, jpeg=jpeg)
+
+    def __call__(self, img: np.ndarray, rng: np.random.Generator, *, label: int, stored_as_jpeg: bool) -> np.ndarray:
+        """The augmented image alone (see :meth:`apply`)."""
+        return self.apply(img, rng, label=label, stored_as_jpeg=stored_as_jpeg).image
 
 
 def format_match_probabilities(jpeg_share_real: float, jpeg_share_fake: float) -> tuple[float, float]:

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ssp_detect.data.patch import SMALL_IMAGE_SIZE, Mode, select_simplest_patch
+from ssp_detect.data.patch import SMALL_IMAGE_SIZE, Mode, resize_if_small, select_simplest_patch
 from ssp_detect.models.registry import ModelSpec
 
 
@@ -71,6 +71,18 @@ class Preprocessor:
         )
         searched = (SMALL_IMAGE_SIZE, SMALL_IMAGE_SIZE) if choice.resized else (img.shape[1], img.shape[0])
         return Prepared(np.ascontiguousarray(choice.patch.transpose(2, 0, 1)), choice.box, choice.score, searched)
+
+    def same_region(self, img: np.ndarray, prepared: Prepared) -> np.ndarray:
+        """The region of ``img`` that ``prepared`` was cut from, as uint8 (3, S, S).
+
+        ``img`` must have the size of the image ``prepared`` came from (e.g. the same image
+        before a blur or JPEG re-compression): ESSP's restoration target is cut this way.
+        """
+        if self.input == "image":
+            return self(img).pixels
+        img, _ = resize_if_small(img, self.patch_size)
+        x, y, w, h = prepared.box
+        return np.ascontiguousarray(img[y : y + h, x : x + w].transpose(2, 0, 1))
 
 
 def normalize(pixels: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:

@@ -6,7 +6,9 @@ and LOCAL_RANK; :func:`setup` joins the process group (NCCL on CUDA, gloo on the
 
 from __future__ import annotations
 
+import itertools
 import os
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -97,3 +99,24 @@ def average(value: float) -> float:
     t = torch.tensor([value], dtype=torch.float64)
     dist.all_reduce(t)
     return float(t.item() / world_size())
+
+
+def sharded_map(items: Iterable[Any], chunk_size: int, fn: Callable[[list[Any]], list[Any]]) -> Iterator[Any]:
+    """Apply ``fn`` to a stream split across ranks; yield the results in input order on rank 0.
+
+    Every rank must iterate the same ``items``. Each chunk of ``chunk_size * world`` items is dealt
+    out round-robin, every rank maps its share, and rank 0 gathers and re-interleaves them, so a
+    stream of any length is processed with bounded memory and without duplicates. Other ranks yield
+    nothing. Without a process group this is ``fn`` over chunks of ``chunk_size``.
+    """
+    world, me = world_size(), rank()
+    it = iter(items)
+    while True:
+        chunk = list(itertools.islice(it, chunk_size * world))
+        if not chunk:
+            return
+        mine = fn(chunk[me::world])
+        parts = all_gather_objects(mine)
+        if me == 0:
+            for i in range(len(chunk)):
+                yield parts[i % world][i // world]

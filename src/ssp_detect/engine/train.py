@@ -1,7 +1,10 @@
 """The training loop: the official SSP recipe by default, reproducible and resumable.
 
 Data flow per step: files -> (augment) -> simple patch (random mode, as the official code) -> uint8
-batch -> normalised on the device -> model -> BCE with logits against fake = 1.
+batch -> normalised on the device -> model -> BCE with logits against fake = 1. A model with a
+``training_loss`` method (ESSP) is called with ``all_outputs=True`` and computes its own loss from
+its outputs and the batch's restoration targets (``clean_pixels``, ``degradation``), weighted by
+the config's ``perception_weight`` and ``restoration_weight``; its parts go to ``metrics.jsonl``.
 
 Validation runs every epoch on data that is *not* the test set: by default a fixed holdout of the
 training images (GenImage's ``val`` folders are the test set). The best checkpoint is chosen on
@@ -21,19 +24,20 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler
 from tqdm import tqdm
 
 from ssp_detect.config import TrainConfig, save_config
-from ssp_detect.data.dataset import DetectionDataset, is_jpeg_file, make_loader
+from ssp_detect.data.dataset import DetectionDataset, make_loader
 from ssp_detect.data.degradations import TrainAugment, format_match_probabilities
-from ssp_detect.data.layouts import Sample, load_samples
+from ssp_detect.data.layouts import Sample, has_jpeg_history, load_samples
 from ssp_detect.data.preprocess import Preprocessor, normalize
 from ssp_detect.engine import distributed
 from ssp_detect.engine.evaluate import make_eval_loader, predict_loader, summarize
-from ssp_detect.engine.runtime import autocast, default_workers, resolve_device, resolve_precision
+from ssp_detect.engine.runtime import autocast, default_workers, model_input, place_model, resolve_device, resolve_precision
 from ssp_detect.models.checkpoint import read_checkpoint_file, save_checkpoint
 from ssp_detect.models.registry import create_model, get_spec
 
@@ -54,9 +58,15 @@ def poly_lr(base_lr: float, epoch: int, epochs: int, power: float) -> float:
 
 def holdout_split(samples: Sequence[Sample], fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
     """Split samples into (train, holdout) by a hash of the file name: stable across runs and
-    machines, independent of the order of files."""
-    cut = int(fraction * 10_000)
-    is_held = [zlib.crc32(f"{seed}:{Path(s.path).parent.name}/{Path(s.path).name}".encode()) % 10_000 < cut for s in samples]
+    machines, independent of the order of files.
+
+    Only the name counts, not the folder: files of the same name (a content-matched real/fake pair,
+    as in the demo benchmark, or one real photo shared by several subsets) stay on the same side.
+    Otherwise a model that memorises a scene as "real" would be validated on its fake twin.
+    """
+    names = sorted({Path(s.path).name for s in samples}, key=lambda n: (zlib.crc32(f"{seed}:{n}".encode()), n))
+    held_names = set(names[: max(1, round(fraction * len(names)))])
+    is_held = [Path(s.path).name in held_names for s in samples]
     train = [s for s, h in zip(samples, is_held) if not h]
     held = [s for s, h in zip(samples, is_held) if h]
     return train, held
@@ -80,11 +90,12 @@ def load_train_val(cfg: TrainConfig) -> tuple[list[Sample], list[Sample], str]:
     return train, val, what
 
 
-def estimate_qualities(paths: Sequence[str], limit: int = 200) -> list[int]:
-    """JPEG qualities estimated from up to ``limit`` JPEG files (default [90] if none)."""
+def jpeg_history_qualities(samples: Sequence[Sample], limit: int = 200) -> list[int]:
+    """JPEG qualities of up to ``limit`` images with a JPEG history: recorded in the data
+    manifest, else estimated from the file's quantisation tables (default [90] if none)."""
     from ssp_detect.data.jpeg_quality import estimate_jpeg_quality
 
-    found = [q for p in list(paths)[:limit] if (q := estimate_jpeg_quality(p)) is not None]
+    found = [q for s in [s for s in samples if has_jpeg_history(s)][:limit] if (q := s.jpeg_quality or estimate_jpeg_quality(s.path)) is not None]
     return found or [90]
 
 
@@ -95,11 +106,11 @@ def make_augment(cfg: TrainConfig, train: Sequence[Sample]) -> TrainAugment:
     if cfg.format_match == "auto":
         shares = []
         for label in (0, 1):
-            files = [s.path for s in train if s.label == label]
-            shares.append(sum(map(is_jpeg_file, files)) / max(1, len(files)))
+            part = [s for s in train if s.label == label]
+            shares.append(sum(map(has_jpeg_history, part)) / max(1, len(part)))
         probs = format_match_probabilities(*shares)
         if cfg.format_match_qualities is None:
-            qualities = estimate_qualities([s.path for s in train if is_jpeg_file(s.path)])
+            qualities = jpeg_history_qualities(train)
         log.info("format matching: JPEG share real %.2f fake %.2f -> compress non-JPEG real with p=%.2f, fake with p=%.2f at qualities %s",
                  shares[0], shares[1], probs[0], probs[1], sorted(set(qualities)))
     elif cfg.format_match not in ("off", "auto"):
@@ -117,6 +128,39 @@ def make_augment(cfg: TrainConfig, train: Sequence[Sample]) -> TrainAugment:
 def _unwrap(model: nn.Module) -> nn.Module:
     model = model.module if isinstance(model, DistributedDataParallel) else model
     return getattr(model, "_orig_mod", model)
+
+
+def has_training_loss(model: nn.Module) -> bool:
+    """True when the (unwrapped) model computes its own training loss, as ESSP does."""
+    return callable(getattr(_unwrap(model), "training_loss", None))
+
+
+def batch_loss(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batch: dict[str, Any],
+    *,
+    device: torch.device,
+    precision: str,
+    mean: Sequence[float],
+    std: Sequence[float],
+    loss_weights: dict[str, float],
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """The training loss of one batch and its named parts.
+
+    BCE with logits on ``model(x)``; a model with ``training_loss`` is called through the wrapper
+    (so DDP and torch.compile see the call) with ``all_outputs=True``, and its ``training_loss``
+    combines the outputs with the batch's ``clean_pixels`` and ``degradation`` targets.
+    """
+    if not has_training_loss(model):
+        with autocast(device, precision):
+            logits = model(x)
+        return F.binary_cross_entropy_with_logits(logits.float(), y), {}
+    clean = normalize(batch["clean_pixels"].to(device, non_blocking=True), mean, std)
+    with autocast(device, precision):
+        outputs = model(x, all_outputs=True)
+    return _unwrap(model).training_loss(outputs, y, clean=clean, degradation=batch["degradation"].to(device, non_blocking=True), **loss_weights)
 
 
 def _setup_logging(out: Path) -> logging.Handler | None:
@@ -164,11 +208,13 @@ def train_one_epoch(
     metrics: _MetricsLog,
     log_every: int,
     progress: bool,
+    loss_weights: dict[str, float] | None = None,
 ) -> dict[str, float]:
-    """One pass over the training loader; returns mean loss, images seen, images/s, skipped."""
+    """One pass over the training loader; returns mean loss, images seen, images/s, skipped, and
+    the mean of each loss part of a model with its own ``training_loss`` (see :func:`batch_loss`)."""
     model.train()
-    loss_fn = nn.BCEWithLogitsLoss()
     total = seen = skipped = 0.0
+    part_sums: dict[str, float] = {}
     steps = min(len(loader), max_steps) if max_steps else len(loader)
     start = time.perf_counter()
     bar = tqdm(total=steps, desc=f"epoch {epoch}", disable=not progress or not distributed.is_main(), leave=False, unit="step")
@@ -177,20 +223,18 @@ def train_one_epoch(
         for index, msg in batch["errors"]:
             log.warning("skipped unreadable training image: %s", msg)
         if batch["pixels"] is not None:
-            x = normalize(batch["pixels"].to(device, non_blocking=True), mean, std)
-            if device.type == "cuda":
-                x = x.contiguous(memory_format=torch.channels_last)
+            x = model_input(batch["pixels"], device, mean, std)
             y = batch["label"].to(device, non_blocking=True)
-            with autocast(device, precision):
-                logits = model(x)
-            loss = loss_fn(logits.float(), y)
+            loss, parts = batch_loss(model, x, y, batch, device=device, precision=precision, mean=mean, std=std, loss_weights=loss_weights or {})
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             total += loss.item() * len(y)
             seen += len(y)
+            for name, value in parts.items():
+                part_sums[name] = part_sums.get(name, 0.0) + value * len(y)
             if step % log_every == 0:
-                metrics.write({"type": "step", "epoch": epoch, "step": step, "loss": loss.item(), "lr": optimizer.param_groups[0]["lr"]})
+                metrics.write({"type": "step", "epoch": epoch, "step": step, "loss": loss.item(), "lr": optimizer.param_groups[0]["lr"], **parts})
             bar.set_postfix(loss=f"{total / max(seen, 1):.4f}")
         bar.update(1)
         if step >= steps:
@@ -202,6 +246,7 @@ def train_one_epoch(
         "images": seen * distributed.world_size(),
         "images_per_s": seen * distributed.world_size() / max(elapsed, 1e-9),
         "skipped": skipped,
+        **{name: distributed.average(value / max(seen, 1)) for name, value in part_sums.items()},
     }
 
 
@@ -234,7 +279,13 @@ def _train(cfg: TrainConfig, device: torch.device, precision: str, out: Path, re
     workers = default_workers() if cfg.workers is None else cfg.workers
     pin = device.type == "cuda"
     options = {"num_candidates": cfg.num_candidates, "seed": cfg.seed}
-    train_ds = DetectionDataset(train_samples, Preprocessor.for_model(spec, mode=cfg.patch_mode, **options), augment=make_augment(cfg, train_samples), seed=cfg.seed)
+    torch.manual_seed(cfg.seed)
+    model = place_model(create_model(cfg.model, backbone_weights=cfg.backbone_weights), device)
+    if cfg.repeats < 1:
+        raise TrainError(f"--repeats must be at least 1, not {cfg.repeats}.")
+    # Each copy of an image has its own index, so its own random patch draws and augmentation.
+    train_ds = DetectionDataset(train_samples * cfg.repeats, Preprocessor.for_model(spec, mode=cfg.patch_mode, **options), augment=make_augment(cfg, train_samples),
+                                restoration_targets=has_training_loss(model), seed=cfg.seed)
     eval_pre = Preprocessor.for_model(spec, mode=cfg.eval_patch_mode, **options)
     val_ds = DetectionDataset(val_samples, eval_pre, seed=cfg.seed)
     probe_idx = np.random.default_rng(cfg.seed).permutation(len(train_samples))[: cfg.train_eval_samples]
@@ -246,10 +297,6 @@ def _train(cfg: TrainConfig, device: torch.device, precision: str, out: Path, re
     val_loader = make_eval_loader(val_ds, batch_size=cfg.batch_size, workers=workers, pin_memory=pin)
     probe_loader = make_eval_loader(probe_ds, batch_size=cfg.batch_size, workers=workers, pin_memory=pin)
 
-    torch.manual_seed(cfg.seed)
-    model = create_model(cfg.model, backbone_weights=cfg.backbone_weights).to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     start_epoch, best, history = 1, -math.inf, []
     if resume:
@@ -269,6 +316,7 @@ def _train(cfg: TrainConfig, device: torch.device, precision: str, out: Path, re
         save_config(cfg, out / "config.yaml")
     metrics = _MetricsLog(out / "metrics.jsonl", append=resume is not None)
     common = {"device": device, "precision": precision, "mean": spec.mean, "std": spec.std}
+    loss_weights = {"perception_weight": cfg.perception_weight, "restoration_weight": cfg.restoration_weight} if has_training_loss(model) else {}
     payload_base = {"model": cfg.model, "preprocess": spec.preprocess_config() | {"mode": cfg.eval_patch_mode}, "threshold": 0.5, "train_config": cfg.to_dict()}
     result: dict[str, Any] = {"out": str(out), "best": str(out / "best.pt"), "last": str(out / "last.pt")}
     try:
@@ -279,7 +327,8 @@ def _train(cfg: TrainConfig, device: torch.device, precision: str, out: Path, re
             sampler.set_epoch(epoch)
             train_ds.set_epoch(epoch)
             started = time.perf_counter()
-            stats = train_one_epoch(train_model, train_loader, optimizer, max_steps=cfg.steps_per_epoch, epoch=epoch, metrics=metrics, log_every=cfg.log_every, progress=cfg.progress, **common)
+            stats = train_one_epoch(train_model, train_loader, optimizer, max_steps=cfg.steps_per_epoch, epoch=epoch, metrics=metrics, log_every=cfg.log_every, progress=cfg.progress,
+                                    loss_weights=loss_weights, **common)
             val = summarize(val_samples, predict_loader(model, val_loader, progress=cfg.progress, desc="val", **common))
             probe = summarize(probe_samples, predict_loader(model, probe_loader, progress=cfg.progress, desc="train-eval", **common))
             record = {"type": "epoch", "epoch": epoch, "lr": lr, **stats, "time_s": time.perf_counter() - started,
@@ -289,6 +338,8 @@ def _train(cfg: TrainConfig, device: torch.device, precision: str, out: Path, re
             score = val["pooled"][cfg.select_metric]
             log.info("epoch %d/%d lr %.2e loss %.4f | val acc %.3f auc %.3f | eval-mode on training sample acc %.3f auc %.3f | %.1f img/s",
                      epoch, cfg.epochs, lr, stats["train_loss"], val["pooled"]["acc"], val["pooled"]["auc"], probe["pooled"]["acc"], probe["pooled"]["auc"], stats["images_per_s"])
+            if loss_weights:
+                log.info("epoch %d loss parts: %s", epoch, ", ".join(f"{k} {v:.4f}" for k, v in stats.items() if k.startswith(("loss_", "perception_"))))
             if stats["train_loss"] < 0.2 and probe["pooled"]["acc"] < 0.6:
                 log.warning("training loss is low (%.3f) but eval-mode accuracy on training images is %.2f: the model relies on "
                             "batch statistics or augmentation-only cues; try a GroupNorm model (ssp-gn, ssp-native-gn).", stats["train_loss"], probe["pooled"]["acc"])

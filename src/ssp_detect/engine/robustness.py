@@ -1,0 +1,126 @@
+"""Robustness sweeps: detection metrics of several checkpoints under increasing degradation.
+
+Each setting degrades every image, real and fake alike, before patch selection (see
+:class:`~ssp_detect.data.degradations.Degradation`), then scores it as ``ssp test`` does; the
+pooled accuracy at each model's threshold, real and fake accuracy, AP and AUC are kept. The
+settings that leave images unchanged (JPEG ``none``, blur 0, scale 1, WebP ``none``) are scored
+once per model and shared.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from ssp_detect.data.degradations import Degradation, Interpolation, JpegMethod
+from ssp_detect.data.layouts import Sample
+from ssp_detect.models.loading import LoadedModel
+
+log = logging.getLogger(__name__)
+
+ROBUSTNESS_METRICS = ("n_real", "n_fake", "acc", "real_acc", "fake_acc", "ap", "auc")
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """One degradation swept over strengths.
+
+    Attributes:
+        name: Short name (file stem), e.g. ``jpeg``.
+        title: Axis title, e.g. ``JPEG quality``.
+        kind: The :class:`Degradation` kind.
+        values: Strengths in sweep order; None means no degradation.
+    """
+
+    name: str
+    title: str
+    kind: str
+    values: tuple[float | None, ...]
+
+    def settings(self, *, jpeg_method: JpegMethod = "pil", interpolation: Interpolation = "bilinear") -> list[tuple[str, Degradation]]:
+        """(label, degradation) per strength, e.g. ``("75", Degradation("jpeg", 75))``."""
+        return [
+            ("none", Degradation()) if v is None else (f"{v:g}", Degradation(self.kind, float(v), jpeg_method=jpeg_method, interpolation=interpolation))  # type: ignore[arg-type]
+            for v in self.values
+        ]
+
+
+SWEEPS: dict[str, Sweep] = {
+    s.name: s
+    for s in (
+        Sweep("jpeg", "JPEG quality", "jpeg", (None, 95, 90, 75, 50, 30)),
+        Sweep("blur", "Gaussian blur sigma", "blur", (0, 0.5, 1, 2, 3)),
+        Sweep("scale", "Rescaling factor", "scale", (0.5, 0.75, 1.0, 1.5)),
+        Sweep("webp", "WebP quality", "webp", (None, 90, 75, 50)),
+    )
+}
+
+
+def default_names(weights: Sequence[str | Path], models: Sequence[LoadedModel]) -> list[str]:
+    """One name per checkpoint: its model name, or ``<model> (<file>)`` where two share a model."""
+    names = [m.name for m in models]
+    return [f"{n} ({Path(w).parent.name}/{Path(w).name})" if names.count(n) > 1 else n for n, w in zip(names, weights)]
+
+
+def run_robustness(
+    models: Sequence[tuple[str, LoadedModel]],
+    samples: Sequence[Sample],
+    *,
+    sweeps: Sequence[str] = tuple(SWEEPS),
+    jpeg_method: JpegMethod = "pil",
+    interpolation: Interpolation = "bilinear",
+    device: torch.device,
+    precision: str,
+    batch_size: int = 64,
+    workers: int = 0,
+    patch_mode: str = "seeded",
+    seed: int = 0,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Score every model under every setting of the chosen sweeps.
+
+    Args:
+        models: (name, loaded model) pairs, in table order.
+        samples: Labelled images (real and fake).
+        sweeps: Names from :data:`SWEEPS`.
+        jpeg_method: JPEG library of the JPEG sweep.
+        interpolation: PIL filter of the scale sweep.
+        device, precision, batch_size, workers, patch_mode, seed, progress: As for
+            :func:`~ssp_detect.engine.evaluate.evaluate_model`.
+
+    Returns:
+        One row per (model, sweep, setting), in that order: ``model``, ``degradation`` (sweep
+        name), ``setting`` (label), ``value`` (strength or None), ``n_unreadable`` and
+        :data:`ROBUSTNESS_METRICS` of the pooled images.
+    """
+    from ssp_detect.engine.evaluate import evaluate_model  # here, so that `ssp --help` need not import scikit-learn
+
+    unknown = sorted(set(sweeps) - set(SWEEPS))
+    if unknown:
+        raise ValueError(f"Unknown sweep(s) {', '.join(unknown)}; choose from {', '.join(SWEEPS)}.")
+    plan = [(name, SWEEPS[name].settings(jpeg_method=jpeg_method, interpolation=interpolation)) for name in sweeps]
+    rows: list[dict[str, Any]] = []
+    bar = tqdm(total=len(models) * sum(len(s) for _, s in plan), desc="robustness", disable=not progress, unit="setting")
+    for model_name, loaded in models:
+        scored: dict[Degradation, dict[str, Any]] = {}
+        for sweep, settings in plan:
+            for label, degradation in settings:
+                key = Degradation() if degradation.is_identity else degradation
+                if key not in scored:
+                    bar.set_postfix_str(f"{model_name}: {sweep} {label}")
+                    summary, _ = evaluate_model(loaded, samples, device=device, precision=precision, batch_size=batch_size, workers=workers,
+                                                patch_mode=patch_mode, seed=seed, progress=progress, desc=f"{sweep} {label}", degradation=key)
+                    scored[key] = summary["pooled"] | {"n_unreadable": summary["n_unreadable"]}
+                    log.info("%s, %s %s: acc %.3f AUC %.3f", model_name, sweep, label, scored[key]["acc"], scored[key]["auc"])
+                pooled = scored[key]
+                rows.append({"model": model_name, "degradation": sweep, "setting": label, "value": None if label == "none" else degradation.value,
+                             "n_unreadable": pooled["n_unreadable"], **{k: pooled[k] for k in ROBUSTNESS_METRICS}})
+                bar.update(1)
+    bar.close()
+    return rows
