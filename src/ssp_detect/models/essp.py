@@ -245,6 +245,6 @@ register_model(
         name="essp-lite",
         builder=partial(ESSPNet, enhancer_width=16, middle_blocks=2, prompt_dim=32, perception_width=16,
                         upsample_to=None, srm_first=True, arch="compact", norm="group", stem="native"),
-        description="ESSP with a small perception/enhancer (~0.2M parameters) before ssp-lite: CPU-sized.",
+        description="ESSP with a small perception/enhancer (~0.3M parameters) before ssp-lite: CPU-sized.",
     )
 )
