@@ -107,6 +107,41 @@ def test_user_errors_are_one_sentence_not_a_traceback(tmp_path, capsys, checkpoi
     assert "Unknown model" in capsys.readouterr().err
 
 
+def test_patch_size_and_candidate_count_come_from_the_checkpoint_and_the_flags(tmp_path, rng, capsys):
+    from ssp_detect.data.patch import image_rng, random_corners
+    from ssp_detect.data.preprocess import PatchOptions
+    from ssp_detect.models.checkpoint import save_checkpoint
+
+    img = noisy_image(rng, (96, 120))
+    default = Detector.from_checkpoint(make_checkpoint(tmp_path / "d.pt"))
+    assert default.info["patch_size"] == 32 and default.info["num_candidates"] == 64 and default.predict(img).box[2:] == (32, 32)
+    # A checkpoint trained with other patch settings is fed the way it was trained.
+    raw = read_checkpoint_file(tmp_path / "d.pt")
+    raw["preprocess"] |= {"patch_size": 24, "num_candidates": 4}
+    save_checkpoint(tmp_path / "p24.pt", raw)
+    stored = Detector.from_checkpoint(tmp_path / "p24.pt")
+    assert stored.info["patch_size"] == 24 and stored.info["num_candidates"] == 4 and stored.predict(img).box[2:] == (24, 24)
+    # Flags override it; one candidate is the first seeded draw, more candidates never score worse.
+    one = Detector.from_checkpoint(tmp_path / "p24.pt", patch=PatchOptions(num_candidates=1, patch_size=16)).predict(img)
+    y, x = random_corners(image_rng(img, 0), 96, 120, 16, 1)[0]
+    assert one.box == (x, y, 16, 16)
+    many = Detector.from_checkpoint(tmp_path / "p24.pt", patch=PatchOptions(num_candidates=500, patch_size=16)).predict(img)
+    best = Detector.from_checkpoint(tmp_path / "p24.pt", patch=PatchOptions("exhaustive", patch_size=16)).predict(img)
+    assert best.texture_score <= many.texture_score <= one.texture_score
+    path = write_image(tmp_path / "i.png", img)
+    assert main(["predict", str(path), "--weights", str(tmp_path / "p24.pt"), "--patch-size", "16", "--num-candidates", "1", "--format", "jsonl"]) == 0
+    row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (row["x"], row["y"], row["w"]) == (x, y, 16) and row["p_fake"] == pytest.approx(one.p_fake)
+    # Test reports say which settings were used; nonsense values are one sentence.
+    root = make_genimage_tree(tmp_path / "g", subsets=("sdv4",), n=2, splits=("val",))
+    assert main(["test", "--weights", str(tmp_path / "p24.pt"), "--data", str(root), "--workers", "0", "--no-progress", "--out", str(tmp_path / "t")]) == 0
+    assert "24x24, seeded mode (seed 0), lowest of 4 candidates" in (tmp_path / "t" / "results.md").read_text()
+    assert main(["predict", str(path), "--weights", str(tmp_path / "p24.pt"), "--patch-size", "4"]) == 2
+    assert "patch size must be between 8 and 256" in capsys.readouterr().err
+    assert main(["predict", str(path), "--weights", str(tmp_path / "p24.pt"), "--num-candidates", "0"]) == 2
+    assert "candidate count must be at least 1" in capsys.readouterr().err
+
+
 def test_models_lists_the_registry(capsys):
     assert main(["models"]) == 0
     out = capsys.readouterr().out

@@ -26,7 +26,7 @@ def tree(tmp_path_factory):
 
 def test_cli_training_learns_and_its_checkpoint_tests(tree, tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(_train_args(tree, out, "--epochs", "4", "--lr", "3e-4")) == 0
+    assert main(_train_args(tree, out, "--epochs", "4", "--lr", "3e-4", "--patch-size", "24", "--num-candidates", "16")) == 0
     epochs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if '"epoch"' in line and '"type": "epoch"' in line]
     assert [e["epoch"] for e in epochs] == [1, 2, 3, 4]
     assert epochs[-1]["train_loss"] < epochs[0]["train_loss"]
@@ -36,11 +36,13 @@ def test_cli_training_learns_and_its_checkpoint_tests(tree, tmp_path, capsys):
     assert "holdout of the training images" in (out / "train.log").read_text()
     ckpt = read_checkpoint_file(out / "best.pt")
     assert ckpt["model"] == "ssp-lite" and ckpt["train_config"]["subsets"] == ["sdv4"] and "optimizer" not in ckpt
+    assert ckpt["preprocess"]["patch_size"] == 24 and ckpt["preprocess"]["num_candidates"] == 16
     # The checkpoint alone is enough to test: noisy reals vs smooth fakes are easy to tell apart.
     assert main(["test", "--weights", str(out / "best.pt"), "--data", str(tree), "--workers", "0", "--no-progress", "--out", str(tmp_path / "t")]) == 0
     res = json.loads((tmp_path / "t" / "results.json").read_text())
     assert set(res["subsets"]) == {"sdv4", "adm"} and res["pooled"]["n_real"] == 24
     assert res["pooled"]["auc"] > 0.9
+    assert "24x24, seeded mode (seed 0), lowest of 16 candidates" in (tmp_path / "t" / "results.md").read_text()
     for ext in ("md", "csv"):
         assert "pooled (all images)" in (tmp_path / "t" / f"results.{ext}").read_text()
 

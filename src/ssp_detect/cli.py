@@ -45,10 +45,30 @@ def _add_weights_options(p: argparse.ArgumentParser, *, multiple: bool = False) 
     p.add_argument("--model", help="Architecture of a foreign state dict (default: inferred; official SSP files are 'ssp').")
 
 
-def _add_patch_options(p: argparse.ArgumentParser, default: str = "seeded") -> None:
-    p.add_argument("--patch-mode", default=default, choices=["seeded", "exhaustive", "random"],
-                   help=f"Simple-patch selection (default {default}): seeded = 64 random candidates seeded by the image (deterministic), exhaustive = true minimum over all positions, random = the official, unseeded behaviour.")
-    p.add_argument("--seed", type=int, default=0, help="Seed of the seeded patch mode (default 0).")
+def _add_patch_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("simple patch")
+    g.add_argument("--patch-mode", default="seeded", choices=["seeded", "exhaustive", "random"],
+                   help="Simple-patch selection (default seeded): seeded = random candidates seeded by the image (deterministic), exhaustive = true minimum over all positions, random = the official, unseeded behaviour.")
+    g.add_argument("--seed", type=int, default=0, help="Seed of the seeded patch mode (default 0).")
+    g.add_argument("--num-candidates", type=int, help="Random candidates per image in seeded/random mode (default: the checkpoint's; the official 64 for 32x32 patches).")
+    g.add_argument("--patch-size", type=int, help="Simple-patch side in pixels, for patch models (default: the checkpoint's; 32 as in the paper).")
+
+
+def _patch(args: argparse.Namespace):
+    from ssp_detect.data.preprocess import PatchOptions
+
+    return PatchOptions(args.patch_mode, args.seed, args.num_candidates, args.patch_size)
+
+
+def _describe_patch(loaded, args: argparse.Namespace) -> str:
+    """The simple-patch settings a run used, in words, for reports."""
+    from ssp_detect.data.preprocess import Preprocessor
+
+    s = Preprocessor.for_model(loaded.preprocess, _patch(args)).settings()
+    if s["input"] == "image":
+        return f"none (whole image resized to {s['image_size']}x{s['image_size']})"
+    how = "every position" if s["patch_mode"] == "exhaustive" else f"lowest of {s['num_candidates']} candidates"
+    return f"{s['patch_size']}x{s['patch_size']}, {s['patch_mode']} mode (seed {args.seed}), {how}"
 
 
 def _samples(args: argparse.Namespace):
@@ -137,7 +157,8 @@ def add_train_parser(sub) -> None:
     r = p.add_argument_group("patches and runtime")
     r.add_argument("--patch-mode", choices=["random", "seeded", "exhaustive"], help="Patch selection while training (default random, as official).")
     r.add_argument("--eval-patch-mode", choices=["seeded", "exhaustive", "random"], help="Patch selection for validation (default seeded).")
-    r.add_argument("--num-candidates", type=int, help="Random candidates per image (default 64).")
+    r.add_argument("--num-candidates", type=int, help="Random candidates per image (default: the official (256 // patch size)^2, 64 for 32x32).")
+    r.add_argument("--patch-size", type=int, help="Simple-patch side in pixels (default: the model's, 32 as in the paper); stored in the checkpoint.")
     r.add_argument("--seed", type=int, help="Seed of shuffling, augmentation and patch draws (default 0).")
     r.add_argument("--workers", type=int, help="DataLoader workers (default: cores - 1, at most 16).")
     r.add_argument("--device", help="auto, cpu, cuda or cuda:N.")
@@ -151,7 +172,7 @@ def add_train_parser(sub) -> None:
 
 _TRAIN_KEYS = ("data", "layout", "subsets", "train_split", "val_split", "val_fraction", "val_data", "val_subsets", "real", "fake", "val_real", "val_fake",
                "model", "backbone_weights", "epochs", "batch_size", "lr", "weight_decay", "steps_per_epoch", "repeats", "stop_after", "select_metric", "blur_prob", "blur_sig",
-               "jpg_prob", "jpg_method", "jpg_qual", "format_match", "format_match_qualities", "perception_weight", "restoration_weight", "patch_mode", "eval_patch_mode", "num_candidates",
+               "jpg_prob", "jpg_method", "jpg_qual", "format_match", "format_match_qualities", "perception_weight", "restoration_weight", "patch_mode", "eval_patch_mode", "num_candidates", "patch_size",
                "seed", "workers", "device", "precision", "compile", "train_eval_samples", "strict", "progress", "out")
 
 
@@ -200,10 +221,10 @@ def cmd_test(args: argparse.Namespace) -> int:
     loaded = load_model(args.weights, model_name=args.model)
     samples = _samples(args)
     summary, _ = evaluate_model(loaded, samples, device=device, precision=resolve_precision(args.precision, device), batch_size=args.batch_size,
-                                workers=_workers(args), patch_mode=args.patch_mode, seed=args.seed, threshold=args.threshold, progress=not args.no_progress)
+                                workers=_workers(args), patch=_patch(args), threshold=args.threshold, progress=not args.no_progress)
     if distributed.is_main():
         notes = [f"weights: {args.weights} ({loaded.name}, {loaded.source}, sha256 {loaded.sha256[:12]})", f"data: {args.data or (args.real, args.fake)} split {args.split}",
-                 f"patch mode: {args.patch_mode} (seed {args.seed})"]
+                 f"simple patch: {_describe_patch(loaded, args)}"]
         paths = write_summary(summary, args.out, title=f"Test of {Path(args.weights).name}", notes=notes)
         print(markdown_table(summary))
         print(f"\nwritten: {', '.join(map(str, paths))}")
@@ -240,7 +261,7 @@ def cmd_cross_eval(args: argparse.Namespace) -> int:
     for i, w in enumerate(args.weights):
         loaded = load_model(w, model_name=args.model)
         summary, _ = evaluate_model(loaded, samples, device=device, precision=resolve_precision(args.precision, device), batch_size=args.batch_size,
-                                    workers=_workers(args), patch_mode=args.patch_mode, seed=args.seed, progress=not args.no_progress, desc=Path(w).stem)
+                                    workers=_workers(args), patch=_patch(args), progress=not args.no_progress, desc=Path(w).stem)
         trained_on = (loaded.meta.get("train_config") or {}).get("subsets")
         names.append(args.names[i] if args.names else ("+".join(trained_on) if trained_on else Path(w).stem))
         rows.append([summary["subsets"].get(t, {}).get(args.metric, np.nan) for t in tests])
@@ -284,9 +305,9 @@ def cmd_robustness(args: argparse.Namespace) -> int:
     names = args.names or default_names(args.weights, models)
     rows = run_robustness(list(zip(names, models)), _samples(args), sweeps=args.sweeps, jpeg_method=args.jpeg_method, interpolation=args.interpolation,
                           device=device, precision=resolve_precision(args.precision, device), batch_size=args.batch_size, workers=_workers(args),
-                          patch_mode=args.patch_mode, seed=args.seed, progress=not args.no_progress)
+                          patch=_patch(args), progress=not args.no_progress)
     notes = [f"{n}: {w} (threshold {m.threshold:g})" for n, w, m in zip(names, args.weights, models)]
-    notes += [f"data: {args.data or (args.real, args.fake)} split {args.split}; patch mode {args.patch_mode} (seed {args.seed}); "
+    notes += [f"data: {args.data or (args.real, args.fake)} split {args.split}; simple patch: {_describe_patch(models[0], args)}; "
               f"JPEG by {args.jpeg_method}, rescaling by PIL {args.interpolation}; degradations applied to the whole image before patch selection"]
     paths = write_robustness(rows, {k: SWEEPS[k].title for k in args.sweeps}, args.out, notes=notes)
     print(paths[-1].read_text())
@@ -325,7 +346,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     device = distributed.setup(resolve_device(args.device))
     detector = Detector.from_checkpoint(args.weights, model_name=args.model, device=str(device), precision=args.precision,
-                                        threshold=args.threshold, patch_mode=args.patch_mode, seed=args.seed)
+                                        threshold=args.threshold, patch=_patch(args))
     paths = iter_image_paths(args.paths, recursive=args.recursive)
     # Under torchrun each rank scores its share of every chunk; rank 0 writes them in input order.
     results = distributed.sharded_map(paths, args.batch_size, lambda chunk: list(detector.predict_iter(chunk, batch_size=args.batch_size, workers=args.workers)))
@@ -377,7 +398,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     loaded = load_model(args.weights, model_name=args.model)
     _, preds = evaluate_model(loaded, _samples(args), device=device, precision=resolve_precision(args.precision, device), batch_size=args.batch_size,
-                              workers=_workers(args), patch_mode=args.patch_mode, seed=args.seed, progress=not args.no_progress, desc="calibrate")
+                              workers=_workers(args), patch=_patch(args), progress=not args.no_progress, desc="calibrate")
     threshold = choose_threshold(preds.label, preds.p_fake, target_fpr=args.target_fpr)
     m = binary_metrics(preds.label, preds.p_fake, threshold)
     raw = read_checkpoint_file(args.weights)
@@ -410,7 +431,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from ssp_detect.detector import Detector
     from ssp_detect.explain import explain_figure
 
-    detector = Detector.from_checkpoint(args.weights, model_name=args.model, device=args.device, threshold=args.threshold, patch_mode=args.patch_mode, seed=args.seed)
+    detector = Detector.from_checkpoint(args.weights, model_name=args.model, device=args.device, threshold=args.threshold, patch=_patch(args))
     d = explain_figure(detector, args.image, args.out)
     print(f"{d['label']} (p_fake {d['p_fake']:.4f}); figure written to {args.out}")
     return 0
@@ -436,6 +457,7 @@ def add_serve_parser(sub) -> None:
     p.add_argument("--max-files", type=int, default=d.max_files, help=f"Most images per request (default {d.max_files}).")
     p.add_argument("--max-batch", type=int, default=d.max_batch, help=f"Most images per model batch (default {d.max_batch}).")
     p.add_argument("--max-wait-ms", type=float, default=d.max_wait_ms, help=f"How long the batcher waits to fill a batch (default {d.max_wait_ms:g} ms).")
+    _add_patch_options(p)
     p.set_defaults(func=cmd_serve)
 
 
@@ -446,7 +468,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     limits = ServeLimits(max_upload_bytes=int(args.max_upload_mb * 1e6), max_pixels=args.max_pixels, max_files=args.max_files,
                          max_batch=args.max_batch, max_wait_ms=args.max_wait_ms)
     detector = Detector.from_checkpoint(args.weights, model_name=args.model, device=args.device, precision=args.precision,
-                                        threshold=args.threshold, max_pixels=args.max_pixels)
+                                        threshold=args.threshold, patch=_patch(args), max_pixels=args.max_pixels)
     run_server(detector, host=args.host, port=args.port, limits=limits)
     return 0
 

@@ -66,6 +66,7 @@ class TrainConfig:
     patch_mode: str = "random"
     eval_patch_mode: str = "seeded"
     num_candidates: int | None = None
+    patch_size: int | None = None
     # run
     out: str = "runs/train"
     seed: int = 0

@@ -20,8 +20,7 @@ import torch
 from PIL import Image
 
 from ssp_detect.data.decode import DEFAULT_MAX_PIXELS, ImageDecodeError, load_rgb, to_rgb_array
-from ssp_detect.data.patch import Mode
-from ssp_detect.data.preprocess import Prepared, Preprocessor
+from ssp_detect.data.preprocess import PatchOptions, Prepared, Preprocessor
 from ssp_detect.engine.runtime import autocast, model_input, place_model, resolve_device, resolve_precision
 from ssp_detect.models.loading import LoadedModel, load_model
 
@@ -83,8 +82,8 @@ class Detector:
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         precision: ``auto`` (bf16 on CUDA, fp32 on CPU), ``fp32`` or ``bf16``.
         threshold: Decision threshold; None uses the checkpoint's (0.5 unless calibrated).
-        patch_mode: ``seeded`` (default: deterministic), ``exhaustive`` or ``random`` (official).
-        seed: Seed of the seeded mode.
+        patch: Patch selection (default seeded, deterministic) and any override of the
+            checkpoint's patch size and candidate count.
         max_pixels: Images with more pixels are refused.
     """
 
@@ -95,15 +94,14 @@ class Detector:
         device: str = "auto",
         precision: str = "auto",
         threshold: float | None = None,
-        patch_mode: Mode = "seeded",
-        seed: int = 0,
+        patch: PatchOptions = PatchOptions(),
         max_pixels: int = DEFAULT_MAX_PIXELS,
     ) -> None:
         self.loaded = loaded
         self.device = resolve_device(device)
         self.precision = resolve_precision(precision, self.device)
         self.threshold = loaded.threshold if threshold is None else float(threshold)
-        self.preprocessor = Preprocessor.for_model(loaded.spec, mode=patch_mode, seed=seed)
+        self.preprocessor = Preprocessor.for_model(loaded.preprocess, patch)
         self.max_pixels = max_pixels
         self.model = place_model(loaded.model, self.device).eval()
 
@@ -120,9 +118,7 @@ class Detector:
             "weights_source": self.loaded.source,
             "checkpoint_sha256": self.loaded.sha256,
             "threshold": self.threshold,
-            "input": self.preprocessor.input,
-            "patch_size": self.preprocessor.patch_size,
-            "patch_mode": self.preprocessor.mode,
+            **self.preprocessor.settings(),
             "device": str(self.device),
             "precision": self.precision,
         }

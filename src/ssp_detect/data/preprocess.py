@@ -13,8 +13,37 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ssp_detect.data.patch import SMALL_IMAGE_SIZE, Mode, resize_if_small, select_simplest_patch
+from ssp_detect.data.patch import MODES, SMALL_IMAGE_SIZE, Mode, default_num_candidates, resize_if_small, select_simplest_patch
 from ssp_detect.models.registry import ModelSpec
+
+MIN_PATCH_SIZE = 8
+
+
+@dataclass(frozen=True)
+class PatchOptions:
+    """How the simple patch is chosen, as a user asks for it.
+
+    Attributes:
+        mode: ``seeded`` (deterministic, the default), ``exhaustive`` or ``random`` (official).
+        seed: Seed of the ``seeded`` mode.
+        num_candidates: Random candidates per image; None takes the checkpoint's, else the
+            official (256 // patch_size)^2 (64 for 32x32).
+        patch_size: Patch side; None takes the checkpoint's, else the model's (32).
+    """
+
+    mode: Mode = "seeded"
+    seed: int = 0
+    num_candidates: int | None = None
+    patch_size: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"Unknown patch mode {self.mode!r}; choose one of {', '.join(MODES)}.")
+        if self.num_candidates is not None and self.num_candidates < 1:
+            raise ValueError(f"The candidate count must be at least 1, not {self.num_candidates}.")
+        if self.patch_size is not None and not MIN_PATCH_SIZE <= self.patch_size <= SMALL_IMAGE_SIZE:
+            raise ValueError(f"The patch size must be between {MIN_PATCH_SIZE} and {SMALL_IMAGE_SIZE} pixels, not {self.patch_size}.")
+
 
 
 @dataclass(frozen=True)
@@ -50,15 +79,30 @@ class Preprocessor:
     seed: int = 0
 
     @classmethod
-    def for_model(cls, spec: ModelSpec | dict[str, Any], **options: Any) -> Preprocessor:
-        """The preprocessor of a registered model (or a checkpoint's stored preprocess dict)."""
+    def for_model(cls, spec: ModelSpec | dict[str, Any], options: PatchOptions = PatchOptions()) -> Preprocessor:
+        """The preprocessor of a registered model or of a checkpoint's stored preprocess dict
+        (see :attr:`~ssp_detect.models.loading.LoadedModel.preprocess`), with the user's patch
+        options; an option left at None keeps the stored value."""
         d = spec.preprocess_config() if isinstance(spec, ModelSpec) else spec
-        return cls(input=d["input"], patch_size=d["patch_size"], image_size=d["image_size"], **options)
+        return cls(
+            input=d["input"],
+            patch_size=options.patch_size or d["patch_size"],
+            image_size=d["image_size"],
+            mode=options.mode,
+            num_candidates=options.num_candidates or d.get("num_candidates"),
+            seed=options.seed,
+        )
 
     @property
     def size(self) -> int:
         """Side of the model input."""
         return self.patch_size if self.input == "patch" else self.image_size
+
+    def settings(self) -> dict[str, Any]:
+        """What decides the model input, as plain types (stored in checkpoints, shown by the service)."""
+        candidates = self.num_candidates or default_num_candidates(self.patch_size)
+        return {"input": self.input, "patch_size": self.patch_size, "image_size": self.image_size, "patch_mode": self.mode,
+                "num_candidates": candidates if self.input == "patch" else None}
 
     def __call__(self, img: np.ndarray, rng: np.random.Generator | None = None) -> Prepared:
         if self.input == "image":

@@ -17,7 +17,7 @@ from tqdm import tqdm
 from ssp_detect.data.dataset import DetectionDataset, make_loader
 from ssp_detect.data.degradations import Degradation
 from ssp_detect.data.layouts import Sample
-from ssp_detect.data.preprocess import Preprocessor
+from ssp_detect.data.preprocess import PatchOptions, Preprocessor
 from ssp_detect.engine import distributed
 from ssp_detect.engine.metrics import METRIC_NAMES, binary_metrics
 from ssp_detect.engine.runtime import autocast, model_input, place_model
@@ -124,8 +124,7 @@ def evaluate_model(
     precision: str,
     batch_size: int = 64,
     workers: int = 0,
-    patch_mode: str = "seeded",
-    seed: int = 0,
+    patch: PatchOptions = PatchOptions(),
     threshold: float | None = None,
     progress: bool = True,
     desc: str = "test",
@@ -133,9 +132,10 @@ def evaluate_model(
 ) -> tuple[dict[str, Any], Predictions]:
     """Score ``samples`` with a loaded model and summarise them (see :func:`summarize`).
 
-    ``degradation`` is applied to every image (real and fake alike) before patch selection.
+    ``patch`` overrides the checkpoint's patch settings where set. ``degradation`` is applied to
+    every image (real and fake alike) before patch selection.
     """
-    dataset = DetectionDataset(samples, Preprocessor.for_model(loaded.spec, mode=patch_mode, seed=seed), degradation=degradation, seed=seed)
+    dataset = DetectionDataset(samples, Preprocessor.for_model(loaded.preprocess, patch), degradation=degradation, seed=patch.seed)
     loader = make_eval_loader(dataset, batch_size=batch_size, workers=workers, pin_memory=device.type == "cuda")
     model = place_model(loaded.model, device)
     preds = predict_loader(model, loader, device=device, mean=loaded.spec.mean, std=loaded.spec.std, precision=precision, progress=progress, desc=desc)

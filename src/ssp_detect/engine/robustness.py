@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from ssp_detect.data.degradations import Degradation, Interpolation, JpegMethod
 from ssp_detect.data.layouts import Sample
+from ssp_detect.data.preprocess import PatchOptions
 from ssp_detect.models.loading import LoadedModel
 
 log = logging.getLogger(__name__)
@@ -79,8 +80,7 @@ def run_robustness(
     precision: str,
     batch_size: int = 64,
     workers: int = 0,
-    patch_mode: str = "seeded",
-    seed: int = 0,
+    patch: PatchOptions = PatchOptions(),
     progress: bool = True,
 ) -> list[dict[str, Any]]:
     """Score every model under every setting of the chosen sweeps.
@@ -91,7 +91,7 @@ def run_robustness(
         sweeps: Names from :data:`SWEEPS`.
         jpeg_method: JPEG library of the JPEG sweep.
         interpolation: PIL filter of the scale sweep.
-        device, precision, batch_size, workers, patch_mode, seed, progress: As for
+        device, precision, batch_size, workers, patch, progress: As for
             :func:`~ssp_detect.engine.evaluate.evaluate_model`.
 
     Returns:
@@ -115,7 +115,7 @@ def run_robustness(
                 if key not in scored:
                     bar.set_postfix_str(f"{model_name}: {sweep} {label}")
                     summary, _ = evaluate_model(loaded, samples, device=device, precision=precision, batch_size=batch_size, workers=workers,
-                                                patch_mode=patch_mode, seed=seed, progress=progress, desc=f"{sweep} {label}", degradation=key)
+                                                patch=patch, progress=progress, desc=f"{sweep} {label}", degradation=key)
                     scored[key] = summary["pooled"] | {"n_unreadable": summary["n_unreadable"]}
                     log.info("%s, %s %s: acc %.3f AUC %.3f", model_name, sweep, label, scored[key]["acc"], scored[key]["auc"])
                 pooled = scored[key]

@@ -13,6 +13,7 @@ that validation data, never on the test set.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -34,7 +35,7 @@ from ssp_detect.config import TrainConfig, save_config
 from ssp_detect.data.dataset import DetectionDataset, make_loader
 from ssp_detect.data.degradations import TrainAugment, format_match_probabilities
 from ssp_detect.data.layouts import Sample, has_jpeg_history, load_samples
-from ssp_detect.data.preprocess import Preprocessor, normalize
+from ssp_detect.data.preprocess import PatchOptions, Preprocessor, normalize
 from ssp_detect.engine import distributed
 from ssp_detect.engine.evaluate import make_eval_loader, predict_loader, summarize
 from ssp_detect.engine.runtime import autocast, default_workers, model_input, place_model, resolve_device, resolve_precision
@@ -278,15 +279,16 @@ def _train(cfg: TrainConfig, device: torch.device, precision: str, out: Path, re
     log.info("model %s on %s (%s); %d training images; validation: %s", cfg.model, device, precision, len(train_samples), val_what)
     workers = default_workers() if cfg.workers is None else cfg.workers
     pin = device.type == "cuda"
-    options = {"num_candidates": cfg.num_candidates, "seed": cfg.seed}
+    train_patch = PatchOptions(cfg.patch_mode, cfg.seed, cfg.num_candidates, cfg.patch_size)
+    eval_patch = dataclasses.replace(train_patch, mode=cfg.eval_patch_mode)
     torch.manual_seed(cfg.seed)
     model = place_model(create_model(cfg.model, backbone_weights=cfg.backbone_weights), device)
     if cfg.repeats < 1:
         raise TrainError(f"--repeats must be at least 1, not {cfg.repeats}.")
     # Each copy of an image has its own index, so its own random patch draws and augmentation.
-    train_ds = DetectionDataset(train_samples * cfg.repeats, Preprocessor.for_model(spec, mode=cfg.patch_mode, **options), augment=make_augment(cfg, train_samples),
+    train_ds = DetectionDataset(train_samples * cfg.repeats, Preprocessor.for_model(spec, train_patch), augment=make_augment(cfg, train_samples),
                                 restoration_targets=has_training_loss(model), seed=cfg.seed)
-    eval_pre = Preprocessor.for_model(spec, mode=cfg.eval_patch_mode, **options)
+    eval_pre = Preprocessor.for_model(spec, eval_patch)
     val_ds = DetectionDataset(val_samples, eval_pre, seed=cfg.seed)
     probe_idx = np.random.default_rng(cfg.seed).permutation(len(train_samples))[: cfg.train_eval_samples]
     probe_samples = [train_samples[i] for i in sorted(probe_idx)]
@@ -317,7 +319,7 @@ def _train(cfg: TrainConfig, device: torch.device, precision: str, out: Path, re
     metrics = _MetricsLog(out / "metrics.jsonl", append=resume is not None)
     common = {"device": device, "precision": precision, "mean": spec.mean, "std": spec.std}
     loss_weights = {"perception_weight": cfg.perception_weight, "restoration_weight": cfg.restoration_weight} if has_training_loss(model) else {}
-    payload_base = {"model": cfg.model, "preprocess": spec.preprocess_config() | {"mode": cfg.eval_patch_mode}, "threshold": 0.5, "train_config": cfg.to_dict()}
+    payload_base = {"model": cfg.model, "preprocess": spec.preprocess_config() | eval_pre.settings(), "threshold": 0.5, "train_config": cfg.to_dict()}
     result: dict[str, Any] = {"out": str(out), "best": str(out / "best.pt"), "last": str(out / "last.pt")}
     try:
         for epoch in range(start_epoch, cfg.epochs + 1):
