@@ -36,6 +36,15 @@ def test_batch_scores_equal_official_per_crop_scores(rng):
     assert got.tolist() == [official_texture_score(p) for p in patches]
 
 
+def test_batch_scores_stay_exact_beyond_float32_integers():
+    # A 0/255 checkerboard of 128x128 patches scores about 5e7, beyond float32's exact integers (2^24).
+    board = (np.indices((128, 128)).sum(axis=0) % 2 * 255).astype(np.uint8)
+    patches = np.stack([board, board, 255 - board])[None].repeat(2, axis=0)
+    patches[1, :, 0, 0] = 3
+    got = texture_diversity_batch(patches)
+    assert got.tolist() == [official_texture_score(p.transpose(1, 2, 0)) for p in patches] and got[0] > 2**24
+
+
 @pytest.mark.parametrize("mode", ["random", "seeded"])
 def test_random_modes_pick_the_minimum_of_their_candidates(rng, mode):
     img = rng.integers(0, 256, (90, 120, 3), dtype=np.uint8)

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+import torch
 from numpy.lib.stride_tricks import sliding_window_view
 from PIL import Image
 
@@ -57,22 +58,20 @@ class PatchChoice:
 def texture_diversity_batch(patches: np.ndarray) -> np.ndarray:
     """Texture diversity of each patch of an (N, C, P, P) uint8 batch (channels first), int64 (N,).
 
-    The four difference maps are summed in place on their common (P-1) x (P-1) part, then the
-    first row of the horizontal map and the first column of the vertical map are added: one
-    reduction instead of four (about twice as fast; exact, as every partial sum fits int16).
+    Computed in float32 with torch's vectorised kernels (about 1.3x numpy's int16 arithmetic here):
+    exact, because every partial sum is an integer below 2^24; float64 when a patch is so large
+    that its score could exceed that.
     """
-    x = patches.astype(np.int16)
-    n = x.shape[0]
-    horizontal = np.abs(x[..., :, 1:] - x[..., :, :-1])  # (N, C, P, P-1)
-    vertical = np.abs(x[..., 1:, :] - x[..., :-1, :])  # (N, C, P-1, P)
-    both = np.abs(x[..., 1:, 1:] - x[..., :-1, :-1])  # diagonal, (N, C, P-1, P-1)
-    both += np.abs(x[..., 1:, :-1] - x[..., :-1, 1:])  # anti-diagonal
-    both += horizontal[..., 1:, :]
-    both += vertical[..., :, 1:]
-    total = both.reshape(n, -1).sum(axis=1, dtype=np.int64)
-    total += horizontal[..., 0, :].reshape(n, -1).sum(axis=1, dtype=np.int64)
-    total += vertical[..., :, 0].reshape(n, -1).sum(axis=1, dtype=np.int64)
-    return total
+    n, c, p, _ = patches.shape
+    exact_in_float32 = 4 * c * p * (p - 1) * 255 < 2**24
+    x = torch.from_numpy(np.ascontiguousarray(patches)).to(torch.float32 if exact_in_float32 else torch.float64)
+    total = (
+        (x[..., :, 1:] - x[..., :, :-1]).abs_().sum((1, 2, 3))  # horizontal
+        + (x[..., 1:, :] - x[..., :-1, :]).abs_().sum((1, 2, 3))  # vertical
+        + (x[..., 1:, 1:] - x[..., :-1, :-1]).abs_().sum((1, 2, 3))  # diagonal
+        + (x[..., 1:, :-1] - x[..., :-1, 1:]).abs_().sum((1, 2, 3))  # anti-diagonal
+    )
+    return total.numpy().astype(np.int64)
 
 
 def texture_diversity(patch: np.ndarray) -> int:
