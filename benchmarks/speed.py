@@ -9,7 +9,8 @@ Phases (each in a fresh process, so peak memory is its own):
               against ours (one vectorised gather and score), on the same decoded images
   eval        end-to-end evaluation from files: official data path (PIL crops, ToTensor,
               Normalize, fp32, its 4 workers) + model, against ours (patches shipped as uint8,
-              channels-last, inference mode, bf16 on CUDA)
+              channels-last, inference mode, bf16 on CUDA), and ours with JPEGs decoded and
+              patches chosen on the device (--decode device; nvJPEG on CUDA)
   train       training steps from files, the same two data paths, Adam, BCE
 Prints a table of images/s and ratios, and which resource bounds each path.
 """
@@ -98,15 +99,35 @@ def _official_loader(paths, args, shuffle=False):
                                        pin_memory=args.device != "cpu")
 
 
-def _our_loader(paths, args, mode):
-    from ssp_detect.data.dataset import DetectionDataset, make_loader
+def _our_samples(paths):
     from ssp_detect.data.layouts import Sample
-    from ssp_detect.data.preprocess import Preprocessor
+
+    return [Sample(p, i % 2, "bench") for i, p in enumerate(paths)]
+
+
+def _our_workers(args) -> int:
     from ssp_detect.engine.runtime import default_workers
 
-    ds = DetectionDataset([Sample(p, i % 2, "bench") for i, p in enumerate(paths)], Preprocessor(mode=mode))
-    workers = default_workers() if args.workers is None else args.workers
-    return make_loader(ds, batch_size=args.batch_size, workers=workers, shuffle=mode == "random", pin_memory=args.device != "cpu")
+    return default_workers() if args.workers is None else args.workers
+
+
+def _our_loader(paths, args, mode):
+    from ssp_detect.data.dataset import DetectionDataset, make_loader
+    from ssp_detect.data.preprocess import Preprocessor
+
+    ds = DetectionDataset(_our_samples(paths), Preprocessor(mode=mode))
+    return make_loader(ds, batch_size=args.batch_size, workers=_our_workers(args), shuffle=mode == "random", pin_memory=args.device != "cpu")
+
+
+def _our_device_batches(paths, args, device):
+    """Seeded-mode evaluation batches with JPEGs decoded and patches chosen on ``device``."""
+    from ssp_detect.data.dataset import make_loader
+    from ssp_detect.data.device_decode import DeviceDecodedBatches, EncodedImageDataset, collate_encoded
+    from ssp_detect.data.preprocess import Preprocessor
+
+    loader = make_loader(EncodedImageDataset(_our_samples(paths)), batch_size=args.batch_size, workers=_our_workers(args), pin_memory=args.device != "cpu",
+                         collate_fn=collate_encoded)
+    return DeviceDecodedBatches(loader, Preprocessor(mode="seeded"), device)
 
 
 def phase_eval(paths, args):
@@ -136,10 +157,10 @@ def phase_eval(paths, args):
         model.load_state_dict(official_to_ours(ref.state_dict()))
         model = place_model(model, device).eval()
         spec = get_spec("ssp")
-        loader = _our_loader(paths, args, "seeded")
-        t = time.perf_counter()
-        preds = predict_loader(model, loader, device=device, mean=spec.mean, std=spec.std, precision=resolve_precision("auto", device), progress=False)
-        out["ours"] = len(preds.index) / (time.perf_counter() - t)
+        for key, batches in (("ours", _our_loader(paths, args, "seeded")), ("ours_device_decode", _our_device_batches(paths, args, device))):
+            t = time.perf_counter()
+            preds = predict_loader(model, batches, device=device, mean=spec.mean, std=spec.std, precision=resolve_precision("auto", device), progress=False)
+            out[key] = len(preds.index) / (time.perf_counter() - t)
     # Model alone (no data path), for the bound analysis.
     x = torch.randn(args.batch_size, 3, 32, 32, device=device)
     m = place_model(create_model("ssp"), device).eval()
@@ -264,7 +285,9 @@ def main(argv=None) -> int:
             r = res[name]
             print(f"| {label:<44} | {r['reference']:12.1f} | {r['ours']:12.1f} | {r['ours'] / r['reference']:6.2f}x | {r['peak_mb']:8.0f} |")
     if "eval" in res:
-        print(f"| {'  model forward alone, ours (img/s)':<44} | {'':>12} | {res['eval']['model_alone']:12.1f} | {'':>7} | {'':>8} |")
+        r = res["eval"]
+        print(f"| {'  ours, JPEGs decoded on the device (img/s)':<44} | {r['reference']:12.1f} | {r['ours_device_decode']:12.1f} | {r['ours_device_decode'] / r['reference']:6.2f}x | {'':>8} |")
+        print(f"| {'  model forward alone, ours (img/s)':<44} | {'':>12} | {r['model_alone']:12.1f} | {'':>7} | {'':>8} |")
     # What bounds our evaluation: compare per-image costs of the stages.
     if {"decode", "select", "eval"} <= set(res):
         workers = max(1, args.workers if args.workers is not None else (os.cpu_count() or 2) - 1)

@@ -31,9 +31,13 @@ def _add_data_options(p: argparse.ArgumentParser, *, split_default: str = "val")
     g.add_argument("--fake", help="Folder of fake images (with --real).")
 
 
-def _add_runtime_options(p: argparse.ArgumentParser) -> None:
+def _add_runtime_options(p: argparse.ArgumentParser, *, decode: bool = False) -> None:
     g = p.add_argument_group("runtime")
     g.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N.")
+    if decode:
+        g.add_argument("--decode", default="workers", choices=["workers", "device"],
+                       help="workers (default): PIL in DataLoader workers, patch chosen there; device: JPEGs decoded by torchvision on the model's device (nvJPEG on CUDA) "
+                       "and the patch chosen there in one batch; other formats are decoded in the workers. Pixels from nvJPEG can differ from PIL's by a grey level, so patches may differ.")
     g.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"], help="auto = bf16 autocast on CUDA, fp32 on CPU. The SRM filter always runs in fp32.")
     g.add_argument("--workers", type=int, help="DataLoader worker processes (default: CPU cores - 1, at most 16).")
     g.add_argument("--batch-size", type=int, default=64, help="Images per batch (default 64).")
@@ -202,7 +206,7 @@ def add_test_parser(sub) -> None:
                            description="Score labelled images with a checkpoint and write results.md/.csv/.json: per subset real acc, fake acc, acc at the threshold, AP, ROC-AUC, EER, best-threshold acc; then the mean over subsets and the pooled figure over all images.")
         _add_weights_options(p)
         _add_data_options(p)
-        _add_runtime_options(p)
+        _add_runtime_options(p, decode=True)
         _add_patch_options(p)
         p.add_argument("--threshold", type=float, help="Decision threshold on p_fake (default: the checkpoint's, 0.5 unless calibrated).")
         p.add_argument("--out", default="runs/test", help="Folder for results.md, results.csv, results.json (default runs/test).")
@@ -221,10 +225,10 @@ def cmd_test(args: argparse.Namespace) -> int:
     loaded = load_model(args.weights, model_name=args.model)
     samples = _samples(args)
     summary, _ = evaluate_model(loaded, samples, device=device, precision=resolve_precision(args.precision, device), batch_size=args.batch_size,
-                                workers=_workers(args), patch=_patch(args), threshold=args.threshold, progress=not args.no_progress)
+                                workers=_workers(args), patch=_patch(args), threshold=args.threshold, progress=not args.no_progress, decode=args.decode)
     if distributed.is_main():
         notes = [f"weights: {args.weights} ({loaded.name}, {loaded.source}, sha256 {loaded.sha256[:12]})", f"data: {args.data or (args.real, args.fake)} split {args.split}",
-                 f"simple patch: {_describe_patch(loaded, args)}"]
+                 f"simple patch: {_describe_patch(loaded, args)}", f"decoding: {'in the DataLoader workers' if args.decode == 'workers' else f'on {device}'}"]
         paths = write_summary(summary, args.out, title=f"Test of {Path(args.weights).name}", notes=notes)
         print(markdown_table(summary))
         print(f"\nwritten: {', '.join(map(str, paths))}")

@@ -12,7 +12,7 @@ supervision of ESSP's perception and enhancement modules.
 from __future__ import annotations
 
 import multiprocessing
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -86,7 +86,7 @@ class DetectionDataset(Dataset):
         except ImageDecodeError as exc:
             return {"index": index, "error": str(exc)}
         needs_rng = self.augment is not None or self.degradation is not None or self.preprocessor.mode == "random"
-        rng = np.random.default_rng([self.seed, self.epoch, index]) if needs_rng else None
+        rng = item_rng(self.seed, self.epoch, index) if needs_rng else None
         source, applied = img, (False, False)
         if self.augment is not None:
             augmented = self.augment.apply(img, rng, label=sample.label, stored_as_jpeg=has_jpeg_history(sample))
@@ -108,13 +108,27 @@ class DetectionDataset(Dataset):
         return item
 
 
+def item_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
+    """The random generator of one item's draws in one epoch, the same in any worker or order."""
+    return np.random.default_rng([seed, epoch, index])
+
+
+def split_errors(items: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[tuple[int, str]]]:
+    """The good items, and the failed ones as (index, message)."""
+    return [it for it in items if "error" not in it], [(it["index"], it["error"]) for it in items if "error" in it]
+
+
+def empty_batch(errors: list[tuple[int, str]]) -> dict[str, Any]:
+    """A batch without images (``pixels`` None) that carries only its ``errors``."""
+    return {"pixels": None, "label": torch.zeros(0), "index": torch.zeros(0, dtype=torch.long),
+            "box": torch.zeros(0, 4, dtype=torch.long), "score": torch.zeros(0, dtype=torch.long), "errors": errors}
+
+
 def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
     """Stack the good items; keep the failed ones as ``errors`` [(index, message)]."""
-    good = [it for it in items if "error" not in it]
-    errors = [(it["index"], it["error"]) for it in items if "error" in it]
+    good, errors = split_errors(items)
     if not good:
-        return {"pixels": None, "label": torch.zeros(0), "index": torch.zeros(0, dtype=torch.long),
-                "box": torch.zeros(0, 4, dtype=torch.long), "score": torch.zeros(0, dtype=torch.long), "errors": errors}
+        return empty_batch(errors)
     batch = {
         "pixels": torch.stack([it["pixels"] for it in good]),
         "label": torch.tensor([it["label"] for it in good], dtype=torch.float32),
@@ -139,8 +153,10 @@ def make_loader(
     generator: torch.Generator | None = None,
     pin_memory: bool = False,
     drop_last: bool = False,
+    collate_fn: Callable[[list[dict[str, Any]]], dict[str, Any]] = collate,
 ) -> DataLoader:
-    """A DataLoader with our collate, persistent workers and prefetching when workers > 0."""
+    """A DataLoader with our collate (or ``collate_fn``), persistent workers and prefetching when
+    workers > 0."""
     return DataLoader(
         dataset,
         batch_size=batch_size,
@@ -148,7 +164,7 @@ def make_loader(
         sampler=sampler,
         generator=generator,
         num_workers=workers,
-        collate_fn=collate,
+        collate_fn=collate_fn,
         pin_memory=pin_memory,
         persistent_workers=workers > 0,
         prefetch_factor=4 if workers > 0 else None,

@@ -45,12 +45,15 @@ def to_rgb_array(img: Image.Image) -> np.ndarray:
     return np.asarray(img, dtype=np.uint8)
 
 
-def open_image(source: str | Path | bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+def open_image(source: str | Path | bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, load: bool = True) -> Image.Image:
     """Open and fully decode an image, checking its pixel count before decoding.
 
     Args:
         source: A path or the encoded bytes.
         max_pixels: Images with more pixels are refused (decompression-bomb guard).
+        load: False stops after the header checks (format, mode and size known, pixels not
+            decoded, the file left open: close the image); errors in the pixel data then go
+            unnoticed.
 
     Raises:
         ImageDecodeError: empty, missing, truncated, corrupt, non-image or too-large input.
@@ -73,7 +76,8 @@ def open_image(source: str | Path | bytes, *, max_pixels: int = DEFAULT_MAX_PIXE
             w, h = img.size
             if w * h > max_pixels:
                 raise ImageDecodeError(f"{name} has {w}x{h} pixels, over the limit of {max_pixels:,}; resize it first or raise the pixel limit.")
-            img.load()
+            if load:
+                img.load()
     except ImageDecodeError:
         raise
     except Image.DecompressionBombError as exc:

@@ -17,6 +17,10 @@ Modes:
 
 Images whose shorter side is below the patch size are first resized to 256x256 (bicubic), as in
 the official code.
+
+The scoring runs in torch; its tensor forms (:func:`texture_diversity_tensor`,
+:func:`exhaustive_scores_tensor`) also serve the batched selection on a GPU in
+:mod:`ssp_detect.data.device_patch`.
 """
 
 from __future__ import annotations
@@ -27,12 +31,14 @@ from typing import Literal
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from numpy.lib.stride_tricks import sliding_window_view
 from PIL import Image
 
 Mode = Literal["random", "seeded", "exhaustive"]
 MODES: tuple[str, ...] = ("random", "seeded", "exhaustive")
 SMALL_IMAGE_SIZE = 256
+FINGERPRINT_STRIDE = 8
 
 
 @dataclass(frozen=True)
@@ -55,23 +61,29 @@ class PatchChoice:
     candidates: np.ndarray
 
 
-def texture_diversity_batch(patches: np.ndarray) -> np.ndarray:
-    """Texture diversity of each patch of an (N, C, P, P) uint8 batch (channels first), int64 (N,).
+def texture_diversity_tensor(patches: torch.Tensor) -> torch.Tensor:
+    """Texture diversity of each patch of an (N, C, P, P) uint8 tensor, int64 (N,) on its device.
 
-    Computed in float32 with torch's vectorised kernels (about 1.3x numpy's int16 arithmetic here):
-    exact, because every partial sum is an integer below 2^24; float64 when a patch is so large
-    that its score could exceed that.
+    Computed in float32 with torch's vectorised kernels (about 1.3x numpy's int16 arithmetic on the
+    CPU): exact, because every partial sum is an integer below 2^24, whatever the summation order;
+    float64 when a patch is so large that its score could exceed that.
     """
-    n, c, p, _ = patches.shape
+    _, c, p, _ = patches.shape
     exact_in_float32 = 4 * c * p * (p - 1) * 255 < 2**24
-    x = torch.from_numpy(np.ascontiguousarray(patches)).to(torch.float32 if exact_in_float32 else torch.float64)
+    x = patches.to(torch.float32 if exact_in_float32 else torch.float64)
     total = (
         (x[..., :, 1:] - x[..., :, :-1]).abs_().sum((1, 2, 3))  # horizontal
         + (x[..., 1:, :] - x[..., :-1, :]).abs_().sum((1, 2, 3))  # vertical
         + (x[..., 1:, 1:] - x[..., :-1, :-1]).abs_().sum((1, 2, 3))  # diagonal
         + (x[..., 1:, :-1] - x[..., :-1, 1:]).abs_().sum((1, 2, 3))  # anti-diagonal
     )
-    return total.numpy().astype(np.int64)
+    return total.to(torch.int64)
+
+
+def texture_diversity_batch(patches: np.ndarray) -> np.ndarray:
+    """Texture diversity of each patch of an (N, C, P, P) uint8 batch (channels first), int64 (N,);
+    see :func:`texture_diversity_tensor`."""
+    return texture_diversity_tensor(torch.from_numpy(np.ascontiguousarray(patches))).numpy()
 
 
 def texture_diversity(patch: np.ndarray) -> int:
@@ -79,21 +91,21 @@ def texture_diversity(patch: np.ndarray) -> int:
     return int(texture_diversity_batch(patch.transpose(2, 0, 1)[None])[0])
 
 
-def _box_sums(values: np.ndarray, rows: int, cols: int) -> np.ndarray:
-    """Sum of every rows x cols window of a 2-D array, via an integral image."""
-    integral = np.zeros((values.shape[0] + 1, values.shape[1] + 1), dtype=np.int64)
-    np.cumsum(np.cumsum(values, axis=0, dtype=np.int64), axis=1, out=integral[1:, 1:])
+def _box_sums(values: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+    """Sum of every rows x cols window of a 2-D integer tensor, via an integral image (int64)."""
+    integral = F.pad(values.cumsum(0, dtype=torch.int64).cumsum(1), (1, 0, 1, 0))
     return integral[rows:, cols:] - integral[:-rows, cols:] - integral[rows:, :-cols] + integral[:-rows, :-cols]
 
 
-def exhaustive_scores(img: np.ndarray, patch_size: int) -> np.ndarray:
-    """Texture diversity of the patch at every top-left (y, x): shape (H-P+1, W-P+1), int64."""
-    x = img.astype(np.int16)
+def exhaustive_scores_tensor(img: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """Texture diversity of the patch at every top-left (y, x) of a (C, H, W) uint8 image tensor:
+    shape (H-P+1, W-P+1), int64, on the image's device."""
+    x = img.to(torch.int16)
     p = patch_size
-    horizontal = np.abs(x[:, :-1] - x[:, 1:]).sum(axis=2, dtype=np.int32)
-    vertical = np.abs(x[:-1, :] - x[1:, :]).sum(axis=2, dtype=np.int32)
-    diagonal = np.abs(x[:-1, :-1] - x[1:, 1:]).sum(axis=2, dtype=np.int32)
-    anti_diagonal = np.abs(x[1:, :-1] - x[:-1, 1:]).sum(axis=2, dtype=np.int32)
+    horizontal = (x[:, :, :-1] - x[:, :, 1:]).abs_().sum(0, dtype=torch.int32)
+    vertical = (x[:, :-1, :] - x[:, 1:, :]).abs_().sum(0, dtype=torch.int32)
+    diagonal = (x[:, :-1, :-1] - x[:, 1:, 1:]).abs_().sum(0, dtype=torch.int32)
+    anti_diagonal = (x[:, 1:, :-1] - x[:, :-1, 1:]).abs_().sum(0, dtype=torch.int32)
     return (
         _box_sums(horizontal, p, p - 1)
         + _box_sums(vertical, p - 1, p)
@@ -101,9 +113,26 @@ def exhaustive_scores(img: np.ndarray, patch_size: int) -> np.ndarray:
     )
 
 
+def exhaustive_scores(img: np.ndarray, patch_size: int) -> np.ndarray:
+    """Texture diversity of the patch at every top-left (y, x) of an (H, W, C) uint8 image: shape
+    (H-P+1, W-P+1), int64; see :func:`exhaustive_scores_tensor`."""
+    return exhaustive_scores_tensor(torch.from_numpy(np.require(img, requirements="W")).permute(2, 0, 1), patch_size).numpy()
+
+
+def check_mode(mode: str) -> None:
+    """Raise a one-sentence ValueError for an unknown patch mode."""
+    if mode not in MODES:
+        raise ValueError(f"Unknown patch mode {mode!r}; choose one of {', '.join(MODES)}.")
+
+
+def is_small(height: int, width: int, patch_size: int) -> bool:
+    """True when the official small-image rule applies: the shorter side is below the patch."""
+    return min(height, width) < patch_size
+
+
 def resize_if_small(img: np.ndarray, patch_size: int) -> tuple[np.ndarray, bool]:
     """Apply the official small-image rule: shorter side below the patch -> 256x256 bicubic."""
-    if min(img.shape[0], img.shape[1]) >= patch_size:
+    if not is_small(img.shape[0], img.shape[1], patch_size):
         return img, False
     resized = Image.fromarray(img).resize((SMALL_IMAGE_SIZE, SMALL_IMAGE_SIZE), Image.BICUBIC)
     return np.asarray(resized), True
@@ -120,8 +149,15 @@ def image_rng(img: np.ndarray, seed: int) -> np.random.Generator:
     The fingerprint is a CRC of every 8th pixel in each direction plus the size: cheap, and two
     images that share it merely share a seed.
     """
-    digest = zlib.crc32(np.ascontiguousarray(img[::8, ::8]).data)
-    return np.random.default_rng([seed, digest, img.shape[0], img.shape[1]])
+    return fingerprint_rng(img[::FINGERPRINT_STRIDE, ::FINGERPRINT_STRIDE], img.shape[0], img.shape[1], seed)
+
+
+def fingerprint_rng(thumbnail: np.ndarray, height: int, width: int, seed: int) -> np.random.Generator:
+    """The generator of :func:`image_rng`, from the image's ``img[::8, ::8]`` (channels last, any
+    memory layout, or its contiguous bytes flattened) and its size: what an image held elsewhere,
+    e.g. on a GPU, needs to copy to the CPU to get the same draw."""
+    digest = zlib.crc32(np.ascontiguousarray(thumbnail).data)
+    return np.random.default_rng([seed, digest, height, width])
 
 
 def random_corners(rng: np.random.Generator, height: int, width: int, patch_size: int, n: int) -> np.ndarray:
@@ -156,8 +192,7 @@ def select_simplest_patch(
         seed: Seed of ``seeded`` mode.
         rng: Generator for ``random`` mode (a fresh unseeded one when None).
     """
-    if mode not in MODES:
-        raise ValueError(f"Unknown patch mode {mode!r}; choose one of {', '.join(MODES)}.")
+    check_mode(mode)
     img, resized = resize_if_small(img, patch_size)
     if mode == "exhaustive":
         scores = exhaustive_scores(img, patch_size)

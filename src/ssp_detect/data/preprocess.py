@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ssp_detect.data.patch import MODES, SMALL_IMAGE_SIZE, Mode, default_num_candidates, resize_if_small, select_simplest_patch
+from ssp_detect.data.patch import SMALL_IMAGE_SIZE, Mode, check_mode, default_num_candidates, resize_if_small, select_simplest_patch
 from ssp_detect.models.registry import ModelSpec
 
 MIN_PATCH_SIZE = 8
@@ -37,8 +37,7 @@ class PatchOptions:
     patch_size: int | None = None
 
     def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ValueError(f"Unknown patch mode {self.mode!r}; choose one of {', '.join(MODES)}.")
+        check_mode(self.mode)
         if self.num_candidates is not None and self.num_candidates < 1:
             raise ValueError(f"The candidate count must be at least 1, not {self.num_candidates}.")
         if self.patch_size is not None and not MIN_PATCH_SIZE <= self.patch_size <= SMALL_IMAGE_SIZE:

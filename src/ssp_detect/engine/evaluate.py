@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
-from ssp_detect.data.dataset import DetectionDataset, make_loader
+from ssp_detect.data.dataset import DetectionDataset, collate, make_loader
 from ssp_detect.data.degradations import Degradation
+from ssp_detect.data.device_decode import DeviceDecodedBatches, EncodedImageDataset, collate_encoded
 from ssp_detect.data.layouts import Sample
 from ssp_detect.data.preprocess import PatchOptions, Preprocessor
 from ssp_detect.engine import distributed
@@ -24,6 +25,8 @@ from ssp_detect.engine.runtime import autocast, model_input, place_model
 from ssp_detect.models.loading import LoadedModel
 
 log = logging.getLogger(__name__)
+
+DECODERS = ("workers", "device")
 
 
 @dataclass
@@ -39,16 +42,17 @@ class Predictions:
     errors: list[tuple[int, str]] = field(default_factory=list)
 
 
-def make_eval_loader(dataset: DetectionDataset, *, batch_size: int, workers: int, pin_memory: bool) -> DataLoader:
+def make_eval_loader(dataset: Dataset, *, batch_size: int, workers: int, pin_memory: bool,
+                     collate_fn: Callable[[list[dict[str, Any]]], dict[str, Any]] = collate) -> DataLoader:
     """An in-order loader; under DDP each rank takes a share (padded, de-duplicated on gather)."""
     sampler = DistributedSampler(dataset, shuffle=False) if distributed.is_distributed() else None
-    return make_loader(dataset, batch_size=batch_size, workers=workers, sampler=sampler, pin_memory=pin_memory)
+    return make_loader(dataset, batch_size=batch_size, workers=workers, sampler=sampler, pin_memory=pin_memory, collate_fn=collate_fn)
 
 
 @torch.inference_mode()
 def predict_loader(
     model: nn.Module,
-    loader: DataLoader,
+    loader: Iterable[dict[str, Any]],
     *,
     device: torch.device,
     mean: Sequence[float],
@@ -57,7 +61,8 @@ def predict_loader(
     progress: bool = True,
     desc: str = "eval",
 ) -> Predictions:
-    """Run ``model`` over a loader built on :class:`DetectionDataset`; gathered over ranks under DDP.
+    """Run ``model`` over batches as :func:`~ssp_detect.data.dataset.collate` makes them (a loader
+    built on :class:`DetectionDataset`, or :class:`DeviceDecodedBatches`); gathered over ranks under DDP.
 
     Every rank returns the same, complete, de-duplicated predictions sorted by index.
     """
@@ -129,15 +134,30 @@ def evaluate_model(
     progress: bool = True,
     desc: str = "test",
     degradation: Degradation | None = None,
+    decode: str = "workers",
 ) -> tuple[dict[str, Any], Predictions]:
     """Score ``samples`` with a loaded model and summarise them (see :func:`summarize`).
 
     ``patch`` overrides the checkpoint's patch settings where set. ``degradation`` is applied to
-    every image (real and fake alike) before patch selection.
+    every image (real and fake alike) before patch selection. ``decode`` says where images are
+    decoded and patches chosen: ``workers`` (PIL and numpy in the DataLoader workers) or ``device``
+    (JPEGs by torchvision on ``device``, nvJPEG on CUDA, and the patches chosen there in one batch;
+    see :mod:`ssp_detect.data.device_decode`), for patch models without a degradation.
     """
-    dataset = DetectionDataset(samples, Preprocessor.for_model(loaded.preprocess, patch), degradation=degradation, seed=patch.seed)
-    loader = make_eval_loader(dataset, batch_size=batch_size, workers=workers, pin_memory=device.type == "cuda")
+    preprocessor = Preprocessor.for_model(loaded.preprocess, patch)
+    pin_memory = device.type == "cuda"
+    batches: Iterable[dict[str, Any]]
+    if decode == "workers":
+        dataset = DetectionDataset(samples, preprocessor, degradation=degradation, seed=patch.seed)
+        batches = make_eval_loader(dataset, batch_size=batch_size, workers=workers, pin_memory=pin_memory)
+    elif decode == "device":
+        if degradation is not None and not degradation.is_identity:
+            raise ValueError("Degradations are applied to decoded images on the CPU, so they cannot be combined with device decoding; use --decode workers.")
+        loader = make_eval_loader(EncodedImageDataset(samples), batch_size=batch_size, workers=workers, pin_memory=pin_memory, collate_fn=collate_encoded)
+        batches = DeviceDecodedBatches(loader, preprocessor, device)
+    else:
+        raise ValueError(f"Unknown decoding {decode!r}; choose one of {', '.join(DECODERS)}.")
     model = place_model(loaded.model, device)
-    preds = predict_loader(model, loader, device=device, mean=loaded.spec.mean, std=loaded.spec.std, precision=precision, progress=progress, desc=desc)
+    preds = predict_loader(model, batches, device=device, mean=loaded.spec.mean, std=loaded.spec.std, precision=precision, progress=progress, desc=desc)
     summary = summarize(samples, preds, loaded.threshold if threshold is None else threshold)
     return summary, preds

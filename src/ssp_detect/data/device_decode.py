@@ -1,0 +1,174 @@
+"""Evaluation input decoded on the model's device: JPEG files travel from the DataLoader workers as
+their bytes, are decoded in one batch by torchvision (nvJPEG on CUDA, libjpeg-turbo on the CPU), and
+their simple patches are chosen there in one batch (:mod:`ssp_detect.data.device_patch`).
+
+Workers check each file's header with :func:`~ssp_detect.data.decode.open_image`, so errors and the
+pixel limit are those of :func:`~ssp_detect.data.decode.load_rgb`. An 8-bit RGB or greyscale JPEG
+that ends with its end-of-image marker travels as its bytes; anything else (PNG, WebP, CMYK JPEG, a
+truncated JPEG, one with data after its end, ...) goes through ``load_rgb`` in the worker, as in
+:class:`~ssp_detect.data.dataset.DetectionDataset`: its pixels travel, or its error. So a truncated
+JPEG is refused as PIL refuses it, whatever a GPU decoder would make of it. When a batch holds a
+JPEG that torchvision cannot decode, each is decoded alone and PIL decodes what torchvision
+refuses: a corrupt file becomes one error record with PIL's one-sentence message, never a
+substitute image.
+
+torchvision 0.29 marks its image decoders deprecated in favour of TorchCodec (a DeprecationWarning).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+from torchvision.io import ImageReadMode, decode_jpeg
+
+from ssp_detect.data.dataset import empty_batch, item_rng, split_errors
+from ssp_detect.data.decode import DEFAULT_MAX_PIXELS, ImageDecodeError, load_rgb, open_image
+from ssp_detect.data.device_patch import chw_tensor, select_patches_on_device
+from ssp_detect.data.layouts import Sample
+from ssp_detect.data.preprocess import Preprocessor
+
+log = logging.getLogger(__name__)
+
+JPEG_MODES = frozenset({"RGB", "L"})
+JPEG_END = b"\xff\xd9"
+
+
+class EncodedImageDataset(Dataset):
+    """Labelled image files as JPEG bytes or decoded pixels, for :class:`DeviceDecodedBatches`.
+
+    Items are ``{"index", "label", "image"}``, ``image`` uint8 and either 1-D (the bytes of a JPEG
+    file, see the module docstring) or (3, H, W) (the pixels of any other image), or
+    ``{"index", "error"}`` for a file that cannot be read.
+
+    Args:
+        samples: The images and labels.
+        max_pixels: Decompression-bomb limit.
+    """
+
+    def __init__(self, samples: Sequence[Sample], *, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+        self.samples = list(samples)
+        self.max_pixels = max_pixels
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        path = self.samples[index].path
+        try:
+            with open_image(path, max_pixels=self.max_pixels, load=False) as header:
+                is_jpeg = header.format == "JPEG" and header.mode in JPEG_MODES
+            data = Path(path).read_bytes() if is_jpeg else b""
+            if data.endswith(JPEG_END):
+                image = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+            else:
+                image = chw_tensor(load_rgb(path, max_pixels=self.max_pixels))
+        except ImageDecodeError as exc:
+            return {"index": index, "error": str(exc)}
+        return {"index": index, "label": self.samples[index].label, "image": image}
+
+
+def collate_encoded(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Keep the good items' images as a list (their sizes differ) with ``label`` and ``index``
+    tensors; keep the failed ones as ``errors`` [(index, message)]."""
+    good, errors = split_errors(items)
+    return {
+        "image": [it["image"] for it in good],
+        "label": torch.tensor([it["label"] for it in good], dtype=torch.float32),
+        "index": torch.tensor([it["index"] for it in good], dtype=torch.long),
+        "errors": errors,
+    }
+
+
+def decode_jpegs(data: Sequence[torch.Tensor], paths: Sequence[str], device: torch.device, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> list[torch.Tensor | ImageDecodeError]:
+    """Decode JPEG files' bytes to RGB uint8 (3, H, W) tensors on ``device``.
+
+    All in one torchvision call when it can; otherwise each alone, PIL (on the CPU) decoding what
+    torchvision refuses, and a file neither can read giving its :class:`ImageDecodeError` in place
+    of pixels.
+
+    Args:
+        data: The files' bytes, uint8 1-D tensors on the CPU.
+        paths: The files, for PIL and the error messages.
+        device: Where to decode (nvJPEG on CUDA).
+        max_pixels: Decompression-bomb limit of the PIL fallback.
+    """
+    if not data:
+        return []
+    try:
+        return list(decode_jpeg(list(data), mode=ImageReadMode.RGB, device=device))
+    except RuntimeError as exc:
+        log.debug("batched JPEG decoding failed (%s); decoding the %d files one by one", exc, len(data))
+    decoded: list[torch.Tensor | ImageDecodeError] = []
+    for one, path in zip(data, paths):
+        try:
+            decoded.append(decode_jpeg(one, mode=ImageReadMode.RGB, device=device))
+        except RuntimeError:
+            try:
+                decoded.append(chw_tensor(load_rgb(path, max_pixels=max_pixels)).to(device))
+            except ImageDecodeError as exc:
+                decoded.append(exc)
+    return decoded
+
+
+class DeviceDecodedBatches:
+    """The batches of a DataLoader over :class:`EncodedImageDataset`, decoded and patch-selected on
+    ``device``, in the form :func:`~ssp_detect.data.dataset.collate` gives them (``pixels`` uint8
+    (B, 3, P, P) on ``device``; ``label``, ``index``, ``box``, ``score`` on the CPU; ``errors``),
+    ready for :func:`~ssp_detect.engine.evaluate.predict_loader`.
+
+    ``random`` patch mode draws each image's corners from the generator
+    :class:`~ssp_detect.data.dataset.DetectionDataset` gives it at epoch 0.
+
+    Args:
+        loader: A loader over an :class:`EncodedImageDataset` with :func:`collate_encoded`.
+        preprocessor: The patch settings (patch models only).
+        device: Where to decode and choose the patches.
+
+    Raises:
+        ValueError: ``preprocessor`` is for a whole-image model.
+    """
+
+    def __init__(self, loader: DataLoader, preprocessor: Preprocessor, device: torch.device) -> None:
+        if preprocessor.input != "patch":
+            raise ValueError("Device decoding is for patch models; this model is fed the whole image resized, so decode in the workers (--decode workers).")
+        self.loader = loader
+        self.dataset: EncodedImageDataset = loader.dataset
+        self.preprocessor = preprocessor
+        self.device = device
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for encoded in self.loader:
+            yield self.prepare(encoded)
+
+    def prepare(self, encoded: dict[str, Any]) -> dict[str, Any]:
+        """One batch of :func:`collate_encoded` -> one batch of model input, unreadable files in ``errors``."""
+        images, kept, errors = self._decode(encoded)
+        if not images:
+            return empty_batch(errors)
+        pre = self.preprocessor
+        index = encoded["index"][kept]
+        rngs = [item_rng(pre.seed, 0, int(i)) for i in index] if pre.mode == "random" else None
+        chosen = select_patches_on_device(images, pre.patch_size, pre.mode, num_candidates=pre.num_candidates, seed=pre.seed, rngs=rngs)
+        return {"pixels": chosen.patches, "label": encoded["label"][kept], "index": index, "box": chosen.boxes, "score": chosen.scores, "errors": errors}
+
+    def _decode(self, encoded: dict[str, Any]) -> tuple[list[torch.Tensor], list[int], list[tuple[int, str]]]:
+        """The batch's images on the device, their positions in the batch, and all its errors."""
+        images: list[torch.Tensor | None] = [None if im.dim() == 1 else im.to(self.device, non_blocking=True) for im in encoded["image"]]
+        jpegs = [i for i, im in enumerate(encoded["image"]) if im.dim() == 1]
+        paths = [self.dataset.samples[int(encoded["index"][i])].path for i in jpegs]
+        errors = list(encoded["errors"])
+        for i, result in zip(jpegs, decode_jpegs([encoded["image"][i] for i in jpegs], paths, self.device, max_pixels=self.dataset.max_pixels)):
+            if isinstance(result, ImageDecodeError):
+                errors.append((int(encoded["index"][i]), str(result)))
+            else:
+                images[i] = result
+        kept = [i for i, im in enumerate(images) if im is not None]
+        return [images[i] for i in kept], kept, errors
