@@ -87,6 +87,11 @@ def _workers(args: argparse.Namespace) -> int:
     return default_workers() if args.workers is None else args.workers
 
 
+def _check_names(args: argparse.Namespace) -> None:
+    if args.names and len(args.names) != len(args.weights):
+        raise ValueError(f"--names has {len(args.names)} entries but --weights has {len(args.weights)}; give one name per checkpoint.")
+
+
 def _check_unreadable(summary: dict, strict: bool) -> None:
     if summary["n_unreadable"]:
         log.warning("%d unreadable image(s) were skipped (listed in the report).", summary["n_unreadable"])
@@ -256,8 +261,7 @@ def cmd_cross_eval(args: argparse.Namespace) -> int:
     from ssp_detect.engine.runtime import resolve_device, resolve_precision
     from ssp_detect.models.loading import load_model
 
-    if args.names and len(args.names) != len(args.weights):
-        raise ValueError(f"--names has {len(args.names)} entries but --weights has {len(args.weights)}; give one name per checkpoint.")
+    _check_names(args)
     device = resolve_device(args.device)
     samples = _samples(args)
     tests = sorted({s.subset for s in samples})
@@ -302,8 +306,7 @@ def cmd_robustness(args: argparse.Namespace) -> int:
     from ssp_detect.engine.runtime import resolve_device, resolve_precision
     from ssp_detect.models.loading import load_model
 
-    if args.names and len(args.names) != len(args.weights):
-        raise ValueError(f"--names has {len(args.names)} entries but --weights has {len(args.weights)}; give one name per checkpoint.")
+    _check_names(args)
     device = resolve_device(args.device)
     models = [load_model(w, model_name=args.model) for w in args.weights]
     names = args.names or default_names(args.weights, models)
