@@ -5,12 +5,13 @@ from PIL import Image
 
 from benchmarks.official_reference import official_select_patch, official_texture_score
 from ssp_detect.data.patch import (
-    crops_at,
+    candidate_scores,
     exhaustive_scores,
     random_corners,
     select_simplest_patch,
     texture_diversity,
     texture_diversity_batch,
+    texture_diversity_tensor,
 )
 
 
@@ -32,17 +33,39 @@ def test_texture_diversity_no_uint8_wraparound():
 
 def test_batch_scores_equal_official_per_crop_scores(rng):
     patches = rng.integers(0, 256, (20, 32, 32, 3), dtype=np.uint8)
-    got = texture_diversity_batch(patches.transpose(0, 3, 1, 2))
+    got = texture_diversity_batch(patches)
     assert got.tolist() == [official_texture_score(p) for p in patches]
+    assert texture_diversity_tensor(torch.from_numpy(patches.transpose(0, 3, 1, 2).copy())).tolist() == got.tolist()
+
+
+@pytest.mark.parametrize("patch,channels", [(32, 3), (7, 3), (80, 3), (16, 1)])
+def test_candidates_scored_in_place_equal_their_crops(rng, patch, channels):
+    """The compiled loop reads crops from the image at their corners; uint16 accumulators up to
+    64 pixels, int32 beyond (80)."""
+    img = rng.integers(0, 256, (150, 170, channels), dtype=np.uint8)
+    img[:60, :90] = 255 * (np.indices((60, 90)).sum(axis=0) % 2)[..., None]  # the largest differences
+    corners = np.concatenate([random_corners(rng, 150, 170, patch, 40), [[0, 0], [150 - patch, 170 - patch]]])
+    got = candidate_scores(img, corners, patch)
+    assert got.tolist() == [official_texture_score(img[y : y + patch, x : x + patch]) for y, x in corners]
+    transposed = np.asfortranarray(img)  # any memory layout
+    assert candidate_scores(transposed, corners, patch).tolist() == got.tolist()
+
+
+@pytest.mark.parametrize("corner", [(-1, 0), (0, -1), (150 - 31, 0), (0, 170 - 31)])
+def test_candidates_outside_the_image_are_refused(rng, corner):
+    img = rng.integers(0, 256, (150, 170, 3), dtype=np.uint8)
+    with pytest.raises(ValueError, match="outside the image"):
+        candidate_scores(img, np.array([[0, 0], corner]), 32)
 
 
 def test_batch_scores_stay_exact_beyond_float32_integers():
     # A 0/255 checkerboard of 128x128 patches scores about 5e7, beyond float32's exact integers (2^24).
     board = (np.indices((128, 128)).sum(axis=0) % 2 * 255).astype(np.uint8)
-    patches = np.stack([board, board, 255 - board])[None].repeat(2, axis=0)
-    patches[1, :, 0, 0] = 3
-    got = texture_diversity_batch(patches)
-    assert got.tolist() == [official_texture_score(p.transpose(1, 2, 0)) for p in patches] and got[0] > 2**24
+    patches = np.stack([board, board, 255 - board], axis=-1)[None].repeat(2, axis=0)
+    patches[1, 0, 0, :] = 3
+    expected = [official_texture_score(p) for p in patches]
+    assert texture_diversity_batch(patches).tolist() == expected and expected[0] > 2**24
+    assert texture_diversity_tensor(torch.from_numpy(patches.transpose(0, 3, 1, 2).copy())).tolist() == expected
 
 
 @pytest.mark.parametrize("mode", ["random", "seeded"])
@@ -107,7 +130,7 @@ def test_vectorised_random_mode_equals_the_official_per_crop_path(rng):
         from benchmarks.official_reference import official_crop_boxes
 
         corners = np.array(official_crop_boxes(img.shape[1], img.shape[0], 64, gen))
-        ours = texture_diversity_batch(crops_at(img, corners, 32))
+        ours = candidate_scores(img, corners, 32)
         best = int(np.argmin(ours))
         assert (tuple(corners[best]), int(ours[best])) == ((top, left), score)
 
