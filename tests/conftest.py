@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,15 @@ def noisy_image(rng: np.random.Generator, size: tuple[int, int] = (64, 80), nois
     base = np.linspace(40, 200, w)[None, :, None] + np.linspace(0, 30, h)[:, None, None]
     img = base + rng.normal(0, noise, (h, w, 3)) if noise else base + np.zeros((h, w, 3))
     return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def numpy_seeded_corners(img: np.ndarray, seed: int, patch_size: int, n: int) -> np.ndarray:
+    """Seeded mode's candidate corners by their definition, with numpy's own generator: a CRC of
+    every 8th pixel, then ``default_rng([seed, crc, H, W])`` draws the y's, then the x's."""
+    h, w = img.shape[:2]
+    rng = np.random.default_rng([seed, zlib.crc32(np.ascontiguousarray(img[::8, ::8]).data), h, w])
+    ys = rng.integers(0, h - patch_size + 1, size=n)
+    return np.stack([ys, rng.integers(0, w - patch_size + 1, size=n)], axis=1)
 
 
 def write_image(path: Path, img: np.ndarray) -> Path:

@@ -108,7 +108,7 @@ def test_user_errors_are_one_sentence_not_a_traceback(tmp_path, capsys, checkpoi
 
 
 def test_patch_size_and_candidate_count_come_from_the_checkpoint_and_the_flags(tmp_path, rng, capsys):
-    from ssp_detect.data.patch import image_rng, random_corners
+    from conftest import numpy_seeded_corners
     from ssp_detect.data.preprocess import PatchOptions
     from ssp_detect.models.checkpoint import save_checkpoint
 
@@ -123,7 +123,7 @@ def test_patch_size_and_candidate_count_come_from_the_checkpoint_and_the_flags(t
     assert stored.info["patch_size"] == 24 and stored.info["num_candidates"] == 4 and stored.predict(img).box[2:] == (24, 24)
     # Flags override it; one candidate is the first seeded draw, more candidates never score worse.
     one = Detector.from_checkpoint(tmp_path / "p24.pt", patch=PatchOptions(num_candidates=1, patch_size=16)).predict(img)
-    y, x = random_corners(image_rng(img, 0), 96, 120, 16, 1)[0]
+    y, x = numpy_seeded_corners(img, 0, 16, 1)[0]
     assert one.box == (x, y, 16, 16)
     many = Detector.from_checkpoint(tmp_path / "p24.pt", patch=PatchOptions(num_candidates=500, patch_size=16)).predict(img)
     best = Detector.from_checkpoint(tmp_path / "p24.pt", patch=PatchOptions("exhaustive", patch_size=16)).predict(img)

@@ -4,8 +4,10 @@ import torch
 from PIL import Image
 
 from benchmarks.official_reference import official_select_patch, official_texture_score
+from conftest import numpy_seeded_corners
 from ssp_detect.data.patch import (
     candidate_scores,
+    image_corners,
     exhaustive_scores,
     random_corners,
     select_simplest_patch,
@@ -133,6 +135,28 @@ def test_vectorised_random_mode_equals_the_official_per_crop_path(rng):
         ours = candidate_scores(img, corners, 32)
         best = int(np.argmin(ours))
         assert (tuple(corners[best]), int(ours[best])) == ((top, left), score)
+
+
+def test_seeded_corners_are_numpys_draws(rng):
+    """The compiled draw reproduces numpy's SeedSequence -> PCG64 -> bounded integers exactly:
+    many image sizes (ranges from 1 to thousands), patch sides and counts, and a Fortran-ordered
+    image (same pixels, same fingerprint)."""
+    for k in range(150):
+        h, w = int(rng.integers(32, 3000)), int(rng.integers(32, 3000))
+        img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8) if k < 5 else np.full((h, w, 3), k, np.uint8)
+        patch = int(rng.choice([1, 16, 32, min(h, w)]))
+        seed, n = [0, 1, 2**31 + 7, 2**40 + 3, 2**64 - 1][k % 5], int(rng.choice([1, 64, 257]))
+        np.testing.assert_array_equal(image_corners(img, seed, patch, n), numpy_seeded_corners(img, seed, patch, n))
+    img = rng.integers(0, 256, (70, 90, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(image_corners(np.asfortranarray(img), 3, 32, 64), numpy_seeded_corners(img, 3, 32, 64))
+
+
+def test_seeded_draw_refuses_bad_seeds_and_sizes(rng):
+    img = rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)
+    with pytest.raises(ValueError, match="Seeds must be"):
+        image_corners(img, -1, 32, 4)
+    with pytest.raises(ValueError, match="No 48x48 patch fits"):
+        image_corners(img, 0, 48, 4)
 
 
 def test_random_corners_cover_every_valid_position():

@@ -2,7 +2,7 @@
 
 The same choices as :func:`~ssp_detect.data.patch.select_simplest_patch`, bit for bit, whatever the
 device: ``seeded`` mode copies each image's every 8th pixel (all images in one copy) to the CPU to
-seed the same numpy generator and draw the same corners; ``random`` mode draws the corners from the
+fingerprint it and draw the same corners; ``random`` mode draws the corners from the
 generators it is given; ``exhaustive`` mode scores every position with integral images on the
 device. Candidates of all images are gathered by indexing and scored in one call. Images whose
 shorter side is below the patch are resized to 256x256 on the CPU with PIL first, as there.
@@ -22,7 +22,7 @@ from ssp_detect.data.patch import (
     check_mode,
     default_num_candidates,
     exhaustive_scores_tensor,
-    fingerprint_rng,
+    fingerprint_corners,
     is_small,
     random_corners,
     resize_if_small,
@@ -62,13 +62,13 @@ def _searched_image(img: torch.Tensor, patch_size: int) -> tuple[torch.Tensor, b
     return chw_tensor(resized).to(img.device), True
 
 
-def _fingerprint_rngs(images: Sequence[torch.Tensor], seed: int) -> list[np.random.Generator]:
-    """Each image's :func:`~ssp_detect.data.patch.image_rng`, from one copy of all thumbnails."""
+def _fingerprint_corners(images: Sequence[torch.Tensor], seed: int, patch_size: int, n: int) -> list[np.ndarray]:
+    """Each image's :func:`~ssp_detect.data.patch.image_corners`, from one copy of all thumbnails."""
     s = FINGERPRINT_STRIDE
     thumbnails = [img[:, ::s, ::s].permute(1, 2, 0).reshape(-1) for img in images]  # channels last, as in numpy
     flat = torch.cat(thumbnails).cpu().numpy()
     pieces = np.split(flat, np.cumsum([t.numel() for t in thumbnails])[:-1])
-    return [fingerprint_rng(piece, img.shape[1], img.shape[2], seed) for piece, img in zip(pieces, images)]
+    return [fingerprint_corners(piece, img.shape[1], img.shape[2], seed, patch_size, n) for piece, img in zip(pieces, images)]
 
 
 def _crops(img: torch.Tensor, corners: torch.Tensor, patch_size: int) -> torch.Tensor:
@@ -114,8 +114,11 @@ def select_patches_on_device(
         patches = torch.cat([_crops(img, c[None], patch_size) for img, c in zip(images, corners)])
     else:
         n = num_candidates or default_num_candidates(patch_size)
-        generators = _fingerprint_rngs(images, seed) if mode == "seeded" else (rngs or [np.random.default_rng() for _ in images])
-        drawn = np.stack([random_corners(g, img.shape[1], img.shape[2], patch_size, n) for g, img in zip(generators, images)])
+        if mode == "seeded":
+            drawn = np.stack(_fingerprint_corners(images, seed, patch_size, n))
+        else:
+            generators = rngs or [np.random.default_rng() for _ in images]
+            drawn = np.stack([random_corners(g, img.shape[1], img.shape[2], patch_size, n) for g, img in zip(generators, images)])
         candidates = torch.from_numpy(drawn).to(device)  # (B, N, 2)
         crops = torch.cat([_crops(img, c, patch_size) for img, c in zip(images, candidates)])  # (B * N, 3, P, P)
         all_scores = texture_diversity_tensor(crops).view(len(images), n)

@@ -152,23 +152,31 @@ def default_num_candidates(patch_size: int) -> int:
     return max(1, (SMALL_IMAGE_SIZE // patch_size) ** 2)
 
 
-def image_rng(img: np.ndarray, seed: int) -> np.random.Generator:
-    """A random generator determined by ``seed`` and the image's pixels alone.
+def image_corners(img: np.ndarray, seed: int, patch_size: int, n: int) -> np.ndarray:
+    """Seeded mode's n candidate corners (y, x) of an (H, W, C) image, an (n, 2) int64 array,
+    determined by ``seed`` and the image's pixels alone.
 
     The fingerprint is a CRC of every 8th pixel in each direction plus the size: cheap, and two
-    images that share it merely share a seed.
+    images that share it merely share their draws.
     """
     # Viewing each pixel as one 3-byte item makes the strided copy about twice as fast.
     pixels = img.view(np.dtype((np.void, img.shape[2]))) if img.flags.c_contiguous else img
-    return fingerprint_rng(pixels[::FINGERPRINT_STRIDE, ::FINGERPRINT_STRIDE], img.shape[0], img.shape[1], seed)
+    return fingerprint_corners(pixels[::FINGERPRINT_STRIDE, ::FINGERPRINT_STRIDE], img.shape[0], img.shape[1], seed, patch_size, n)
 
 
-def fingerprint_rng(thumbnail: np.ndarray, height: int, width: int, seed: int) -> np.random.Generator:
-    """The generator of :func:`image_rng`, from the image's ``img[::8, ::8]`` (channels last, any
+def fingerprint_corners(thumbnail: np.ndarray, height: int, width: int, seed: int, patch_size: int, n: int) -> np.ndarray:
+    """The corners of :func:`image_corners`, from the image's ``img[::8, ::8]`` (channels last, any
     memory layout, or its contiguous bytes flattened) and its size: what an image held elsewhere,
-    e.g. on a GPU, needs to copy to the CPU to get the same draw."""
+    e.g. on a GPU, needs to copy to the CPU to get the same draw.
+
+    They are ``np.random.default_rng([seed, crc, height, width])``'s draws
+    (``integers(0, height - P + 1, size=n)``, then the same for x), computed by the compiled
+    equivalent in :mod:`ssp_detect.data.seeded_draw`.
+    """
+    from ssp_detect.data import seeded_draw  # lazily: numba takes a moment to import
+
     digest = zlib.crc32(np.ascontiguousarray(thumbnail).data)
-    return np.random.default_rng([seed, digest, height, width])
+    return seeded_draw.seeded_corners(seed, digest, height, width, patch_size, n)
 
 
 def random_corners(rng: np.random.Generator, height: int, width: int, patch_size: int, n: int) -> np.ndarray:
@@ -207,8 +215,10 @@ def select_simplest_patch(
         score = int(scores[y, x])
     else:
         n = num_candidates or default_num_candidates(patch_size)
-        generator = image_rng(img, seed) if mode == "seeded" else (rng or np.random.default_rng())
-        corners = random_corners(generator, img.shape[0], img.shape[1], patch_size, n)
+        if mode == "seeded":
+            corners = image_corners(img, seed, patch_size, n)
+        else:
+            corners = random_corners(rng or np.random.default_rng(), img.shape[0], img.shape[1], patch_size, n)
         scores = candidate_scores(img, corners, patch_size)
         best = int(np.argmin(scores))  # argmin returns the first minimum: a stable choice
         y, x = (int(v) for v in corners[best])
