@@ -10,8 +10,10 @@ Modes:
 * ``random``: the official behaviour. ``num_candidates`` (default (256 // patch)^2 = 64) crops with
   uniform top-left corners (torchvision RandomCrop semantics), the lowest score kept (first on
   ties). Results change with the random state.
-* ``seeded``: the same draw, but from a random generator seeded by ``seed`` and the image's own
-  pixels, so one image always gets the same patch, whatever the batch, worker or order.
+* ``seeded``: the same draw, but from numpy's generator seeded by ``seed`` and the image's own
+  pixels (:func:`image_corners`), so one image always gets the same patch, whatever the batch,
+  worker or order. The draw is computed by a compiled equivalent of numpy's
+  (:mod:`ssp_detect.data.seeded_draw`), bit for bit, without building a generator per image.
 * ``exhaustive``: the true minimum over every position (first in row-major order on ties),
   computed with integral images of the four difference maps.
 
