@@ -41,6 +41,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ssp_detect.data.decode import ImageDecodeError, load_rgb
+from ssp_detect.data.patch import SMALL_IMAGE_SIZE
 from ssp_detect.data.preprocess import Prepared
 from ssp_detect.detector import Detector
 
@@ -291,8 +292,11 @@ class DetectionService:
         self._decode_pool: ThreadPoolExecutor | None = None
 
     async def start(self) -> None:
-        """Start the decode threads and the batcher (on the running event loop)."""
+        """Start the decode threads and the batcher (on the running event loop), after choosing a
+        patch once so that the first request does not pay for loading the compiled selection."""
         self._decode_pool = ThreadPoolExecutor(max_workers=self.limits.decode_workers, thread_name_prefix="ssp-decode")
+        blank = np.zeros((SMALL_IMAGE_SIZE, SMALL_IMAGE_SIZE, 3), np.uint8)
+        await asyncio.get_running_loop().run_in_executor(self._decode_pool, self.detector.prepare, blank)
         await self.batcher.start()
 
     async def stop(self) -> None:
