@@ -107,12 +107,11 @@ def _draw(values, high_y, high_x, n):  # pragma: no cover - compiled
             for k in range(n):
                 out[k, column] = 0
             continue
+        # Lemire: keep r * excl unless its low word falls below 2^32 mod excl (numpy tests the
+        # cheaper bound excl first; the outcome is the same, as the threshold is below excl).
+        threshold = ((_M32 + uint64(1)) - excl) % excl
         for k in range(n):
-            accepted = False
-            threshold = uint64(0)
-            checked = False
-            m = uint64(0)
-            while not accepted:
+            while True:
                 if has_half:
                     r, has_half = half, False
                 else:
@@ -122,14 +121,8 @@ def _draw(values, high_y, high_x, n):  # pragma: no cover - compiled
                     raw = (x >> rot) | (x << ((uint64(64) - rot) & uint64(63)))
                     r, half, has_half = raw & _M32, raw >> uint64(32), True
                 m = r * excl
-                leftover = m & _M32
-                if leftover >= excl:
-                    accepted = True
-                else:
-                    if not checked:
-                        threshold = ((_M32 + uint64(1)) - excl) % excl
-                        checked = True
-                    accepted = leftover >= threshold
+                if (m & _M32) >= threshold:
+                    break
             out[k, column] = np.int64(m >> uint64(32))
     return out
 
