@@ -99,4 +99,4 @@ def create_model(name: str, *, backbone_weights: str | Path | None = None) -> nn
 
 def _load_builtin() -> None:
     # Importing the modules registers their models (once).
-    from ssp_detect.models import baseline, essp, ssp  # noqa: F401
+    from ssp_detect.models import baseline, cooccurrence, essp, ssp  # noqa: F401
