@@ -7,6 +7,7 @@ import pytest
 from conftest import make_checkpoint, make_genimage_tree, noisy_image, write_image
 from ssp_detect import Detector
 from ssp_detect.cli import main
+from ssp_detect.data.layouts import load_samples
 from ssp_detect.models.checkpoint import read_checkpoint_file
 
 
@@ -156,3 +157,25 @@ def test_cross_eval_writes_matrix_and_heatmap(tmp_path):
     m = json.loads((out / "cross_eval.json").read_text())
     assert m["train"] == ["A", "B"] and m["test"] == ["adm", "sdv4"] and np.array(m["matrix"]).shape == (2, 2)
     assert (out / "cross_eval.png").stat().st_size > 1000 and "| A |" in (out / "cross_eval.md").read_text()
+
+
+def test_test_reports_auc_intervals_over_the_manifests_source_photos(tmp_path, checkpoint_path):
+    tree = make_genimage_tree(tmp_path / "data", subsets=("sdv4",), n=6, splits=("val",))
+    folder = tree / "imagenet_ai_0419_sdv4" / "val"
+    # Six photos; the real crop r{i} and the fake f{i} were both made from photo i // 2.
+    images = [{"path": p.relative_to(tree).as_posix(), "photo_id": f"photo{int(p.stem[1:]) // 2}"} for p in sorted(folder.rglob("*.png"))]
+    (tree / "manifest.json").write_text(json.dumps({"images": images}))
+    samples = load_samples(tree, split="val")
+    assert {s.source for s in samples} == {"photo0", "photo1", "photo2"}
+    out = tmp_path / "t"
+    assert main(["test", "--weights", str(checkpoint_path), "--data", str(tree), "--workers", "0", "--no-progress", "--out", str(out)]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["auc_interval"] == {"resamples": 1000, "level": 0.95, "resampled": "source photos"}
+    pooled = res["pooled"]
+    assert pooled["auc_low"] <= pooled["auc"] <= pooled["auc_high"]
+    md = (out / "results.md").read_text()
+    assert "| AUC 95% interval |" in md and "1000 resamples of the source photos" in md
+    assert f"{100 * pooled['auc_low']:.1f}-{100 * pooled['auc_high']:.1f} |" in md
+    assert "auc_low,auc_high" in (out / "results.csv").read_text().splitlines()[0]
+    assert main(["test", "--weights", str(checkpoint_path), "--data", str(tree), "--workers", "0", "--no-progress", "--bootstrap", "0", "--out", str(out)]) == 0
+    assert "AUC 95% interval" not in (out / "results.md").read_text() and "auc_interval" not in json.loads((out / "results.json").read_text())

@@ -5,7 +5,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from ssp_detect.engine.calibrate import choose_threshold, threshold_for_fpr
-from ssp_detect.engine.metrics import best_threshold_accuracy, binary_metrics, equal_error_rate
+from ssp_detect.engine.metrics import auc_interval, best_threshold_accuracy, binary_metrics, equal_error_rate, weighted_auc
 
 
 def test_hand_computed_metrics():
@@ -40,3 +40,28 @@ def test_threshold_for_target_fpr():
     t0 = threshold_for_fpr(labels, p, 0.0)
     assert (p[:10] >= t0).sum() == 0
     assert choose_threshold(labels, p) == pytest.approx((0.9 + 0.95) / 2)
+
+
+def test_weighted_auc_is_the_auc_of_the_repeated_sample(rng):
+    labels = rng.integers(0, 2, 200)
+    p_fake = np.round(rng.random(200) + 0.3 * labels, 1)  # many ties
+    weights = rng.integers(0, 4, (6, 200)).astype(float)
+    expected = [roc_auc_score(np.repeat(labels, w.astype(int)), np.repeat(p_fake, w.astype(int))) for w in weights]
+    np.testing.assert_allclose(weighted_auc(labels, p_fake, weights), expected, rtol=0, atol=1e-12)
+    only_fakes = (labels == 1).astype(float)[None]
+    assert np.isnan(weighted_auc(labels, p_fake, only_fakes)[0])
+
+
+def test_auc_interval_resamples_groups_together(rng):
+    labels = np.repeat([0, 1], 30)
+    p_fake = rng.random(60) + 0.4 * labels
+    low, high = auc_interval(labels, p_fake, seed=3)
+    assert low < roc_auc_score(labels, p_fake) < high and high - low < 0.4
+    assert auc_interval(labels, p_fake, seed=3) == (low, high)  # deterministic for a seed
+    # Every image three times over: drawn as groups, the interval is the one of the original images
+    # (the same draws, group for group); drawn one by one, it is falsely narrower.
+    tripled = (np.repeat(labels, 3), np.repeat(p_fake, 3))
+    assert auc_interval(*tripled, np.repeat(np.arange(60), 3), seed=3) == pytest.approx((low, high), abs=1e-12)
+    narrow_low, narrow_high = auc_interval(*tripled, seed=3)
+    assert narrow_high - narrow_low < 0.75 * (high - low)
+    assert all(math.isnan(v) for v in auc_interval(np.zeros(5), rng.random(5)))

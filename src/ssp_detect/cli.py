@@ -87,6 +87,17 @@ def _workers(args: argparse.Namespace) -> int:
     return default_workers() if args.workers is None else args.workers
 
 
+def _non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0 (argparse turns the error into one sentence, exit status 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return value
+
+
 def _check_names(args: argparse.Namespace) -> None:
     if args.names and len(args.names) != len(args.weights):
         raise ValueError(f"--names has {len(args.names)} entries but --weights has {len(args.weights)}; give one name per checkpoint.")
@@ -214,6 +225,9 @@ def add_test_parser(sub) -> None:
         _add_runtime_options(p, decode=True)
         _add_patch_options(p)
         p.add_argument("--threshold", type=float, help="Decision threshold on p_fake (default: the checkpoint's, 0.5 unless calibrated).")
+        p.add_argument("--bootstrap", type=_non_negative_int, default=1000, metavar="N",
+                       help="Bootstrap resamples for each AUC's 95%% interval (default 1000; 0: none). Images made from one photo, as a data manifest "
+                       "records (the demo benchmark's), are resampled together.")
         p.add_argument("--out", default="runs/test", help="Folder for results.md, results.csv, results.json (default runs/test).")
         p.add_argument("--strict", action="store_true", help="Fail when an image cannot be read (default: skip and report it).")
         p.set_defaults(func=cmd_test)
@@ -230,7 +244,8 @@ def cmd_test(args: argparse.Namespace) -> int:
     loaded = load_model(args.weights, model_name=args.model)
     samples = _samples(args)
     summary, _ = evaluate_model(loaded, samples, device=device, precision=resolve_precision(args.precision, device), batch_size=args.batch_size,
-                                workers=_workers(args), patch=_patch(args), threshold=args.threshold, progress=not args.no_progress, decode=args.decode)
+                                workers=_workers(args), patch=_patch(args), threshold=args.threshold, progress=not args.no_progress, decode=args.decode,
+                                bootstrap=args.bootstrap)
     if distributed.is_main():
         notes = [f"weights: {args.weights} ({loaded.name}, {loaded.source}, sha256 {loaded.sha256[:12]})", f"data: {args.data or (args.real, args.fake)} split {args.split}",
                  f"simple patch: {_describe_patch(loaded, args)}", f"decoding: {'in the DataLoader workers' if args.decode == 'workers' else f'on {device}'}"]

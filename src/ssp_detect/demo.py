@@ -142,7 +142,8 @@ def run_demo(out: str | Path = "runs/demo", data: str | Path = "data/demo", *, d
         acc_row, auc_row = [], []
         for split, kind in TEST_SPLITS.items():
             samples = load_samples(data, layout="genimage", split=split)
-            summary, _ = evaluate_model(loaded, samples, device=dev, precision=resolve_precision("auto", dev), workers=default_workers(), progress=progress, desc=f"test {split}")
+            summary, _ = evaluate_model(loaded, samples, device=dev, precision=resolve_precision("auto", dev), workers=default_workers(), progress=progress, desc=f"test {split}",
+                                        bootstrap=1000)
             write_summary(summary, report / "tables", stem=f"{model}_{split}", title=f"{model} trained on {TRAIN_SUBSET}, tested on the {kind} validation split",
                           notes=[f"weights: {best}", f"data: {data} split {split}", "patch mode: seeded (seed 0)"])
             tables[f"{model} / {kind}"] = summary

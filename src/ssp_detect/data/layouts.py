@@ -38,14 +38,18 @@ class DatasetError(ValueError):
 
 @dataclass(frozen=True)
 class Sample:
-    """One labelled image: ``path``, ``label`` (0 real, 1 fake) and ``subset`` (generator);
-    ``jpeg_quality`` is the JPEG history of a file not stored as JPEG (e.g. a PNG crop of a JPEG
-    photo), when a data manifest records it."""
+    """One labelled image: ``path``, ``label`` (0 real, 1 fake) and ``subset`` (generator).
+
+    When a data manifest records them: ``jpeg_quality`` is the JPEG history of a file not stored
+    as JPEG (e.g. a PNG crop of a JPEG photo), and ``source`` names the photo the image was made
+    from (crops of one photo, and a fake made from a crop, are not independent samples).
+    """
 
     path: str
     label: int
     subset: str
     jpeg_quality: int | None = None
+    source: str | None = None
 
 
 def has_jpeg_history(sample: Sample) -> bool:
@@ -53,9 +57,10 @@ def has_jpeg_history(sample: Sample) -> bool:
     return sample.jpeg_quality is not None or Path(sample.path).suffix.lower() in {".jpg", ".jpeg", ".jfif"}
 
 
-def manifest_jpeg_qualities(root: Path) -> dict[str, int]:
-    """JPEG histories recorded in ``<root>/manifest.json`` (written by ``ssp data build-demo``):
-    relative path -> quality. Empty when there is no such manifest."""
+def manifest_records(root: Path) -> dict[str, tuple[int | None, str | None]]:
+    """What ``<root>/manifest.json`` (written by ``ssp data build-demo``) records of each image:
+    relative path -> (JPEG quality or None, source photo or None). Empty when there is no such
+    manifest."""
     path = root / "manifest.json"
     if not path.is_file():
         return {}
@@ -63,7 +68,10 @@ def manifest_jpeg_qualities(root: Path) -> dict[str, int]:
         images = json.loads(path.read_text()).get("images", [])
     except (json.JSONDecodeError, AttributeError):
         return {}
-    return {r["path"]: int(r["jpeg_quality"]) for r in images if isinstance(r, dict) and r.get("jpeg_quality") and r.get("path")}
+    return {
+        r["path"]: (int(r["jpeg_quality"]) if r.get("jpeg_quality") else None, r.get("photo_id") or None)
+        for r in images if isinstance(r, dict) and r.get("path")
+    }
 
 
 def _images_in(folder: Path) -> list[Path]:
@@ -99,7 +107,7 @@ def resolve_genimage_subsets(root: Path, names: Sequence[str] | None) -> list[Pa
 def genimage_samples(root: str | Path, split: str, subsets: Sequence[str] | None = None) -> list[Sample]:
     """Samples of ``<root>/<subset>/<split>/{ai,nature}``; subsets by short or folder name."""
     root = Path(root)
-    history = manifest_jpeg_qualities(root)
+    recorded = manifest_records(root)
     samples: list[Sample] = []
     for d in resolve_genimage_subsets(root, subsets):
         split_dir = d / split
@@ -108,7 +116,7 @@ def genimage_samples(root: str | Path, split: str, subsets: Sequence[str] | None
         name = _subset_name(d.name)
         for folder, label in (("nature", REAL), ("ai", FAKE)):
             if (split_dir / folder).is_dir():
-                samples += [Sample(str(p), label, name, history.get(p.relative_to(root).as_posix())) for p in _images_in(split_dir / folder)]
+                samples += [Sample(str(p), label, name, *recorded.get(p.relative_to(root).as_posix(), (None, None))) for p in _images_in(split_dir / folder)]
     return samples
 
 

@@ -20,7 +20,7 @@ from ssp_detect.data.device_decode import DeviceDecodedBatches, EncodedImageData
 from ssp_detect.data.layouts import Sample
 from ssp_detect.data.preprocess import PatchOptions, Preprocessor
 from ssp_detect.engine import distributed
-from ssp_detect.engine.metrics import METRIC_NAMES, binary_metrics
+from ssp_detect.engine.metrics import METRIC_NAMES, auc_interval, binary_metrics
 from ssp_detect.engine.runtime import autocast, model_input, place_model
 from ssp_detect.models.loading import LoadedModel
 
@@ -93,32 +93,46 @@ def predict_loader(
     return Predictions(**{k: v[order] for k, v in arrays.items()}, errors=sorted(errors))
 
 
-def summarize(samples: Sequence[Sample], preds: Predictions, threshold: float = 0.5) -> dict[str, Any]:
+def summarize(samples: Sequence[Sample], preds: Predictions, threshold: float = 0.5, *, bootstrap: int = 0) -> dict[str, Any]:
     """Per-subset metrics, their mean over subsets, and the pooled metrics over all images.
+
+    Args:
+        bootstrap: Resamples for a 95% interval of each AUC (``auc_low``, ``auc_high``); 0 for
+            none. Images made from one source photo (``Sample.source``, from a data manifest) are
+            resampled together; see :func:`~ssp_detect.engine.metrics.auc_interval`.
 
     Returns:
         ``{"subsets": {name: metrics}, "mean_over_subsets": metrics, "pooled": metrics,
-        "threshold": t, "n_images": n, "n_unreadable": k, "unreadable": [{"path", "error"}]}``
+        "threshold": t, "n_images": n, "n_unreadable": k, "unreadable": [{"path", "error"}]}``,
+        and ``"auc_interval": {"resamples", "level", "resampled"}`` with ``bootstrap``.
     """
     subset_of = np.array([samples[i].subset for i in preds.index]) if len(preds.index) else np.array([], dtype=str)
+    groups = np.array([samples[i].source or samples[i].path for i in preds.index], dtype=object)
+
+    def metrics(m: np.ndarray) -> dict[str, float]:
+        out = binary_metrics(preds.label[m], preds.p_fake[m], threshold)
+        if bootstrap:
+            out["auc_low"], out["auc_high"] = auc_interval(preds.label[m], preds.p_fake[m], groups[m], resamples=bootstrap)
+        return out
+
     names = sorted({s.subset for s in samples})
-    subsets = {}
-    for name in names:
-        m = subset_of == name
-        if m.any():
-            subsets[name] = binary_metrics(preds.label[m], preds.p_fake[m], threshold)
+    subsets = {name: metrics(subset_of == name) for name in names if (subset_of == name).any()}
     mean = {k: float(np.nanmean([v[k] for v in subsets.values()])) if subsets and not all(math.isnan(v[k]) for v in subsets.values()) else math.nan for k in METRIC_NAMES}
     mean["n_real"] = int(sum(v["n_real"] for v in subsets.values()))
     mean["n_fake"] = int(sum(v["n_fake"] for v in subsets.values()))
-    return {
+    summary = {
         "subsets": subsets,
         "mean_over_subsets": mean,
-        "pooled": binary_metrics(preds.label, preds.p_fake, threshold),
+        "pooled": metrics(np.ones(len(preds.index), dtype=bool)),
         "threshold": threshold,
         "n_images": len(samples),
         "n_unreadable": len(preds.errors),
         "unreadable": [{"path": samples[i].path, "error": msg} for i, msg in preds.errors],
     }
+    if bootstrap:
+        by_source = any(samples[i].source for i in preds.index)
+        summary["auc_interval"] = {"resamples": bootstrap, "level": 0.95, "resampled": "source photos" if by_source else "images"}
+    return summary
 
 
 def evaluate_model(
@@ -135,8 +149,10 @@ def evaluate_model(
     desc: str = "test",
     degradation: Degradation | None = None,
     decode: str = "workers",
+    bootstrap: int = 0,
 ) -> tuple[dict[str, Any], Predictions]:
-    """Score ``samples`` with a loaded model and summarise them (see :func:`summarize`).
+    """Score ``samples`` with a loaded model and summarise them (see :func:`summarize`, which also
+    explains ``bootstrap``).
 
     ``patch`` overrides the checkpoint's patch settings where set. ``degradation`` is applied to
     every image (real and fake alike) before patch selection. ``decode`` says where images are
@@ -159,5 +175,5 @@ def evaluate_model(
         raise ValueError(f"Unknown decoding {decode!r}; choose one of {', '.join(DECODERS)}.")
     model = place_model(loaded.model, device)
     preds = predict_loader(model, batches, device=device, mean=loaded.spec.mean, std=loaded.spec.std, precision=precision, progress=progress, desc=desc)
-    summary = summarize(samples, preds, loaded.threshold if threshold is None else threshold)
+    summary = summarize(samples, preds, loaded.threshold if threshold is None else threshold, bootstrap=bootstrap)
     return summary, preds

@@ -64,3 +64,48 @@ def binary_metrics(labels: np.ndarray, p_fake: np.ndarray, threshold: float = 0.
     else:
         out |= {"ap": math.nan, "auc": math.nan, "eer": math.nan, "best_acc": math.nan, "best_threshold": math.nan}
     return out
+
+
+def weighted_auc(labels: np.ndarray, p_fake: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """ROC-AUC of each row of ``weights`` (R, n): the AUC of the sample in which image i appears
+    ``weights[r, i]`` times (ties count one half). NaN for a row without both classes."""
+    order = np.argsort(p_fake, kind="stable")
+    s, y, w = p_fake[order], labels[order] == 1, weights[:, order]
+    start, end = np.searchsorted(s, s, "left"), np.searchsorted(s, s, "right")  # each score's tie block
+    below = np.concatenate([np.zeros((len(w), 1)), np.cumsum(w * ~y, axis=1)], axis=1)
+    beaten = below[:, start] + 0.5 * (below[:, end] - below[:, start])  # negatives under each image
+    n_pos, n_neg = (w * y).sum(axis=1), (w * ~y).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where((n_pos > 0) & (n_neg > 0), (w * y * beaten).sum(axis=1) / (n_pos * n_neg), np.nan)
+
+
+def auc_interval(
+    labels: np.ndarray, p_fake: np.ndarray, groups: np.ndarray | None = None, *, resamples: int = 1000, level: float = 0.95, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of the ROC-AUC.
+
+    Resamples whole groups with replacement (a cluster bootstrap): images that are not independent,
+    such as crops of one photo and the fakes made from them, share a group and are drawn together,
+    so the interval is not made narrower by counting one photo many times. Without ``groups`` every
+    image is its own group. Deterministic for a seed.
+
+    Returns:
+        (low, high), or NaNs when a class is absent.
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    p_fake = np.asarray(p_fake, dtype=np.float64)
+    if not ((labels == 0).any() and (labels == 1).any()):
+        return math.nan, math.nan
+    ids = np.arange(len(labels)) if groups is None else np.unique(np.asarray(groups), return_inverse=True)[1]
+    n_groups = int(ids.max()) + 1
+    rng = np.random.default_rng(seed)
+    aucs = []
+    for first in range(0, resamples, 100):  # blocks of 100 resamples bound the memory: 100 x n weights
+        draws = rng.integers(0, n_groups, size=(min(100, resamples - first), n_groups))
+        counts = np.zeros((len(draws), n_groups))
+        np.add.at(counts, (np.arange(len(draws))[:, None], draws), 1.0)
+        aucs.append(weighted_auc(labels, p_fake, counts[:, ids]))
+    values = np.concatenate(aucs)
+    values = values[~np.isnan(values)]
+    tail = 100 * (1 - level) / 2
+    return float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))

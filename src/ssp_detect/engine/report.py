@@ -17,6 +17,7 @@ _HEADERS = {
     "n_real": "real", "n_fake": "fake", "real_acc": "real acc %", "fake_acc": "fake acc %", "acc": "acc@t %",
     "ap": "AP %", "auc": "AUC %", "eer": "EER %", "best_acc": "best acc %", "best_threshold": "best t",
 }
+_INTERVAL = ("auc_low", "auc_high")
 MEAN_ROW, POOLED_ROW = "mean over subsets", "pooled (all images)"
 
 
@@ -39,13 +40,26 @@ def summary_rows(summary: dict[str, Any]) -> list[tuple[str, dict[str, float]]]:
     return rows
 
 
+def _columns(summary: dict[str, Any]) -> tuple[str, ...]:
+    """The table's columns: the AUC interval's bounds only when the summary has them."""
+    return COLUMNS + _INTERVAL if "auc_interval" in summary else COLUMNS
+
+
+def _interval_cell(m: dict[str, float]) -> str:
+    low, high = m.get("auc_low", math.nan), m.get("auc_high", math.nan)
+    return "-" if math.isnan(low) else f"{100 * low:.1f}-{100 * high:.1f}"
+
+
 def markdown_table(summary: dict[str, Any]) -> str:
-    """The per-subset table as Markdown (percentages with one decimal)."""
-    head = "| subset | " + " | ".join(_HEADERS[c] for c in COLUMNS) + " |"
-    sep = "|---|" + "---:|" * len(COLUMNS)
+    """The per-subset table as Markdown (percentages with one decimal), with a column for the AUC's
+    95% interval when the summary has one."""
+    interval = "auc_interval" in summary
+    head = "| subset | " + " | ".join(_HEADERS[c] for c in COLUMNS) + (" | AUC 95% interval |" if interval else " |")
+    sep = "|---|" + "---:|" * (len(COLUMNS) + interval)
     lines = [head, sep]
     for name, m in summary_rows(summary):
-        lines.append(f"| {name} | " + " | ".join(_fmt(c, m.get(c, math.nan)) for c in COLUMNS) + " |")
+        cells = [_fmt(c, m.get(c, math.nan)) for c in COLUMNS] + ([_interval_cell(m)] if interval else [])
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -73,15 +87,19 @@ def write_summary(summary: dict[str, Any], out_dir: str | Path, *, stem: str = "
     out.mkdir(parents=True, exist_ok=True)
     md = [f"# {title}" if title else "# Results", "", markdown_table(summary), ""]
     md.append(f"Threshold t = {summary['threshold']:.3f}; {summary['n_images']} images, {summary['n_unreadable']} unreadable (skipped).")
+    if "auc_interval" in summary:
+        iv = summary["auc_interval"]
+        md.append(f"AUC 95% interval: percentile bootstrap, {iv['resamples']} resamples of the {iv['resampled']} (each drawn with all its images).")
     md += [""] + [f"- {n}" for n in notes]
     if summary["unreadable"]:
         md += ["", "Unreadable images (skipped, not replaced):", ""] + [f"- `{u['path']}`: {u['error']}" for u in summary["unreadable"]]
     (out / f"{stem}.md").write_text("\n".join(md) + "\n")
     with (out / f"{stem}.csv").open("w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["subset", *COLUMNS])
+        columns = _columns(summary)
+        w.writerow(["subset", *columns])
         for name, m in summary_rows(summary):
-            w.writerow([name, *("" if (v := to_jsonable(m.get(c, math.nan))) is None else v for c in COLUMNS)])
+            w.writerow([name, *("" if (v := to_jsonable(m.get(c, math.nan))) is None else v for c in columns)])
     write_json(out / f"{stem}.json", summary)
     return [out / f"{stem}.{ext}" for ext in ("md", "csv", "json")]
 
