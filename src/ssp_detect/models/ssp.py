@@ -88,6 +88,6 @@ register_model(
     ModelSpec(
         name="ssp-lite",
         builder=partial(SSPNet, upsample_to=None, srm_first=True, arch="compact", norm="group", stem="native"),
-        description="ssp-native-gn with a compact ResNet (one basic block per stage, widths 32-256): trains on a CPU in minutes; the demo's model.",
+        description="ssp-native-gn with a compact ResNet (one basic block per stage, widths 32-256): trains on a CPU in minutes; the CPU demo trains it beside ssp-cooc.",
     )
 )
