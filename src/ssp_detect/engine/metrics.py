@@ -102,8 +102,8 @@ def auc_interval(
     aucs = []
     for first in range(0, resamples, 100):  # blocks of 100 resamples bound the memory: 100 x n weights
         draws = rng.integers(0, n_groups, size=(min(100, resamples - first), n_groups))
-        counts = np.zeros((len(draws), n_groups))
-        np.add.at(counts, (np.arange(len(draws))[:, None], draws), 1.0)
+        rows = np.arange(len(draws))[:, None] * n_groups
+        counts = np.bincount((rows + draws).ravel(), minlength=draws.size).reshape(draws.shape).astype(np.float64)
         aucs.append(weighted_auc(labels, p_fake, counts[:, ids]))
     values = np.concatenate(aucs)
     values = values[~np.isnan(values)]
