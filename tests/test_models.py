@@ -106,3 +106,5 @@ def test_backbone_weights_from_a_local_torchvision_file(tmp_path):
     torch.save({"foo": torch.zeros(3)}, tmp_path / "foreign.pth")
     with pytest.raises(CheckpointError, match="does not look like a torchvision ResNet"):
         create_model("ssp", backbone_weights=tmp_path / "foreign.pth")
+    with pytest.raises(CheckpointError, match="'ssp-cooc' has no ResNet backbone"):
+        create_model("ssp-cooc", backbone_weights=tmp_path / "r50.pth")

@@ -90,10 +90,14 @@ def create_model(name: str, *, backbone_weights: str | Path | None = None) -> nn
             downloaded.
     """
     from ssp_detect.models.backbone import load_backbone_weights
+    from ssp_detect.models.checkpoint import CheckpointError
 
     model = get_spec(name).builder()
     if backbone_weights is not None:
-        load_backbone_weights(model.disc, backbone_weights)
+        backbone = getattr(model, "disc", None)
+        if backbone is None:
+            raise CheckpointError(f"Model {name!r} has no ResNet backbone, so backbone weights ({backbone_weights}) do not apply to it.")
+        load_backbone_weights(backbone, backbone_weights)
     return model
 
 
