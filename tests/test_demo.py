@@ -1,4 +1,4 @@
-"""``ssp demo`` end to end on the tiny benchmark: every report file, both models, both splits."""
+"""``ssp demo`` end to end on the tiny benchmark: every report file, every model, both splits."""
 
 import json
 

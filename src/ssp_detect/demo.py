@@ -1,7 +1,7 @@
 """``ssp demo``: the whole pipeline on the offline benchmark, from nothing to a report folder.
 
 Steps: build (or reuse) the demo benchmark -> train the SSP variants that learn from random weights
-and a whole-image baseline on ``esrgan_x4plus`` -> test both on every subset, on the plain
+and a whole-image baseline on ``esrgan_x4plus`` -> test them on every subset, on the plain
 validation split and on the format-matched one (fakes JPEG-compressed like the reals) -> write a
 report folder: per-subset tables, the cross-generator heatmap and a contact sheet of examples with
 the chosen simple patch boxed.
