@@ -5,7 +5,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from ssp_detect.engine.calibrate import choose_threshold, threshold_for_fpr
-from ssp_detect.engine.metrics import auc_interval, best_threshold_accuracy, binary_metrics, equal_error_rate, weighted_auc
+from ssp_detect.engine.metrics import auc_interval, best_threshold_accuracy, binary_metrics, equal_error_rate, paired_difference, weighted_auc
 
 
 def test_hand_computed_metrics():
@@ -65,3 +65,18 @@ def test_auc_interval_resamples_groups_together(rng):
     narrow_low, narrow_high = auc_interval(*tripled, seed=3)
     assert narrow_high - narrow_low < 0.75 * (high - low)
     assert all(math.isnan(v) for v in auc_interval(np.zeros(5), rng.random(5)))
+
+
+def test_paired_difference_cancels_what_both_detectors_share(rng):
+    labels = np.repeat([0, 1], 40)
+    p_a = rng.random(80) + 0.5 * labels
+    p_b = p_a + rng.normal(0, 0.05, 80)  # nearly the same detector
+    d = paired_difference(labels, p_a, p_b, 0.75, 0.75, seed=1)
+    assert d["auc_diff"] == pytest.approx(roc_auc_score(labels, p_a) - roc_auc_score(labels, p_b))
+    assert d["acc_diff"] == pytest.approx(((p_a >= 0.75) == labels).mean() - ((p_b >= 0.75) == labels).mean())
+    assert d["auc_diff_low"] <= d["auc_diff"] <= d["auc_diff_high"] and d["acc_diff_low"] <= d["acc_diff"] <= d["acc_diff_high"]
+    low, high = auc_interval(labels, p_a, seed=1)
+    assert d["auc_diff_high"] - d["auc_diff_low"] < 0.5 * (high - low)  # narrower than either AUC's own interval
+    same = paired_difference(labels, p_a, p_a, 0.5, 0.5)
+    assert all(v == 0.0 for v in same.values())
+    assert all(math.isnan(v) for v in paired_difference(np.ones(4), p_a[:4], p_b[:4], 0.5, 0.5).values())

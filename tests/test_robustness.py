@@ -12,7 +12,7 @@ from ssp_detect.cli import main
 from ssp_detect.data.degradations import Degradation
 from ssp_detect.data.layouts import load_samples
 from ssp_detect.engine.evaluate import evaluate_model
-from ssp_detect.engine.robustness import SWEEPS, run_robustness
+from ssp_detect.engine.robustness import DIFFERENCE_FIELDS, SWEEPS, run_robustness
 from ssp_detect.models import load_model
 
 METRICS = ["n_real", "n_fake", "acc", "real_acc", "fake_acc", "ap", "auc"]
@@ -35,13 +35,23 @@ def test_sweep_command_writes_tables_and_plots(tree, checkpoints, tmp_path):
     models = ["ssp-lite", "essp-lite"]
     for name, sweep in SWEEPS.items():
         rows = list(csv.DictReader((out / f"{name}.csv").open()))
-        assert list(rows[0]) == ["model", "degradation", "setting", "value", "n_unreadable", *METRICS]
+        assert list(rows[0]) == ["model", "degradation", "setting", "value", "n_unreadable", *METRICS, "vs", *DIFFERENCE_FIELDS]
+        for r in rows:  # the second model against the first, on the same images
+            assert r["vs"] == "ssp-lite"
+            if r["model"] == "ssp-lite":
+                assert r["auc_diff"] == r["acc_diff"] == ""
+            else:
+                first = next(f for f in rows if f["model"] == "ssp-lite" and f["setting"] == r["setting"])
+                assert float(r["auc_diff"]) == pytest.approx(float(r["auc"]) - float(first["auc"]), abs=1e-9)
+                assert float(r["acc_diff"]) == pytest.approx(float(r["acc"]) - float(first["acc"]), abs=1e-9)
+                assert float(r["auc_diff_low"]) <= float(r["auc_diff"]) <= float(r["auc_diff_high"])
         labels = ["none" if v is None else f"{v:g}" for v in sweep.values]
         assert [(r["model"], r["setting"]) for r in rows] == [(m, s) for m in models for s in labels]
         assert all(r["n_real"] == r["n_fake"] == "4" for r in rows)
         md = (out / f"{name}.md").read_text().splitlines()
         assert md[2].startswith(f"| {sweep.title} | acc@t % ssp-lite | acc@t % essp-lite | real acc % ssp-lite")
         assert [line.split("|")[1].strip() for line in md[4 : 4 + len(labels)]] == labels
+        assert f"| {sweep.title} | acc@t essp-lite - ssp-lite | AUC essp-lite - ssp-lite |" in md
         png = (out / f"{name}.png").read_bytes()
         assert png.startswith(b"\x89PNG") and len(png) > 10_000
         assert json.loads((out / f"{name}.json").read_text())["rows"][0]["degradation"] == name
@@ -66,6 +76,11 @@ def test_degradations_reach_the_model_and_the_sweep_is_deterministic(tree, check
     kwargs = {"sweeps": ["jpeg"], "device": torch.device("cpu"), "precision": "fp32", "progress": False}
     first = run_robustness([("m", loaded)], samples, **kwargs)
     assert first == run_robustness([("m", loaded)], samples, **kwargs)
+    # A model against itself: no difference, and an interval of exactly zero.
+    twice = run_robustness([("m", loaded), ("again", loaded)], samples, bootstrap=200, **kwargs)
+    again = [r for r in twice if r["model"] == "again"]
+    assert all(r["vs"] == "m" and r[k] == 0.0 for r in again for k in DIFFERENCE_FIELDS)
+    assert [{k: r[k] for k in first[0]} for r in twice[: len(first)]] == first
 
 
 def test_bad_arguments_give_one_sentence(tree, checkpoints, tmp_path, capsys):

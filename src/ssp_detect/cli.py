@@ -98,6 +98,12 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+def _add_bootstrap_option(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--bootstrap", type=_non_negative_int, default=1000, metavar="N",
+                   help=f"Bootstrap resamples for {what} (default 1000; 0: none). Images made from one photo, as a data manifest records "
+                   "(the demo benchmark's), are resampled together.")
+
+
 def _check_names(args: argparse.Namespace) -> None:
     if args.names and len(args.names) != len(args.weights):
         raise ValueError(f"--names has {len(args.names)} entries but --weights has {len(args.weights)}; give one name per checkpoint.")
@@ -225,9 +231,7 @@ def add_test_parser(sub) -> None:
         _add_runtime_options(p, decode=True)
         _add_patch_options(p)
         p.add_argument("--threshold", type=float, help="Decision threshold on p_fake (default: the checkpoint's, 0.5 unless calibrated).")
-        p.add_argument("--bootstrap", type=_non_negative_int, default=1000, metavar="N",
-                       help="Bootstrap resamples for each AUC's 95%% interval (default 1000; 0: none). Images made from one photo, as a data manifest "
-                       "records (the demo benchmark's), are resampled together.")
+        _add_bootstrap_option(p, "each AUC's 95%% interval")
         p.add_argument("--out", default="runs/test", help="Folder for results.md, results.csv, results.json (default runs/test).")
         p.add_argument("--strict", action="store_true", help="Fail when an image cannot be read (default: skip and report it).")
         p.set_defaults(func=cmd_test)
@@ -302,12 +306,14 @@ def add_robustness_parser(sub) -> None:
     sweeps = "; ".join(f"{s.name}: {s.title} {', '.join('none' if v is None else f'{v:g}' for v in s.values)}" for s in SWEEPS.values())
     p = sub.add_parser("robustness", help="Accuracy, AP and AUC of checkpoints under JPEG, blur, rescaling and WebP, side by side.",
                        description=f"Degrade every image (real and fake alike, before patch selection) and score it with each checkpoint. Sweeps: {sweeps}. "
-                       "Writes per sweep <name>.md/.csv/.json and a line plot <name>.png, and robustness.md/.csv/.json with all of them.")
+                       "Writes per sweep <name>.md/.csv/.json and a line plot <name>.png, and robustness.md/.csv/.json with all of them; with several checkpoints, "
+                       "each later one is compared with the first on the same images, with paired bootstrap intervals.")
     _add_weights_options(p, multiple=True)
     p.add_argument("--names", nargs="+", help="Model names in the tables, one per checkpoint (default: the registered model names).")
     p.add_argument("--sweeps", nargs="+", default=list(SWEEPS), choices=list(SWEEPS), help=f"Sweeps to run (default: all of {', '.join(SWEEPS)}).")
     p.add_argument("--jpeg-method", default="pil", choices=["pil", "cv2"], help="JPEG library of the JPEG sweep (default pil).")
     p.add_argument("--interpolation", default="bilinear", choices=list(INTERPOLATIONS), help="PIL filter of the scale sweep (default bilinear).")
+    _add_bootstrap_option(p, "the paired 95%% intervals of each later checkpoint's accuracy and AUC minus the first's, per setting")
     _add_data_options(p)
     _add_runtime_options(p)
     _add_patch_options(p)
@@ -327,7 +333,7 @@ def cmd_robustness(args: argparse.Namespace) -> int:
     names = args.names or default_names(args.weights, models)
     rows = run_robustness(list(zip(names, models)), _samples(args), sweeps=args.sweeps, jpeg_method=args.jpeg_method, interpolation=args.interpolation,
                           device=device, precision=resolve_precision(args.precision, device), batch_size=args.batch_size, workers=_workers(args),
-                          patch=_patch(args), progress=not args.no_progress)
+                          patch=_patch(args), progress=not args.no_progress, bootstrap=args.bootstrap)
     notes = [f"{n}: {w} (threshold {m.threshold:g})" for n, w, m in zip(names, args.weights, models)]
     notes += [f"data: {args.data or (args.real, args.fake)} split {args.split}; simple patch: {_describe_patch(models[0], args)}; "
               f"JPEG by {args.jpeg_method}, rescaling by PIL {args.interpolation}; degradations applied to the whole image before patch selection"]

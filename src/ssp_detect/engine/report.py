@@ -158,6 +158,25 @@ def _robustness_table(rows: Sequence[dict[str, Any]], title: str) -> str:
     return "\n".join(lines)
 
 
+def _difference_table(rows: Sequence[dict[str, Any]], title: str) -> str:
+    """Each later model minus the first, per setting: accuracy and AUC differences in points with
+    their paired 95% intervals."""
+    reference = rows[0]["vs"]
+    others = [m for m in dict.fromkeys(r["model"] for r in rows) if m != reference]
+    settings = list(dict.fromkeys(r["setting"] for r in rows))
+    by_key = {(r["model"], r["setting"]): r for r in rows}
+
+    def cell(r: dict[str, Any], metric: str) -> str:
+        d, low, high = (100 * r[f"{metric}_diff{part}"] for part in ("", "_low", "_high"))
+        return "-" if math.isnan(d) else f"{d:+.1f} [{low:+.1f}, {high:+.1f}]"
+
+    head = f"| {title} | " + " | ".join(f"{name} {m} - {reference}" for name, metric in (("acc@t", "acc"), ("AUC", "auc")) for m in others) + " |"
+    lines = [head, "|---|" + "---:|" * (2 * len(others))]
+    for s in settings:
+        lines.append(f"| {s} | " + " | ".join(cell(by_key[(m, s)], metric) for metric in ("acc", "auc") for m in others) + " |")
+    return "\n".join(lines)
+
+
 def _robustness_plot(rows: Sequence[dict[str, Any]], title: str, path: Path) -> None:
     """Accuracy and AUC against the setting, one line per model."""
     import matplotlib
@@ -216,6 +235,9 @@ def write_robustness(rows: Sequence[dict[str, Any]], titles: dict[str, str], out
     for name in dict.fromkeys(r["degradation"] for r in rows):
         part = [r for r in rows if r["degradation"] == name]
         table = _robustness_table(part, titles.get(name, name))
+        if "vs" in part[0]:
+            table += (f"\n\nDifferences against {part[0]['vs']} on the same images, in points, with paired 95% bootstrap intervals:\n\n"
+                      + _difference_table(part, titles.get(name, name)))
         (out / f"{name}.md").write_text(f"# {titles.get(name, name)}\n\n{table}\n" + "".join(f"\n- {n}" for n in notes) + "\n")
         write_rows(name, part)
         _robustness_plot(part, titles.get(name, name), out / f"{name}.png")

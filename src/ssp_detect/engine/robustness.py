@@ -10,11 +10,13 @@ once per model and shared.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -23,9 +25,13 @@ from ssp_detect.data.layouts import Sample
 from ssp_detect.data.preprocess import PatchOptions
 from ssp_detect.models.loading import LoadedModel
 
+if TYPE_CHECKING:
+    from ssp_detect.engine.evaluate import Predictions
+
 log = logging.getLogger(__name__)
 
 ROBUSTNESS_METRICS = ("n_real", "n_fake", "acc", "real_acc", "fake_acc", "ap", "auc")
+DIFFERENCE_FIELDS = ("auc_diff", "auc_diff_low", "auc_diff_high", "acc_diff", "acc_diff_low", "acc_diff_high")
 
 
 @dataclass(frozen=True)
@@ -69,6 +75,17 @@ def default_names(weights: Sequence[str | Path], models: Sequence[LoadedModel]) 
     return [f"{n} ({Path(w).parent.name}/{Path(w).name})" if names.count(n) > 1 else n for n, w in zip(names, weights)]
 
 
+def _difference(reference: tuple[Predictions, float], other: tuple[Predictions, float], samples: Sequence[Sample], bootstrap: int) -> dict[str, float]:
+    """``other`` minus ``reference`` on the images both scored (see
+    :func:`~ssp_detect.engine.metrics.paired_difference`)."""
+    from ssp_detect.engine.metrics import paired_difference  # here, as evaluate_model below: scikit-learn loads only when needed
+
+    (a, threshold_a), (b, threshold_b) = other, reference
+    common, ia, ib = np.intersect1d(a.index, b.index, return_indices=True)
+    groups = np.array([samples[i].source or samples[i].path for i in common], dtype=object)
+    return paired_difference(a.label[ia], a.p_fake[ia], b.p_fake[ib], threshold_a, threshold_b, groups, resamples=bootstrap)
+
+
 def run_robustness(
     models: Sequence[tuple[str, LoadedModel]],
     samples: Sequence[Sample],
@@ -82,6 +99,7 @@ def run_robustness(
     workers: int = 0,
     patch: PatchOptions = PatchOptions(),
     progress: bool = True,
+    bootstrap: int = 0,
 ) -> list[dict[str, Any]]:
     """Score every model under every setting of the chosen sweeps.
 
@@ -93,11 +111,16 @@ def run_robustness(
         interpolation: PIL filter of the scale sweep.
         device, precision, batch_size, workers, patch, progress: As for
             :func:`~ssp_detect.engine.evaluate.evaluate_model`.
+        bootstrap: With two models or more and ``bootstrap`` > 0, every model after the first is
+            compared with the first on the same images at each setting: the differences in AUC and
+            accuracy with paired bootstrap intervals of that many resamples (images made from one
+            source photo drawn together; :func:`~ssp_detect.engine.metrics.paired_difference`).
 
     Returns:
         One row per (model, sweep, setting), in that order: ``model``, ``degradation`` (sweep
         name), ``setting`` (label), ``value`` (strength or None), ``n_unreadable`` and
-        :data:`ROBUSTNESS_METRICS` of the pooled images.
+        :data:`ROBUSTNESS_METRICS` of the pooled images; with the comparison, also ``vs`` (the
+        first model) and :data:`DIFFERENCE_FIELDS` (NaN in the first model's rows).
     """
     from ssp_detect.engine.evaluate import evaluate_model  # here, so that `ssp --help` need not import scikit-learn
 
@@ -105,22 +128,31 @@ def run_robustness(
     if unknown:
         raise ValueError(f"Unknown sweep(s) {', '.join(unknown)}; choose from {', '.join(SWEEPS)}.")
     plan = [(name, SWEEPS[name].settings(jpeg_method=jpeg_method, interpolation=interpolation)) for name in sweeps]
+    compare = bootstrap > 0 and len(models) > 1
     rows: list[dict[str, Any]] = []
+    reference: dict[Degradation, tuple[Predictions, float]] = {}  # the first model's scores, per setting
     bar = tqdm(total=len(models) * sum(len(s) for _, s in plan), desc="robustness", disable=not progress, unit="setting")
-    for model_name, loaded in models:
+    for position, (model_name, loaded) in enumerate(models):
         scored: dict[Degradation, dict[str, Any]] = {}
         for sweep, settings in plan:
             for label, degradation in settings:
                 key = Degradation() if degradation.is_identity else degradation
                 if key not in scored:
                     bar.set_postfix_str(f"{model_name}: {sweep} {label}")
-                    summary, _ = evaluate_model(loaded, samples, device=device, precision=precision, batch_size=batch_size, workers=workers,
-                                                patch=patch, progress=progress, desc=f"{sweep} {label}", degradation=key)
+                    summary, preds = evaluate_model(loaded, samples, device=device, precision=precision, batch_size=batch_size, workers=workers,
+                                                    patch=patch, progress=progress, desc=f"{sweep} {label}", degradation=key)
                     scored[key] = summary["pooled"] | {"n_unreadable": summary["n_unreadable"]}
+                    if compare:
+                        if position == 0:
+                            reference[key] = (preds, summary["threshold"])
+                            scored[key] |= dict.fromkeys(DIFFERENCE_FIELDS, math.nan)
+                        else:
+                            scored[key] |= _difference(reference[key], (preds, summary["threshold"]), samples, bootstrap)
                     log.info("%s, %s %s: acc %.3f AUC %.3f", model_name, sweep, label, scored[key]["acc"], scored[key]["auc"])
                 pooled = scored[key]
                 rows.append({"model": model_name, "degradation": sweep, "setting": label, "value": None if label == "none" else degradation.value,
-                             "n_unreadable": pooled["n_unreadable"], **{k: pooled[k] for k in ROBUSTNESS_METRICS}})
+                             "n_unreadable": pooled["n_unreadable"], **{k: pooled[k] for k in ROBUSTNESS_METRICS},
+                             **({"vs": models[0][0]} | {k: pooled[k] for k in DIFFERENCE_FIELDS} if compare else {})})
                 bar.update(1)
     bar.close()
     return rows
