@@ -56,8 +56,11 @@ def setup(device: torch.device) -> torch.device:
 
 
 def teardown() -> None:
-    """Leave the process group, if any."""
+    """Leave the process group, if any, once every rank has got here: a rank that destroys its
+    group while another is still finishing a collective can leave gloo threads running into the
+    interpreter's exit, which aborts the process (seen in about one torchrun exit in ten)."""
     if dist.is_available() and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 
