@@ -51,6 +51,11 @@ class Sample:
     jpeg_quality: int | None = None
     source: str | None = None
 
+    @property
+    def group(self) -> str:
+        """What a bootstrap draws whole: the source photo when known, else the image itself."""
+        return self.source or self.path
+
 
 def has_jpeg_history(sample: Sample) -> bool:
     """True when the image was JPEG-compressed at some point: stored as JPEG, or so recorded."""

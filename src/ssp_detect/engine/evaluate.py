@@ -107,7 +107,7 @@ def summarize(samples: Sequence[Sample], preds: Predictions, threshold: float = 
         and ``"auc_interval": {"resamples", "level", "resampled"}`` with ``bootstrap``.
     """
     subset_of = np.array([samples[i].subset for i in preds.index]) if len(preds.index) else np.array([], dtype=str)
-    groups = np.array([samples[i].source or samples[i].path for i in preds.index], dtype=object) if bootstrap else None
+    groups = np.array([samples[i].group for i in preds.index], dtype=object) if bootstrap else None
 
     def metrics(m: np.ndarray) -> dict[str, float]:
         out = binary_metrics(preds.label[m], preds.p_fake[m], threshold)

@@ -82,7 +82,7 @@ def _difference(reference: tuple[Predictions, float], other: tuple[Predictions, 
 
     (a, threshold_a), (b, threshold_b) = other, reference
     common, ia, ib = np.intersect1d(a.index, b.index, return_indices=True)
-    groups = np.array([samples[i].source or samples[i].path for i in common], dtype=object)
+    groups = np.array([samples[i].group for i in common], dtype=object)
     return paired_difference(a.label[ia], a.p_fake[ia], b.p_fake[ib], threshold_a, threshold_b, groups, resamples=bootstrap)
 
 
