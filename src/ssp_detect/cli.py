@@ -71,6 +71,8 @@ def _describe_patch(loaded, args: argparse.Namespace) -> str:
     s = Preprocessor.for_model(loaded.preprocess, _patch(args)).settings()
     if s["input"] == "image":
         return f"none (whole image resized to {s['image_size']}x{s['image_size']})"
+    if s["input"] == "crop":
+        return f"none (centre {s['image_size']}x{s['image_size']} crop at native resolution; the model ranks its tiles itself)"
     how = "every position" if s["patch_mode"] == "exhaustive" else f"lowest of {s['num_candidates']} candidates"
     return f"{s['patch_size']}x{s['patch_size']}, {s['patch_mode']} mode (seed {args.seed}), {how}"
 

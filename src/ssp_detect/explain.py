@@ -27,7 +27,7 @@ def explain_figure(detector: Detector, image_path: str | Path, out_path: str | P
 
     pre = detector.preprocessor
     if pre.input != "patch":
-        raise ValueError(f"Model {detector.loaded.name!r} looks at the whole image; explain shows simple patches of SSP models only.")
+        raise ValueError(f"Model {detector.loaded.name!r} is not fed one simple patch; explain shows the simple patch of patch models only.")
     img = detector.decode(str(image_path))
     searched, _ = resize_if_small(img, pre.patch_size)
     choice = select_simplest_patch(img, pre.patch_size, pre.mode, num_candidates=pre.num_candidates, seed=pre.seed)

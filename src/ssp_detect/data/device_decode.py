@@ -135,7 +135,7 @@ class DeviceDecodedBatches:
 
     def __init__(self, loader: DataLoader, preprocessor: Preprocessor, device: torch.device) -> None:
         if preprocessor.input != "patch":
-            raise ValueError("Device decoding is for patch models; this model is fed the whole image resized, so decode in the workers (--decode workers).")
+            raise ValueError(f"Device decoding is for patch models; this model is fed {'the whole image resized' if preprocessor.input == 'image' else 'a crop'}, so decode in the workers (--decode workers).")
         self.loader = loader
         self.dataset: EncodedImageDataset = loader.dataset
         self.preprocessor = preprocessor

@@ -1,4 +1,5 @@
-"""From a decoded image to what a model is fed: the simple patch, or the whole image resized.
+"""From a decoded image to what a model is fed: the simple patch, the whole image resized, or the
+centre crop at native resolution.
 
 Workers produce uint8 tensors (3, S, S); normalisation to the model's mean and std happens on the
 model's device in :func:`normalize`, so the CPU ships 3 KB per 32x32 patch and no floats.
@@ -48,8 +49,9 @@ class PatchOptions:
 @dataclass(frozen=True)
 class Prepared:
     """One preprocessed image: ``pixels`` uint8 (3, S, S), the patch ``box`` (x, y, w, h) and its
-    texture ``score`` (whole-image models: the full image and -1), and the (width, height) of the
-    image the box refers to (256x256 when a small image was resized first)."""
+    texture ``score`` (whole-image models: the full image and -1; crop models: the crop and -1),
+    and the (width, height) of the image the box refers to (256x256 when a small image was
+    resized first)."""
 
     pixels: np.ndarray
     box: tuple[int, int, int, int]
@@ -62,9 +64,12 @@ class Preprocessor:
     """Turns an RGB uint8 image into model input, according to a model's spec.
 
     Args:
-        input: ``patch`` or ``image``.
+        input: ``patch``, ``image`` or ``crop``.
         patch_size: Simple-patch side.
-        image_size: Whole-image side (``image`` models).
+        image_size: Whole-image side (``image`` models) or crop side (``crop`` models: the centre
+            square of the image at native resolution; an image whose shorter side is below it is
+            first resized to ``image_size`` x ``image_size``, as the official code does with images
+            smaller than the patch).
         mode: Patch selection mode (``random`` official, ``seeded`` or ``exhaustive``).
         num_candidates: Candidates for random/seeded modes (None: the official 64).
         seed: Seed of the ``seeded`` mode.
@@ -109,6 +114,11 @@ class Preprocessor:
             pixels = np.asarray(resized).transpose(2, 0, 1)
             size = (img.shape[1], img.shape[0])
             return Prepared(np.ascontiguousarray(pixels), (0, 0, *size), -1, size)
+        if self.input == "crop":
+            img = self._searched(img)
+            height, width = img.shape[:2]
+            box = ((width - self.image_size) // 2, (height - self.image_size) // 2, self.image_size, self.image_size)
+            return Prepared(_cut(img, box), box, -1, (width, height))
         choice = select_simplest_patch(
             img, self.patch_size, self.mode, num_candidates=self.num_candidates, seed=self.seed, rng=rng
         )
@@ -123,9 +133,21 @@ class Preprocessor:
         """
         if self.input == "image":
             return self(img).pixels
-        img, _ = resize_if_small(img, self.patch_size)
-        x, y, w, h = prepared.box
-        return np.ascontiguousarray(img[y : y + h, x : x + w].transpose(2, 0, 1))
+        return _cut(self._searched(img), prepared.box)
+
+    def _searched(self, img: np.ndarray) -> np.ndarray:
+        """The image that patch and crop boxes refer to: ``img``, or ``img`` resized when it is small."""
+        if self.input == "patch":
+            return resize_if_small(img, self.patch_size)[0]
+        if min(img.shape[:2]) >= self.image_size:
+            return img
+        return np.asarray(Image.fromarray(img).resize((self.image_size, self.image_size), Image.BICUBIC))
+
+
+def _cut(img: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    """The (x, y, w, h) box of an (H, W, 3) image as contiguous uint8 (3, h, w)."""
+    x, y, w, h = box
+    return np.ascontiguousarray(img[y : y + h, x : x + w].transpose(2, 0, 1))
 
 
 def normalize(pixels: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:

@@ -59,14 +59,14 @@ def _triplets(codes: torch.Tensor, dim: int) -> torch.Tensor:
     return (codes.narrow(dim, 0, n) * base + codes.narrow(dim, 1, n)) * base + codes.narrow(dim, 2, n)
 
 
-def cooccurrence_features(pixels: torch.Tensor) -> torch.Tensor:
-    """The 875 co-occurrence features of each patch.
+def cooccurrence_histograms(pixels: torch.Tensor) -> torch.Tensor:
+    """The normalised co-occurrence histograms of each patch, concatenated (before the square root).
 
     Args:
         pixels: (B, 3, S, S) pixel values 0-255 (rounded to integers here), S at least 5.
 
     Returns:
-        (B, NUM_FEATURES) float32, square roots of normalised histograms.
+        (B, NUM_FEATURES) float32; each of the seven histograms sums to 1.
     """
     if pixels.ndim != 4 or pixels.shape[1] != 3 or min(pixels.shape[-2:]) < 2 + max(ORDERS):
         raise ValueError(f"Expected patches of shape (B, 3, S, S) with S >= {2 + max(ORDERS)}; got {tuple(pixels.shape)}.")
@@ -81,7 +81,19 @@ def cooccurrence_features(pixels: torch.Tensor) -> torch.Tensor:
         for dim in (3, 2):
             c = _codes(_difference(x, order, dim))
             parts.append(_histogram((c[:, 0] * base + c[:, 1]) * base + c[:, 2]))
-    return torch.sqrt(torch.cat(parts, dim=1))
+    return torch.cat(parts, dim=1)
+
+
+def cooccurrence_features(pixels: torch.Tensor) -> torch.Tensor:
+    """The 875 co-occurrence features of each patch: square roots of :func:`cooccurrence_histograms`.
+
+    Args:
+        pixels: (B, 3, S, S) pixel values 0-255 (rounded to integers here), S at least 5.
+
+    Returns:
+        (B, NUM_FEATURES) float32.
+    """
+    return torch.sqrt(cooccurrence_histograms(pixels))
 
 
 class CooccurrenceSSP(nn.Module):

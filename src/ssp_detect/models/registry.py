@@ -25,9 +25,11 @@ class ModelSpec:
     Attributes:
         name: Registry name.
         builder: Function returning a randomly initialised ``nn.Module`` (logit of *fake*).
-        input: ``patch`` (the simplest patch of the image) or ``image`` (the whole image resized).
+        input: ``patch`` (the simplest patch of the image), ``image`` (the whole image resized)
+            or ``crop`` (the centre ``image_size`` square at native resolution).
         patch_size: Side of the simple patch, for ``patch`` models.
-        image_size: Side the whole image is resized to, for ``image`` models.
+        image_size: Side the whole image is resized to, for ``image`` models; side of the crop,
+            for ``crop`` models.
         mean: Per-channel normalisation mean, on [0, 1] pixels.
         std: Per-channel normalisation std.
         paper: True when this is a model of the SSP paper (reproduces official checkpoints).
@@ -36,7 +38,7 @@ class ModelSpec:
 
     name: str
     builder: Callable[[], nn.Module] = field(repr=False)
-    input: Literal["patch", "image"] = "patch"
+    input: Literal["patch", "image", "crop"] = "patch"
     patch_size: int = 32
     image_size: int = 256
     mean: tuple[float, float, float] = IMAGENET_MEAN
@@ -103,4 +105,4 @@ def create_model(name: str, *, backbone_weights: str | Path | None = None) -> nn
 
 def _load_builtin() -> None:
     # Importing the modules registers their models (once).
-    from ssp_detect.models import baseline, cooccurrence, essp, ssp  # noqa: F401
+    from ssp_detect.models import baseline, cooccurrence, essp, ssp, strata  # noqa: F401
