@@ -15,7 +15,8 @@ def test_demo_writes_a_complete_report(tmp_path):
     import torch
 
     torch.set_num_threads(1)  # the generators are much faster single-threaded on a busy machine
-    plan = DemoPlan(size="tiny", runs=(DemoRun("ssp-cooc", 1, 1e-2), DemoRun("baseline-lite", 1, 1e-3)), epochs=1, batch_size=8, val_fraction=0.5)
+    plan = DemoPlan(size="tiny", runs=(DemoRun("ssp-strata", 1, 1e-2), DemoRun("ssp-cooc", 1, 1e-2), DemoRun("baseline-lite", 1, 1e-3)),
+                    epochs=1, batch_size=8, val_fraction=0.5)
     models = [run.model for run in plan.runs]
     report = run_demo(tmp_path / "run", tmp_path / "data", device="cpu", progress=False, plan=plan)
     names = {p.name for p in report.iterdir()}
@@ -28,5 +29,7 @@ def test_demo_writes_a_complete_report(tmp_path):
     assert set(data["results"]) == {f"{m} / {k}" for m in models for k in ("plain", "format-matched")}
     assert set(data["results"]["ssp-cooc / plain"]["subsets"]) == {"esrgan_x4plus", "esrgan_anime"}
     auc = json.loads((report / "cross_generator_auc.json").read_text())
-    assert len(auc["matrix"]) == 2 and len(auc["test"]) == 4
-    assert "format-matched" in (report / "README.md").read_text()
+    assert len(auc["matrix"]) == 3 and len(auc["test"]) == 4
+    readme = (report / "README.md").read_text()
+    assert "format-matched" in readme
+    assert "## Examples: `ssp-cooc` on validation images, simple patch boxed" in readme  # the first model fed a simple patch draws them
