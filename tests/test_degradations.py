@@ -22,6 +22,7 @@ from ssp_detect.data.degradations import (
     rescale,
     webp_compress,
 )
+from ssp_detect.data.jpeg_quality import jpeg_subsampling
 from ssp_detect.data.layouts import Sample
 from ssp_detect.data.preprocess import Preprocessor
 
@@ -143,11 +144,37 @@ def test_train_augment_reports_what_it_applied_and_replays_for_a_seed(img):
 
 
 def test_format_matching_is_part_of_the_source_not_a_degradation(img):
-    aug = TrainAugment(format_match_probs=(0.0, 1.0), format_match_qualities=(80,), jpg_prob=1.0, jpg_qual=(40, 40), jpg_method=("pil",))
+    aug = TrainAugment(format_match_probs=(0.0, 1.0), format_match_histories=((80, "4:4:4"),), jpg_prob=1.0, jpg_qual=(40, 40), jpg_method=("pil",))
     a = aug.apply(img, np.random.default_rng(0), label=1, stored_as_jpeg=False)
-    np.testing.assert_array_equal(a.source, jpeg_compress(img, 80))
-    np.testing.assert_array_equal(a.image, jpeg_compress(jpeg_compress(img, 80), 40))
+    np.testing.assert_array_equal(a.source, jpeg_compress(img, 80, "pil", "4:4:4"))
+    assert not np.array_equal(a.source, jpeg_compress(img, 80))  # the subsampling of the history is kept, not the default 4:2:0
+    np.testing.assert_array_equal(a.image, jpeg_compress(jpeg_compress(img, 80, "pil", "4:4:4"), 40))
     assert a.jpeg and not a.blurred
+
+
+def test_format_matching_draws_whole_histories_from_its_list(img):
+    histories = ((95, "4:4:4"), (70, "4:2:2"), (50, "4:2:0"))
+    aug = TrainAugment(format_match_probs=(0.0, 1.0), format_match_histories=histories)
+    outputs = {aug(img, np.random.default_rng(seed), label=1, stored_as_jpeg=False).tobytes() for seed in range(30)}
+    assert outputs == {jpeg_compress(img, q, "pil", ss).tobytes() for q, ss in histories}
+    np.testing.assert_array_equal(aug(img, np.random.default_rng(0), label=0, stored_as_jpeg=False), img)  # reals: p = 0
+
+
+@pytest.mark.parametrize("method", ["pil", "cv2"])
+@pytest.mark.parametrize("subsampling", ["4:4:4", "4:2:2", "4:2:0"])
+def test_jpeg_subsampling_is_what_the_encoder_writes(img, method, subsampling):
+    if method == "pil":
+        buf = io.BytesIO()
+        Image.fromarray(img).save(buf, format="JPEG", quality=85, subsampling=subsampling)
+        written = Image.open(io.BytesIO(buf.getvalue()))
+    else:
+        factor = {"4:4:4": cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444, "4:2:2": cv2.IMWRITE_JPEG_SAMPLING_FACTOR_422, "4:2:0": cv2.IMWRITE_JPEG_SAMPLING_FACTOR_420}[subsampling]
+        ok, buf = cv2.imencode(".jpg", img[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 85, cv2.IMWRITE_JPEG_SAMPLING_FACTOR, factor])
+        written = Image.open(io.BytesIO(buf.tobytes()))
+    assert jpeg_subsampling(written) == subsampling  # the encoder really wrote that sampling
+    np.testing.assert_array_equal(jpeg_compress(img, 85, method, subsampling), np.asarray(written.convert("RGB")))
+    with pytest.raises(ValueError, match="Unknown chroma subsampling '4:1:1'"):
+        jpeg_compress(img, 85, method, "4:1:1")
 
 
 def test_dataset_restoration_targets_are_the_clean_patch_at_the_same_box(tmp_path, rng):

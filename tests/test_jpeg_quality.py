@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ssp_detect.data.jpeg_quality import IJG_LUMINANCE_TABLE, estimate_jpeg_quality, ijg_luminance_table
+from ssp_detect.data.jpeg_quality import IJG_LUMINANCE_TABLE, estimate_jpeg_history, estimate_jpeg_quality, ijg_luminance_table
 
 
 @pytest.fixture(scope="module")
@@ -82,3 +82,18 @@ def test_unreadable_paths_raise_one_sentence(tmp_path: Path) -> None:
     not_image.write_text("not an image")
     with pytest.raises(ValueError, match="not a readable image"):
         estimate_jpeg_quality(not_image)
+
+
+@pytest.mark.parametrize("subsampling", ["4:4:4", "4:2:2", "4:2:0"])
+def test_history_is_the_quality_and_the_subsampling(photo_like, tmp_path: Path, subsampling: str) -> None:
+    path = tmp_path / "image.jpg"
+    path.write_bytes(_pil_jpeg(photo_like, quality=83, subsampling=subsampling))
+    assert estimate_jpeg_history(path) == (83, subsampling)
+    grey = tmp_path / "grey.jpg"
+    grey.write_bytes(_pil_jpeg(photo_like[..., 0], quality=60))
+    assert estimate_jpeg_history(grey) == (60, "4:2:0")  # one channel: no subsampling, the default stands in
+    png = tmp_path / "image.png"
+    Image.fromarray(photo_like).save(png)
+    assert estimate_jpeg_history(png) is None
+    with pytest.raises(ValueError, match="does not exist"):
+        estimate_jpeg_history(tmp_path / "missing.jpg")

@@ -69,3 +69,36 @@ def test_config_preset_and_flags_order(tmp_path):
     (tmp_path / "bad.yaml").write_text("epoks: 5\n")
     with pytest.raises(ConfigError, match="Unknown option.*epoks"):
         build_config(str(tmp_path / "bad.yaml"))
+
+
+def test_format_matching_takes_whole_jpeg_histories_from_the_manifest_or_the_files(tmp_path, rng):
+    from conftest import noisy_image, write_image
+    from ssp_detect.config import build_config
+    from ssp_detect.data.layouts import load_samples
+    from ssp_detect.engine.train import make_augment
+
+    root = tmp_path / "data"
+    records = []
+    for i, (quality, subsampling) in enumerate([(95, "4:4:4"), (80, "4:2:2"), (None, None), (60, "4:2:0")]):
+        for label, folder in ((0, "nature"), (1, "ai")):
+            relative = f"demo/train/{folder}/{i}.png"
+            write_image(root / relative, noisy_image(rng))
+            records.append({"path": relative, "jpeg_quality": quality if label == 0 else None,
+                            "jpeg_subsampling": subsampling if label == 0 else None, "photo_id": f"photo{i}"})
+    (root / "manifest.json").write_text(json.dumps({"images": records}))
+    cfg = build_config(overrides={"format_match": "auto"})
+    aug = make_augment(cfg, load_samples(root, layout="genimage", split="train"))
+    assert sorted(aug.format_match_histories) == [(60, "4:2:0"), (80, "4:2:2"), (95, "4:4:4")]
+    assert aug.format_match_probs == (0.0, 0.75)  # fakes compressed as often as reals carry a JPEG history
+
+    from PIL import Image
+
+    files = tmp_path / "files"
+    for i, (quality, subsampling) in enumerate([(90, "4:4:4"), (70, "4:2:0")]):
+        (files / "demo" / "train" / "nature").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(noisy_image(rng)).save(files / "demo" / "train" / "nature" / f"{i}.jpg", quality=quality, subsampling=subsampling)
+        write_image(files / "demo" / "train" / "ai" / f"{i}.png", noisy_image(rng))
+    aug = make_augment(cfg, load_samples(files, layout="genimage", split="train"))
+    assert sorted(aug.format_match_histories) == [(70, "4:2:0"), (90, "4:4:4")] and aug.format_match_probs == (0.0, 1.0)
+    given = make_augment(build_config(overrides={"format_match": "auto", "format_match_qualities": [85]}), load_samples(files, layout="genimage", split="train"))
+    assert given.format_match_histories == ((85, "4:2:0"),)

@@ -37,17 +37,31 @@ INTERPOLATIONS: dict[str, Image.Resampling] = {
 }
 
 
-def jpeg_compress(img: np.ndarray, quality: int, method: JpegMethod = "pil") -> np.ndarray:
-    """Encode as JPEG at ``quality`` (1-100) with PIL or OpenCV and decode again."""
+_CV2_SUBSAMPLING = {"4:4:4": cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444, "4:2:2": cv2.IMWRITE_JPEG_SAMPLING_FACTOR_422,
+                    "4:2:0": cv2.IMWRITE_JPEG_SAMPLING_FACTOR_420}
+
+
+def jpeg_compress(img: np.ndarray, quality: int, method: JpegMethod = "pil", subsampling: str | None = None) -> np.ndarray:
+    """Encode as JPEG at ``quality`` (1-100) with PIL or OpenCV and decode again.
+
+    ``subsampling`` (``"4:4:4"``, ``"4:2:2"``, ``"4:2:0"``) sets the chroma subsampling; None keeps
+    the library's default (4:2:0 for both).
+    """
+    if subsampling is not None and subsampling not in _CV2_SUBSAMPLING:
+        raise ValueError(f"Unknown chroma subsampling {subsampling!r}; choose one of {', '.join(_CV2_SUBSAMPLING)}.")
     if method == "cv2":
-        ok, buf = cv2.imencode(".jpg", img[:, :, ::-1], [int(cv2.IMWRITE_JPEG_QUALITY), int(quality)])
+        params = [int(cv2.IMWRITE_JPEG_QUALITY), int(quality)]
+        if subsampling is not None:
+            params += [int(cv2.IMWRITE_JPEG_SAMPLING_FACTOR), int(_CV2_SUBSAMPLING[subsampling])]
+        ok, buf = cv2.imencode(".jpg", img[:, :, ::-1], params)
         if not ok:
             raise ValueError("OpenCV could not encode the image as JPEG.")
         return np.ascontiguousarray(cv2.imdecode(buf, cv2.IMREAD_COLOR)[:, :, ::-1])
     if method != "pil":
         raise ValueError(f"Unknown JPEG method {method!r}; choose pil or cv2.")
     out = io.BytesIO()
-    Image.fromarray(img).save(out, format="JPEG", quality=int(quality))
+    options = {} if subsampling is None else {"subsampling": subsampling}
+    Image.fromarray(img).save(out, format="JPEG", quality=int(quality), **options)
     return np.asarray(Image.open(out).convert("RGB"))
 
 
@@ -196,10 +210,12 @@ class TrainAugment:
         jpg_method: JPEG libraries to draw from (``pil``, ``cv2``), official: both.
         jpg_qual: (low, high) inclusive JPEG quality range; official (90, 100), CNNSpot (30, 100).
         format_match_probs: (for real, for fake) probability that an image *not stored as JPEG*
-            is JPEG-compressed at a quality drawn from ``format_match_qualities``. Chosen so that
-            both classes reach the network with the same share of JPEG histories (no "JPEG or
-            not" shortcut); see :func:`format_match_probabilities`.
-        format_match_qualities: Qualities to draw from (estimated from the training JPEGs).
+            is JPEG-compressed with a history drawn from ``format_match_histories``. Chosen so
+            that both classes reach the network with the same share of JPEG histories (no "JPEG
+            or not" shortcut); see :func:`format_match_probabilities`.
+        format_match_histories: (quality, chroma subsampling) pairs to draw from (those of the
+            training JPEGs): the subsampling too, since 4:2:0 leaves colour structure that 4:4:4
+            does not, a cue as telling as the quality.
     """
 
     blur_prob: float = 0.0
@@ -208,7 +224,7 @@ class TrainAugment:
     jpg_method: tuple[str, ...] = ("pil", "cv2")
     jpg_qual: tuple[int, int] = (90, 100)
     format_match_probs: tuple[float, float] = (0.0, 0.0)
-    format_match_qualities: Sequence[int] = (90,)
+    format_match_histories: Sequence[tuple[int, str]] = ((90, "4:2:0"),)
 
     @property
     def active(self) -> bool:
@@ -219,7 +235,8 @@ class TrainAugment:
         """Augment ``img`` and say what was applied (the draws come from ``rng``, in a fixed order)."""
         p_match = self.format_match_probs[label]
         if p_match > 0 and not stored_as_jpeg and rng.random() < p_match:
-            img = jpeg_compress(img, int(rng.choice(np.asarray(self.format_match_qualities))), "pil")
+            quality, subsampling = self.format_match_histories[int(rng.integers(len(self.format_match_histories)))]
+            img = jpeg_compress(img, int(quality), "pil", subsampling)
         source = out = img
         blurred = self.blur_prob > 0 and rng.random() < self.blur_prob
         if blurred:

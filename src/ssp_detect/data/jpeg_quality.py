@@ -1,4 +1,5 @@
-"""Estimating the IJG (libjpeg) quality setting of a JPEG from its luminance quantisation table."""
+"""A JPEG's history: its IJG (libjpeg) quality, estimated from the luminance quantisation table, and
+its chroma subsampling."""
 
 from __future__ import annotations
 
@@ -6,7 +7,10 @@ from functools import cache
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, JpegImagePlugin, UnidentifiedImageError
+
+SUBSAMPLING_NAMES = {0: "4:4:4", 1: "4:2:2", 2: "4:2:0"}  # Pillow's get_sampling codes
+DEFAULT_SUBSAMPLING = "4:2:0"  # what Pillow and OpenCV write unless told otherwise
 
 # ITU-T T.81 Annex K, table K.1: the luminance table that libjpeg scales for a quality setting.
 IJG_LUMINANCE_TABLE = np.array(
@@ -62,6 +66,32 @@ def estimate_jpeg_quality(image: Image.Image | str | Path) -> int | None:
     try:
         with Image.open(path) as opened:
             return _quality_of(opened)
+    except FileNotFoundError:
+        raise ValueError(f"Image file {path} does not exist; check the path.") from None
+    except (UnidentifiedImageError, OSError):
+        raise ValueError(f"File {path} is not a readable image; check that it is an image file.") from None
+
+
+def jpeg_subsampling(image: Image.Image) -> str | None:
+    """Chroma subsampling (``"4:4:4"``, ``"4:2:2"``, ``"4:2:0"``) of an opened JPEG (before any
+    conversion); None for other formats, greyscale JPEGs and unusual sampling factors."""
+    if image.format != "JPEG":
+        return None
+    return SUBSAMPLING_NAMES.get(JpegImagePlugin.get_sampling(image))
+
+
+def estimate_jpeg_history(path: str | Path) -> tuple[int, str] | None:
+    """(estimated quality, chroma subsampling) of a JPEG file, the subsampling defaulting to
+    :data:`DEFAULT_SUBSAMPLING` when it is not one of the three usual ones; None for other formats.
+
+    Raises:
+        ValueError: a path that does not exist or is not a readable image.
+    """
+    path = Path(path)
+    try:
+        with Image.open(path) as opened:
+            quality = _quality_of(opened)
+            return None if quality is None else (quality, jpeg_subsampling(opened) or DEFAULT_SUBSAMPLING)
     except FileNotFoundError:
         raise ValueError(f"Image file {path} does not exist; check the path.") from None
     except (UnidentifiedImageError, OSError):

@@ -11,6 +11,7 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ssp_detect.data.decode import is_image_file
 
@@ -40,9 +41,10 @@ class DatasetError(ValueError):
 class Sample:
     """One labelled image: ``path``, ``label`` (0 real, 1 fake) and ``subset`` (generator).
 
-    When a data manifest records them: ``jpeg_quality`` is the JPEG history of a file not stored
-    as JPEG (e.g. a PNG crop of a JPEG photo), and ``source`` names the photo the image was made
-    from (crops of one photo, and a fake made from a crop, are not independent samples).
+    When a data manifest records them: ``jpeg_quality`` and ``jpeg_subsampling`` are the JPEG
+    history of a file not stored as JPEG (e.g. a PNG crop of a JPEG photo), and ``source`` names
+    the photo the image was made from (crops of one photo, and a fake made from a crop, are not
+    independent samples).
     """
 
     path: str
@@ -50,6 +52,7 @@ class Sample:
     subset: str
     jpeg_quality: int | None = None
     source: str | None = None
+    jpeg_subsampling: str | None = None
 
     @property
     def group(self) -> str:
@@ -62,10 +65,10 @@ def has_jpeg_history(sample: Sample) -> bool:
     return sample.jpeg_quality is not None or Path(sample.path).suffix.lower() in {".jpg", ".jpeg", ".jfif"}
 
 
-def manifest_records(root: Path) -> dict[str, tuple[int | None, str | None]]:
+def manifest_records(root: Path) -> dict[str, dict[str, Any]]:
     """What ``<root>/manifest.json`` (written by ``ssp data build-demo``) records of each image:
-    relative path -> (JPEG quality or None, source photo or None). Empty when there is no such
-    manifest."""
+    relative path -> the :class:`Sample` fields ``jpeg_quality``, ``jpeg_subsampling`` and
+    ``source`` (each None when not recorded). Empty when there is no such manifest."""
     path = root / "manifest.json"
     if not path.is_file():
         return {}
@@ -74,7 +77,8 @@ def manifest_records(root: Path) -> dict[str, tuple[int | None, str | None]]:
     except (json.JSONDecodeError, AttributeError):
         return {}
     return {
-        r["path"]: (int(r["jpeg_quality"]) if r.get("jpeg_quality") else None, r.get("photo_id") or None)
+        r["path"]: {"jpeg_quality": int(r["jpeg_quality"]) if r.get("jpeg_quality") else None,
+                    "jpeg_subsampling": r.get("jpeg_subsampling") or None, "source": r.get("photo_id") or None}
         for r in images if isinstance(r, dict) and r.get("path")
     }
 
@@ -121,7 +125,7 @@ def genimage_samples(root: str | Path, split: str, subsets: Sequence[str] | None
         name = _subset_name(d.name)
         for folder, label in (("nature", REAL), ("ai", FAKE)):
             if (split_dir / folder).is_dir():
-                samples += [Sample(str(p), label, name, *recorded.get(p.relative_to(root).as_posix(), (None, None))) for p in _images_in(split_dir / folder)]
+                samples += [Sample(str(p), label, name, **recorded.get(p.relative_to(root).as_posix(), {})) for p in _images_in(split_dir / folder)]
     return samples
 
 

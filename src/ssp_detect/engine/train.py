@@ -34,6 +34,7 @@ from tqdm import tqdm
 from ssp_detect.config import TrainConfig, save_config
 from ssp_detect.data.dataset import DetectionDataset, make_loader
 from ssp_detect.data.degradations import TrainAugment, format_match_probabilities
+from ssp_detect.data.jpeg_quality import DEFAULT_SUBSAMPLING
 from ssp_detect.data.layouts import Sample, has_jpeg_history, load_samples
 from ssp_detect.data.preprocess import PatchOptions, Preprocessor, normalize
 from ssp_detect.engine import distributed
@@ -91,19 +92,23 @@ def load_train_val(cfg: TrainConfig) -> tuple[list[Sample], list[Sample], str]:
     return train, val, what
 
 
-def jpeg_history_qualities(samples: Sequence[Sample], limit: int = 200) -> list[int]:
-    """JPEG qualities of up to ``limit`` images with a JPEG history: recorded in the data
-    manifest, else estimated from the file's quantisation tables (default [90] if none)."""
-    from ssp_detect.data.jpeg_quality import estimate_jpeg_quality
+def jpeg_histories(samples: Sequence[Sample], limit: int = 200) -> list[tuple[int, str]]:
+    """(quality, chroma subsampling) of up to ``limit`` images with a JPEG history: recorded in the
+    data manifest, else read from the file's JPEG tables (default [(90, "4:2:0")] if none)."""
+    from ssp_detect.data.jpeg_quality import estimate_jpeg_history
 
-    found = [q for s in [s for s in samples if has_jpeg_history(s)][:limit] if (q := s.jpeg_quality or estimate_jpeg_quality(s.path)) is not None]
-    return found or [90]
+    found = []
+    for s in [s for s in samples if has_jpeg_history(s)][:limit]:
+        history = (s.jpeg_quality, s.jpeg_subsampling or DEFAULT_SUBSAMPLING) if s.jpeg_quality is not None else estimate_jpeg_history(s.path)
+        if history is not None:
+            found.append(history)
+    return found or [(90, DEFAULT_SUBSAMPLING)]
 
 
 def make_augment(cfg: TrainConfig, train: Sequence[Sample]) -> TrainAugment:
     """The training augmentation of a config, with format matching resolved on the data."""
     probs = (0.0, 0.0)
-    qualities: list[int] = cfg.format_match_qualities or [90]
+    histories = [(q, DEFAULT_SUBSAMPLING) for q in cfg.format_match_qualities or [90]]
     if cfg.format_match == "auto":
         shares = []
         for label in (0, 1):
@@ -111,9 +116,9 @@ def make_augment(cfg: TrainConfig, train: Sequence[Sample]) -> TrainAugment:
             shares.append(sum(map(has_jpeg_history, part)) / max(1, len(part)))
         probs = format_match_probabilities(*shares)
         if cfg.format_match_qualities is None:
-            qualities = jpeg_history_qualities(train)
-        log.info("format matching: JPEG share real %.2f fake %.2f -> compress non-JPEG real with p=%.2f, fake with p=%.2f at qualities %s",
-                 shares[0], shares[1], probs[0], probs[1], sorted(set(qualities)))
+            histories = jpeg_histories(train)
+        log.info("format matching: JPEG share real %.2f fake %.2f -> compress non-JPEG real with p=%.2f, fake with p=%.2f with (quality, subsampling) %s",
+                 shares[0], shares[1], probs[0], probs[1], ", ".join(f"{q} {ss}" for q, ss in sorted(set(histories))))
     elif cfg.format_match not in ("off", "auto"):
         try:
             probs = tuple(float(v) for v in cfg.format_match.split(","))  # type: ignore[assignment]
@@ -122,7 +127,7 @@ def make_augment(cfg: TrainConfig, train: Sequence[Sample]) -> TrainAugment:
             raise TrainError(f"--format-match must be off, auto, or P_REAL,P_FAKE; got {cfg.format_match!r}.") from exc
     return TrainAugment(
         blur_prob=cfg.blur_prob, blur_sig=tuple(cfg.blur_sig), jpg_prob=cfg.jpg_prob, jpg_method=tuple(cfg.jpg_method),
-        jpg_qual=tuple(cfg.jpg_qual), format_match_probs=probs, format_match_qualities=tuple(qualities),
+        jpg_qual=tuple(cfg.jpg_qual), format_match_probs=probs, format_match_histories=tuple(histories),
     )
 
 

@@ -41,14 +41,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, JpegImagePlugin
+from PIL import Image
 
-from ssp_detect.data.jpeg_quality import estimate_jpeg_quality
+from ssp_detect.data.jpeg_quality import estimate_jpeg_quality, jpeg_subsampling
 
 logger = logging.getLogger(__name__)
 
 OPENCV_DOC_DIR = Path("/usr/share/doc/opencv-doc")
-_SUBSAMPLING_NAMES = {0: "4:4:4", 1: "4:2:2", 2: "4:2:0"}
 
 _OPENCV_LICENCE = "Apache-2.0 AND BSD-3-Clause (Debian opencv-doc copyright, Files: *)"
 _SKLEARN_LICENCE = "CC-BY-2.0 (Flickr photographer; see sklearn/datasets/images/README.txt)"
@@ -215,13 +214,13 @@ def load_photo(source: PhotoSource) -> Photo | None:
         with Image.open(path) as image:
             file_format = str(image.format)
             quality = estimate_jpeg_quality(image)
-            sampling = JpegImagePlugin.get_sampling(image) if file_format == "JPEG" else -1
+            subsampling = jpeg_subsampling(image)
             pixels = np.asarray(image.convert("RGB"), dtype=np.uint8)
     except OSError:
         raise ValueError(
             f"Photo {path} from {source.package} cannot be decoded; reinstall {source.package}."
         ) from None
-    return Photo(source, path, pixels, file_format, quality, _SUBSAMPLING_NAMES.get(sampling))
+    return Photo(source, path, pixels, file_format, quality, subsampling)
 
 
 def available_photos(sources: tuple[PhotoSource, ...] = PHOTO_SOURCES) -> list[Photo]:
