@@ -102,3 +102,28 @@ def test_format_matching_takes_whole_jpeg_histories_from_the_manifest_or_the_fil
     assert sorted(aug.format_match_histories) == [(70, "4:2:0"), (90, "4:4:4")] and aug.format_match_probs == (0.0, 1.0)
     given = make_augment(build_config(overrides={"format_match": "auto", "format_match_qualities": [85]}), load_samples(files, layout="genimage", split="train"))
     assert given.format_match_histories == ((85, "4:2:0"),)
+
+
+def test_validation_is_format_matched_like_training_without_the_degradations(tmp_path, rng):
+    from PIL import Image
+
+    from conftest import noisy_image, write_image
+    from ssp_detect.config import build_config
+    from ssp_detect.data.layouts import load_samples
+    from ssp_detect.engine.train import format_matching_of, make_augment
+
+    root = tmp_path / "data"
+    for i in range(8):
+        (root / "demo" / "train" / "nature").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(noisy_image(rng, noise=12.0)).save(root / "demo" / "train" / "nature" / f"{i}.jpg", quality=90, subsampling="4:4:4")
+        write_image(root / "demo" / "train" / "ai" / f"{i}.png", noisy_image(rng, noise=0.0))
+    robust = make_augment(build_config(overrides={"format_match": "auto", "blur_prob": 0.5, "jpg_prob": 0.5}), load_samples(root, layout="genimage", split="train"))
+    only = format_matching_of(robust)
+    assert (only.format_match_probs, only.format_match_histories) == (robust.format_match_probs, robust.format_match_histories) == ((0.0, 1.0), ((90, "4:4:4"),) * 8)
+    assert only.blur_prob == 0 and only.jpg_prob == 0 and only.active
+    assert not format_matching_of(make_augment(build_config(), [])).active  # format matching off: validation untouched
+
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(root), "--model", "ssp-cooc", "--format-match", "auto", "--batch-size", "4", "--epochs", "1", "--workers", "0",
+                 "--train-eval-samples", "4", "--val-fraction", "0.25", "--no-progress", "--out", str(out)]) == 0
+    assert "validation and the training probe are format-matched like the training data" in (out / "train.log").read_text()

@@ -131,6 +131,11 @@ def make_augment(cfg: TrainConfig, train: Sequence[Sample]) -> TrainAugment:
     )
 
 
+def format_matching_of(augment: TrainAugment) -> TrainAugment:
+    """The format matching of a training augmentation alone, without its blur and JPEG degradations."""
+    return TrainAugment(format_match_probs=augment.format_match_probs, format_match_histories=augment.format_match_histories)
+
+
 def _unwrap(model: nn.Module) -> nn.Module:
     model = model.module if isinstance(model, DistributedDataParallel) else model
     return getattr(model, "_orig_mod", model)
@@ -291,13 +296,20 @@ def _train(cfg: TrainConfig, device: torch.device, precision: str, out: Path, re
     if cfg.repeats < 1:
         raise TrainError(f"--repeats must be at least 1, not {cfg.repeats}.")
     # Each copy of an image has its own index, so its own random patch draws and augmentation.
-    train_ds = DetectionDataset(train_samples * cfg.repeats, Preprocessor.for_model(spec, train_patch), augment=make_augment(cfg, train_samples),
+    augment = make_augment(cfg, train_samples)
+    train_ds = DetectionDataset(train_samples * cfg.repeats, Preprocessor.for_model(spec, train_patch), augment=augment,
                                 restoration_targets=has_training_loss(model), seed=cfg.seed)
     eval_pre = Preprocessor.for_model(spec, eval_patch)
-    val_ds = DetectionDataset(val_samples, eval_pre, seed=cfg.seed)
+    # Validation and the training probe see the training data's format matching (the same draws
+    # every epoch: their epoch stays 0), never its blur or JPEG degradations: with fakes left in
+    # their raw format a holdout rewards "JPEG or not", and best.pt would be chosen for it.
+    eval_augment = format_matching_of(augment)
+    if eval_augment.active:
+        log.info("validation and the training probe are format-matched like the training data (fixed draws)")
+    val_ds = DetectionDataset(val_samples, eval_pre, augment=eval_augment, seed=cfg.seed)
     probe_idx = np.random.default_rng(cfg.seed).permutation(len(train_samples))[: cfg.train_eval_samples]
     probe_samples = [train_samples[i] for i in sorted(probe_idx)]
-    probe_ds = DetectionDataset(probe_samples, eval_pre, seed=cfg.seed)
+    probe_ds = DetectionDataset(probe_samples, eval_pre, augment=eval_augment, seed=cfg.seed)
 
     sampler = DistributedSampler(train_ds, num_replicas=distributed.world_size(), rank=distributed.rank(), shuffle=True, seed=cfg.seed)
     train_loader = make_loader(train_ds, batch_size=cfg.batch_size, workers=workers, sampler=sampler, pin_memory=pin, drop_last=len(train_ds) >= cfg.batch_size * distributed.world_size() * 2)
