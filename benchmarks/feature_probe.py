@@ -3,8 +3,9 @@
     python benchmarks/feature_probe.py --data data/demo-medium
 
 Pools the co-occurrence histograms of ``ssp-cooc`` over different parts of each image: the
-simplest patch (SSP's choice, as ``ssp-cooc`` sees it), the k simplest of the 64 32x32 tiles of the
-centre 256x256 crop, all 64 tiles, and all 64 in 4 or 8 texture strata (4 is ``ssp-strata``).
+simplest patch (SSP's choice, as ``ssp-cooc`` sees it), and the k simplest of the 64 32x32 tiles of
+the centre 256x256 crop (ranked by SSP's texture diversity), pooled whole or in texture strata
+(:data:`TILE_POOLINGS`; ``ssp-strata`` is one of them).
 For each, a logistic regression (scikit-learn, standardised features, C=0.1) is fitted on the
 ``esrgan_x4plus`` training split of a demo benchmark (``ssp data build-demo``), where every training
 fake is present twice: as made, and JPEG-compressed with the (quality, chroma subsampling) of a
@@ -36,7 +37,12 @@ from ssp_detect.models.cooccurrence import cooccurrence_histograms  # noqa: E402
 from ssp_detect.models.strata import tiles_of  # noqa: E402
 
 TRAIN_SUBSET = "esrgan_x4plus"
-POOLINGS = ("simplest patch", "8 simplest tiles", "32 simplest tiles", "all 64 tiles", "4 texture strata", "8 texture strata")
+# Name -> (how many of the 64 tiles, simplest first, are kept; in how many texture strata).
+TILE_POOLINGS = {
+    "8 simplest tiles": (8, 1), "16 simplest tiles": (16, 1), "32 simplest tiles": (32, 1), "48 simplest tiles": (48, 1), "all 64 tiles": (64, 1),
+    "32 simplest tiles, 2 strata": (32, 2), "all 64 tiles, 2 strata": (64, 2), "all 64 tiles, 4 strata": (64, 4), "all 64 tiles, 8 strata": (64, 8),
+}
+POOLINGS = ("simplest patch", *TILE_POOLINGS)
 
 
 def _chw(pixels: np.ndarray) -> torch.Tensor:
@@ -49,14 +55,9 @@ def features(img: np.ndarray, crop: Preprocessor) -> dict[str, np.ndarray]:
     tiles = tiles_of(torch.from_numpy(crop(img).pixels).float()[None], 32)[0]
     order = torch.sort(texture_diversity_tensor(tiles), stable=True).indices
     ranked = cooccurrence_histograms(tiles)[order]
-    pooled = {
-        "simplest patch": simplest,
-        "8 simplest tiles": ranked[:8].mean(0),
-        "32 simplest tiles": ranked[:32].mean(0),
-        "all 64 tiles": ranked.mean(0),
-        "4 texture strata": ranked.reshape(4, 16, -1).mean(1).reshape(-1),
-        "8 texture strata": ranked.reshape(8, 8, -1).mean(1).reshape(-1),
-    }
+    pooled = {"simplest patch": simplest}
+    for name, (keep, strata) in TILE_POOLINGS.items():
+        pooled[name] = ranked[:keep].reshape(strata, keep // strata, -1).mean(1).reshape(-1)
     return {name: np.sqrt(h.numpy()) for name, h in pooled.items()}
 
 

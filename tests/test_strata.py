@@ -14,12 +14,13 @@ from ssp_detect.models.strata import strata_features
 from test_cooccurrence import reference_features
 
 
-def reference_strata(crop: np.ndarray, tile: int = 32, strata: int = 4) -> np.ndarray:
+def reference_strata(crop: np.ndarray, tile: int = 32, share: float = 0.5, strata: int = 2) -> np.ndarray:
     """The features by their definition, for one (H, W, 3) uint8 crop: tiles in row-major order,
-    sorted by the official per-crop texture score (Python's sort is stable), histograms averaged per group."""
+    sorted by the official per-crop texture score (Python's sort is stable), the simplest share kept,
+    histograms averaged per group."""
     h, w = crop.shape[:2]
     tiles = [crop[y : y + tile, x : x + tile] for y in range(0, h, tile) for x in range(0, w, tile)]
-    ranked = sorted(tiles, key=texture_diversity)
+    ranked = sorted(tiles, key=texture_diversity)[: round(len(tiles) * share)]
     per_group = len(ranked) // strata
     groups = [ranked[g * per_group : (g + 1) * per_group] for g in range(strata)]
     return np.concatenate([np.sqrt(np.mean([reference_features(t) ** 2 for t in group], axis=0)) for group in groups])
@@ -41,8 +42,10 @@ def _textured_crop(rng: np.random.Generator, side: int = 128) -> np.ndarray:
 def test_features_are_the_cooccurrences_of_tiles_ranked_by_texture(rng):
     crops = np.stack([_textured_crop(rng) for _ in range(2)])
     got = strata_features(_as_input(crops)).numpy()
-    assert got.shape == (2, 4 * NUM_FEATURES)
+    assert got.shape == (2, 2 * NUM_FEATURES)
     np.testing.assert_allclose(got, np.stack([reference_strata(c) for c in crops]), atol=1e-6)
+    every_tile_in_four = strata_features(_as_input(crops), share=1.0, strata=4).numpy()
+    np.testing.assert_allclose(every_tile_in_four, np.stack([reference_strata(c, share=1.0, strata=4) for c in crops]), atol=1e-6)
 
 
 def test_moving_tiles_around_changes_nothing_and_the_simplest_group_is_the_flattest_tiles(rng):
@@ -60,10 +63,12 @@ def test_moving_tiles_around_changes_nothing_and_the_simplest_group_is_the_flatt
 
 
 def test_crops_that_do_not_tile_into_equal_groups_are_refused():
-    with pytest.raises(ValueError, match="does not split into 32x32 tiles in 4 equal groups"):
+    with pytest.raises(ValueError, match="does not give 0.5 of its 32x32 tiles in 2 equal groups"):
         strata_features(torch.zeros(1, 3, 100, 128))
-    with pytest.raises(ValueError, match="does not split"):
-        strata_features(torch.zeros(1, 3, 32, 96))  # 3 tiles, 4 groups
+    with pytest.raises(ValueError, match="does not give"):
+        strata_features(torch.zeros(1, 3, 32, 32))  # 1 tile: none kept
+    with pytest.raises(ValueError, match="does not give"):
+        strata_features(torch.zeros(1, 3, 32, 96), strata=3)  # 3 tiles: 2 kept, 3 groups asked
     with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):
         strata_features(torch.zeros(1, 1, 128, 128))
 
@@ -84,7 +89,7 @@ def test_it_is_fed_the_centre_crop_at_native_resolution(rng):
 def test_the_head_learns_noisy_tiles_against_smooth_ones(rng):
     torch.manual_seed(0)
     model = create_model("ssp-strata")
-    assert sum(p.numel() for p in model.parameters() if p.requires_grad) == 4 * NUM_FEATURES + 1
+    assert sum(p.numel() for p in model.parameters() if p.requires_grad) == 2 * NUM_FEATURES + 1
 
     def batch(n):
         labels = np.arange(n) % 2
