@@ -530,7 +530,7 @@ def add_demo_parser(sub) -> None:
     p = sub.add_parser("demo", help="The main job on the built-in offline benchmark: build, train, test, report.",
                        description="Build (or reuse) the offline demo benchmark, train the from-scratch SSP variants and a whole-image baseline on esrgan_x4plus, "
                        "test them on every subset (plain and format-matched validation), and write a report folder with tables, the cross-generator heatmap and a "
-                       "contact sheet. CPU: ssp-cooc and the compact -lite models on the small set (under 20 minutes on 2 cores); GPU: ssp-cooc, ssp-native-gn and "
+                       "contact sheet. CPU: ssp-strata, ssp-cooc and the compact -lite models on the small set (under 20 minutes on 2 cores); GPU: ssp-strata, ssp-cooc, ssp-native-gn and "
                        "resnet50-baseline on the medium set.")
     p.add_argument("--out", default="runs/demo", help="Run folder (default runs/demo); the report goes to <out>/report.")
     p.add_argument("--data", default="data/demo", help="Benchmark folder, built if missing (default data/demo).")
