@@ -73,3 +73,33 @@ def rng() -> np.random.Generator:
 def checkpoint_path(tmp_path_factory) -> Path:
     """A random ssp-lite checkpoint shared by the tests of a session."""
     return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "model.pt")
+
+
+def train_test_predict(tmp_path: Path, model: str, lr: str) -> tuple[dict, str, list[dict]]:
+    """Train ``model`` from the CLI on a small noisy-real / smooth-fake tree (3 epochs), then
+    ``ssp test`` and ``ssp predict`` its best.pt; returns results.json, results.md and the
+    predicted rows (one per image)."""
+    import json
+
+    from ssp_detect.cli import main
+
+    tree = make_genimage_tree(tmp_path / "data", subsets=("sdv4",), n=12)
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(tree), "--model", model, "--batch-size", "8", "--epochs", "3", "--lr", lr, "--workers", "0",
+                 "--train-eval-samples", "8", "--val-fraction", "0.2", "--no-progress", "--out", str(out)]) == 0
+    assert main(["test", "--weights", str(out / "best.pt"), "--data", str(tree), "--workers", "0", "--no-progress", "--out", str(tmp_path / "t")]) == 0
+    assert main(["predict", str(tree), "--recursive", "--weights", str(out / "best.pt"), "--format", "jsonl",
+                 "--output", str(tmp_path / "p.jsonl")]) == 0
+    rows = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
+    return json.loads((tmp_path / "t" / "results.json").read_text()), (tmp_path / "t" / "results.md").read_text(), rows
+
+
+def fit_full_batch(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, lr: float = 1e-2) -> float:
+    """Adam on BCE-with-logits over one fixed batch for ``steps`` steps; returns the last loss."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(x), y)
+        loss.backward()
+        optimizer.step()
+    return loss.item()

@@ -1,11 +1,10 @@
 """``ssp-cooc``: co-occurrence features against a direct numpy count, and a head that learns."""
 
-import json
-
 import numpy as np
 import pytest
 import torch
 
+from conftest import fit_full_batch
 from ssp_detect.data.preprocess import normalize
 from ssp_detect.models import create_model, get_spec
 from ssp_detect.models.cooccurrence import BINS, NUM_FEATURES, cooccurrence_features
@@ -98,33 +97,19 @@ def test_the_head_learns_noise_against_no_noise(rng):
     assert sum(p.numel() for p in model.parameters() if p.requires_grad) == NUM_FEATURES + 1
     patches, labels = _smooth_or_noisy(rng, 64)
     x, y = _batch(patches), torch.from_numpy(labels).float()
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(60):
-        optimizer.zero_grad()
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(x), y)
-        loss.backward()
-        optimizer.step()
+    loss = fit_full_batch(model, x, y, steps=60)
     test_patches, test_labels = _smooth_or_noisy(rng, 64)
     with torch.no_grad():
         predicted = (model(_batch(test_patches)) > 0).numpy()
-    assert loss.item() < 0.1
+    assert loss < 0.1
     assert (predicted == test_labels.astype(bool)).mean() >= 0.95
 
 
 def test_trained_from_the_cli_it_tests_and_predicts(tmp_path):
-    from conftest import make_genimage_tree
-    from ssp_detect.cli import main
+    from conftest import train_test_predict
 
-    tree = make_genimage_tree(tmp_path / "data", subsets=("sdv4",), n=12)
-    out = tmp_path / "run"
-    assert main(["train", "--data", str(tree), "--model", "ssp-cooc", "--batch-size", "8", "--epochs", "3", "--lr", "1e-2", "--workers", "0",
-                 "--train-eval-samples", "8", "--val-fraction", "0.2", "--no-progress", "--out", str(out)]) == 0
-    assert main(["test", "--weights", str(out / "best.pt"), "--data", str(tree), "--workers", "0", "--no-progress", "--out", str(tmp_path / "t")]) == 0
-    res = json.loads((tmp_path / "t" / "results.json").read_text())
+    res, _, rows = train_test_predict(tmp_path, "ssp-cooc", "1e-2")
     assert res["pooled"]["auc"] > 0.9  # noisy reals against smooth fakes
-    assert main(["predict", str(tree), "--recursive", "--weights", str(out / "best.pt"), "--format", "jsonl",
-                 "--output", str(tmp_path / "p.jsonl")]) == 0
-    rows = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
     assert len(rows) == 48 and all(0.0 <= r["p_fake"] <= 1.0 and r["w"] == 32 for r in rows)
     real, fake = ([r["p_fake"] for r in rows if f"/{c}/" in r["path"]] for c in ("nature", "ai"))
     assert max(real) < min(fake)

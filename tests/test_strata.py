@@ -1,11 +1,10 @@
 """``ssp-strata``: tiles ranked by texture, co-occurrences per stratum, the crop it is fed, and a head that learns."""
 
-import json
-
 import numpy as np
 import pytest
 import torch
 
+from conftest import fit_full_batch
 from ssp_detect.data.patch import texture_diversity
 from ssp_detect.data.preprocess import Preprocessor, normalize
 from ssp_detect.models import create_model, get_spec
@@ -98,12 +97,7 @@ def test_the_head_learns_noisy_tiles_against_smooth_ones(rng):
         return _as_input(crops), torch.from_numpy(labels).float()
 
     x, y = batch(32)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(40):
-        optimizer.zero_grad()
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(x), y)
-        loss.backward()
-        optimizer.step()
+    fit_full_batch(model, x, y, steps=40)
     test_x, test_y = batch(32)
     with torch.no_grad():
         predicted = (model(test_x) > 0).numpy()
@@ -111,20 +105,11 @@ def test_the_head_learns_noisy_tiles_against_smooth_ones(rng):
 
 
 def test_trained_from_the_cli_it_tests_and_predicts_with_the_crop_box(tmp_path):
-    from conftest import make_genimage_tree
-    from ssp_detect.cli import main
+    from conftest import train_test_predict
 
-    tree = make_genimage_tree(tmp_path / "data", subsets=("sdv4",), n=12)
-    out = tmp_path / "run"
-    assert main(["train", "--data", str(tree), "--model", "ssp-strata", "--batch-size", "8", "--epochs", "3", "--lr", "1e-2", "--workers", "0",
-                 "--train-eval-samples", "8", "--val-fraction", "0.2", "--no-progress", "--out", str(out)]) == 0
-    assert main(["test", "--weights", str(out / "best.pt"), "--data", str(tree), "--workers", "0", "--no-progress", "--out", str(tmp_path / "t")]) == 0
-    res = json.loads((tmp_path / "t" / "results.json").read_text())
+    res, report, rows = train_test_predict(tmp_path, "ssp-strata", "1e-2")
     assert res["pooled"]["auc"] > 0.9  # noisy reals against smooth fakes
-    assert "centre 256x256 crop at native resolution" in (tmp_path / "t" / "results.md").read_text()
-    assert main(["predict", str(tree), "--recursive", "--weights", str(out / "best.pt"), "--format", "jsonl",
-                 "--output", str(tmp_path / "p.jsonl")]) == 0
-    rows = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
+    assert "centre 256x256 crop at native resolution" in report
     # The tree's 64x80 images are below the crop: resized to 256x256 and cropped whole.
     assert len(rows) == 48 and all(0.0 <= r["p_fake"] <= 1.0 and (r["x"], r["y"], r["w"], r["h"]) == (0, 0, 256, 256) for r in rows)
     real, fake = ([r["p_fake"] for r in rows if f"/{c}/" in r["path"]] for c in ("nature", "ai"))
