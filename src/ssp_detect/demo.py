@@ -61,10 +61,10 @@ class DemoPlan:
 # ssp-strata counts co-occurrences in all 64 tiles of a 256x256 crop, and the baseline reads whole
 # 256x256 images (about 4x the work of a 32x32 patch model on a CPU): they get fewer passes, and
 # the report says so.
-CPU_PLAN = DemoPlan(size="small", runs=(DemoRun("ssp-strata", 8, 1e-2), DemoRun("ssp-cooc", 16, 1e-2), DemoRun("ssp-lite", 16, 1e-3),
+CPU_PLAN = DemoPlan(size="small", runs=(DemoRun("ssp-strata", 8, 1e-1), DemoRun("ssp-cooc", 16, 1e-2), DemoRun("ssp-lite", 16, 1e-3),
                                         DemoRun("baseline-lite", 4, 1e-3)),
                     epochs=12, batch_size=32)
-GPU_PLAN = DemoPlan(size="medium", runs=(DemoRun("ssp-strata", 8, 1e-2), DemoRun("ssp-cooc", 8, 1e-2), DemoRun("ssp-native-gn", 8, 1e-4),
+GPU_PLAN = DemoPlan(size="medium", runs=(DemoRun("ssp-strata", 8, 1e-1), DemoRun("ssp-cooc", 8, 1e-2), DemoRun("ssp-native-gn", 8, 1e-4),
                                          DemoRun("resnet50-baseline", 8, 1e-4)),
                     epochs=30, batch_size=64)
 
