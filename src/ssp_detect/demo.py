@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from ssp_detect.config import build_config
 from ssp_detect.data.demo import DEMO_SUBSETS, build_demo
@@ -67,6 +68,11 @@ CPU_PLAN = DemoPlan(size="small", runs=(DemoRun("ssp-strata", 8, 1e-1), DemoRun(
 GPU_PLAN = DemoPlan(size="medium", runs=(DemoRun("ssp-strata", 8, 1e-1), DemoRun("ssp-cooc", 8, 1e-2), DemoRun("ssp-native-gn", 8, 1e-4),
                                          DemoRun("resnet50-baseline", 8, 1e-4)),
                     epochs=30, batch_size=64)
+
+
+def plan_for(device: torch.device) -> DemoPlan:
+    """The demo's plan on a device: more data and epochs on a GPU."""
+    return GPU_PLAN if device.type == "cuda" else CPU_PLAN
 
 
 def _train_one(run: DemoRun, data: Path, out: Path, plan: DemoPlan, device: str, seed: int, progress: bool) -> Path:
@@ -123,7 +129,7 @@ def run_demo(out: str | Path = "runs/demo", data: str | Path = "data/demo", *, d
     """
     started = time.perf_counter()
     dev = resolve_device(device)
-    plan = plan or (GPU_PLAN if dev.type == "cuda" else CPU_PLAN)
+    plan = plan or plan_for(dev)
     if size or epochs:
         plan = replace(plan, **{k: v for k, v in {"size": size, "epochs": epochs}.items() if v})
     out, data = Path(out), Path(data)
