@@ -206,6 +206,7 @@ _TRAIN_KEYS = ("data", "layout", "subsets", "train_split", "val_split", "val_fra
 
 def cmd_train(args: argparse.Namespace) -> int:
     from ssp_detect.config import build_config, read_preset
+    from ssp_detect.engine import distributed
     from ssp_detect.engine.train import train
 
     preset = args.config
@@ -218,6 +219,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     result = train(cfg, resume=args.resume)
     best = result.get("best_val") or {}
     print(f"best checkpoint: {result['best']} (validation acc {best.get('acc', float('nan')):.3f}, AUC {best.get('auc', float('nan')):.3f}); run folder: {result['out']}")
+    distributed.teardown()  # as test and predict do: a process group left to the interpreter's exit can abort a rank
     return 0
 
 
