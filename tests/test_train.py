@@ -65,7 +65,10 @@ def test_config_preset_and_flags_order(tmp_path):
     (tmp_path / "p.yaml").write_text("model: ssp-gn\nepochs: 5\n")
     cfg = build_config(str(tmp_path / "p.yaml"), {"epochs": 7, "lr": None})
     assert (cfg.model, cfg.epochs, cfg.lr, cfg.batch_size) == ("ssp-gn", 7, 1e-4, 64)
-    assert build_config("from-scratch").format_match == "auto"
+    assert build_config("from-scratch").format_match == "auto" == build_config().format_match  # format matching by default
+    assert build_config("official").format_match == "off"  # the paper's recipe trains on the data as stored
+    (tmp_path / "off.yaml").write_text("format_match: off\n")  # unquoted, YAML's boolean false
+    assert build_config(str(tmp_path / "off.yaml")).format_match == "off"
     (tmp_path / "bad.yaml").write_text("epoks: 5\n")
     with pytest.raises(ConfigError, match="Unknown option.*epoks"):
         build_config(str(tmp_path / "bad.yaml"))
@@ -121,7 +124,7 @@ def test_validation_is_format_matched_like_training_without_the_degradations(tmp
     only = format_matching_of(robust)
     assert (only.format_match_probs, only.format_match_histories) == (robust.format_match_probs, robust.format_match_histories) == ((0.0, 1.0), ((90, "4:4:4"),) * 8)
     assert only.blur_prob == 0 and only.jpg_prob == 0 and only.active
-    assert not format_matching_of(make_augment(build_config(), [])).active  # format matching off: validation untouched
+    assert not format_matching_of(make_augment(build_config("official"), load_samples(root, layout="genimage", split="train"))).active  # off: validation untouched
 
     out = tmp_path / "run"
     assert main(["train", "--data", str(root), "--model", "ssp-cooc", "--format-match", "auto", "--batch-size", "4", "--epochs", "1", "--workers", "0",

@@ -177,7 +177,7 @@ def add_train_parser(sub) -> None:
     a.add_argument("--jpg-prob", type=float, help="Probability of JPEG re-compression (default 0).")
     a.add_argument("--jpg-method", nargs="+", choices=["pil", "cv2"], help="JPEG libraries drawn from (default pil cv2).")
     a.add_argument("--jpg-qual", type=int, nargs=2, metavar=("LOW", "HIGH"), help="JPEG quality range, inclusive (default 90 100; CNNSpot-style 30 100).")
-    a.add_argument("--format-match", help="off (default), auto (JPEG-compress non-JPEG images of the class with fewer JPEGs so both classes share compression histories), or P_REAL,P_FAKE.")
+    a.add_argument("--format-match", help="auto (default: JPEG-compress non-JPEG images of the class with fewer JPEGs so both classes share compression histories), off (the official recipe, as --config official), or P_REAL,P_FAKE.")
     a.add_argument("--format-match-qualities", type=int, nargs="+", help="JPEG qualities for format matching, used at 4:2:0 (default: the (quality, chroma subsampling) pairs of the training JPEGs, from the data manifest or the files).")
     e = p.add_argument_group("auxiliary losses (models with their own training loss: essp, essp-lite)")
     e.add_argument("--perception-weight", type=float, help="Weight of the blur/JPEG perception BCE (default 0.5).")

@@ -57,7 +57,7 @@ class TrainConfig:
     jpg_prob: float = 0.0
     jpg_method: list[str] = field(default_factory=lambda: ["pil", "cv2"])
     jpg_qual: list[int] = field(default_factory=lambda: [90, 100])
-    format_match: str = "off"
+    format_match: str = "auto"
     format_match_qualities: list[int] | None = None
     # auxiliary losses of models that define training_loss (ESSP), added to the detection BCE
     perception_weight: float = 0.5
@@ -107,6 +107,8 @@ def build_config(preset: str | None = None, overrides: dict[str, Any] | None = N
         if unknown:
             raise ConfigError(f"Unknown option(s) in {source}: {', '.join(unknown)}.")
         values.update({k: v for k, v in data.items() if v is not None})
+    if values.get("format_match") is False:  # YAML reads an unquoted `off` as false
+        values["format_match"] = "off"
     return TrainConfig(**values)
 
 
