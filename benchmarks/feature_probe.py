@@ -17,24 +17,23 @@ histories) of both subsets: photos never seen in training. A few minutes on 2 CP
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import sys
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ssp_detect.data.decode import load_rgb  # noqa: E402
-from ssp_detect.data.patch import select_simplest_patch, texture_diversity_tensor  # noqa: E402
+from ssp_detect.data.degradations import jpeg_compress  # noqa: E402
+from ssp_detect.data.patch import select_simplest_patch  # noqa: E402
 from ssp_detect.data.preprocess import Preprocessor  # noqa: E402
 from ssp_detect.models import get_spec  # noqa: E402
 from ssp_detect.models.cooccurrence import cooccurrence_histograms  # noqa: E402
-from ssp_detect.models.strata import tiles_of  # noqa: E402
+from ssp_detect.models.strata import ranked_tiles  # noqa: E402
 
 TRAIN_SUBSET = "esrgan_x4plus"
 # Name -> (how many of the 64 tiles, simplest first, are kept; in how many texture strata).
@@ -52,20 +51,11 @@ def _chw(pixels: np.ndarray) -> torch.Tensor:
 def features(img: np.ndarray, crop: Preprocessor) -> dict[str, np.ndarray]:
     """Every pooling of one image's co-occurrence histograms (square roots, as the models use)."""
     simplest = cooccurrence_histograms(_chw(select_simplest_patch(img, 32, "seeded").patch))[0]
-    tiles = tiles_of(torch.from_numpy(crop(img).pixels).float()[None], 32)[0]
-    order = torch.sort(texture_diversity_tensor(tiles), stable=True).indices
-    ranked = cooccurrence_histograms(tiles)[order]
+    ranked = cooccurrence_histograms(ranked_tiles(torch.from_numpy(crop(img).pixels).float()[None], 32)[0])
     pooled = {"simplest patch": simplest}
     for name, (keep, strata) in TILE_POOLINGS.items():
         pooled[name] = ranked[:keep].reshape(strata, keep // strata, -1).mean(1).reshape(-1)
     return {name: np.sqrt(h.numpy()) for name, h in pooled.items()}
-
-
-def jpeg_roundtrip(img: np.ndarray, quality: int, subsampling: str) -> np.ndarray:
-    buffer = io.BytesIO()
-    Image.fromarray(img).save(buffer, format="JPEG", quality=quality, subsampling=subsampling)
-    buffer.seek(0)
-    return np.asarray(Image.open(buffer).convert("RGB"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -99,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         weights.append(1 - share if fake else 1.0)
         if fake:
             quality, subsampling = histories[rng.integers(len(histories))]
-            rows.append(features(jpeg_roundtrip(img, quality, subsampling), crop))
+            rows.append(features(jpeg_compress(img, quality, "pil", subsampling), crop))
             labels.append(1)
             weights.append(share)
 

@@ -45,6 +45,15 @@ def tiles_of(pixels: torch.Tensor, tile: int) -> torch.Tensor:
     return x.reshape(b, (h // tile) * (w // tile), c, tile, tile)
 
 
+def ranked_tiles(pixels: torch.Tensor, tile: int) -> torch.Tensor:
+    """The tiles of each crop sorted by SSP's texture diversity, simplest first (a stable sort: row-major
+    order on ties): (B, 3, H, W) -> (B, T, 3, tile, tile)."""
+    tiles = tiles_of(pixels, tile)
+    b, count = tiles.shape[:2]
+    order = torch.sort(texture_diversity_tensor(tiles.reshape(b * count, *tiles.shape[2:])).reshape(b, count), dim=1, stable=True).indices
+    return tiles[torch.arange(b, device=pixels.device).unsqueeze(1), order]
+
+
 def strata_features(pixels: torch.Tensor, tile: int = TILE, share: float = SHARE, strata: int = STRATA) -> torch.Tensor:
     """The co-occurrence features of each texture stratum of the simplest tiles of each crop.
 
@@ -68,9 +77,7 @@ def strata_features(pixels: torch.Tensor, tile: int = TILE, share: float = SHARE
             f"A {h}x{w} crop does not give {share:g} of its {tile}x{tile} tiles in {strata} equal groups; "
             f"pass sides that are multiples of {tile} with enough tiles."
         )
-    tiles = tiles_of(torch.round(pixels.float()), tile).reshape(b * count, 3, tile, tile)
-    order = torch.sort(texture_diversity_tensor(tiles).reshape(b, count), dim=1, stable=True).indices[:, :kept]
-    simplest = tiles.reshape(b, count, 3, tile, tile)[torch.arange(b, device=pixels.device).unsqueeze(1), order]
+    simplest = ranked_tiles(torch.round(pixels.float()), tile)[:, :kept]
     histograms = cooccurrence_histograms(simplest.reshape(b * kept, 3, tile, tile))
     return torch.sqrt(histograms.reshape(b, strata, kept // strata, NUM_FEATURES).mean(2)).reshape(b, -1)
 

@@ -56,6 +56,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from ssp_detect.data.degradations import jpeg_compress
 from ssp_detect.data.demo.rrdbnet import NCNN_PREPADDING, DemoBuildError, RRDBNet, load_generator, upscale
 from ssp_detect.data.demo.sources import Photo, available_photos
 
@@ -257,15 +258,6 @@ def make_fake(net: RRDBNet, real: np.ndarray) -> np.ndarray:
     return upscale(net, np.asarray(small))
 
 
-def jpeg_roundtrip(pixels: np.ndarray, quality: int, subsampling: str) -> np.ndarray:
-    """Compress RGB uint8 pixels as a JPEG with Pillow and decode them again."""
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="JPEG", quality=quality, subsampling=subsampling)
-    buffer.seek(0)
-    with Image.open(buffer) as decoded:
-        return np.asarray(decoded.convert("RGB"))
-
-
 def _build_into(
     root: Path, preset: SizePreset, size: str, seed: int, device: torch.device, progress: bool, jpeg_fakes: bool
 ) -> dict[str, Any]:
@@ -299,7 +291,7 @@ def _build_into(
                 fake = make_fake(net, real)
                 raw = _png_bytes(fake)
                 quality, subsampling = assigned or (None, None)
-                matched = raw if quality is None else _png_bytes(jpeg_roundtrip(fake, quality, subsampling))
+                matched = raw if quality is None else _png_bytes(jpeg_compress(fake, quality, "pil", subsampling))
                 for split in _splits_of(plan):
                     if split == "val_matched" or jpeg_fakes:
                         data, history = matched, (quality, subsampling, None if quality is None else "builder")
