@@ -77,6 +77,14 @@ def _describe_patch(loaded, args: argparse.Namespace) -> str:
     return f"{s['patch_size']}x{s['patch_size']}, {s['patch_mode']} mode (seed {args.seed}), {how}"
 
 
+def _describe_patches(names: list[str], models: list, args: argparse.Namespace) -> str:
+    """The simple-patch settings of several models: one phrase when they agree, else one per model."""
+    described = [_describe_patch(m, args) for m in models]
+    if len(set(described)) == 1:
+        return described[0]
+    return "; ".join(f"{name}: {d}" for name, d in zip(names, described))
+
+
 def _samples(args: argparse.Namespace):
     from ssp_detect.data.layouts import load_samples
 
@@ -339,7 +347,7 @@ def cmd_robustness(args: argparse.Namespace) -> int:
                           device=device, precision=resolve_precision(args.precision, device), batch_size=args.batch_size, workers=_workers(args),
                           patch=_patch(args), progress=not args.no_progress, bootstrap=args.bootstrap)
     notes = [f"{n}: {w} (threshold {m.threshold:g})" for n, w, m in zip(names, args.weights, models)]
-    notes += [f"data: {args.data or (args.real, args.fake)} split {args.split}; simple patch: {_describe_patch(models[0], args)}; "
+    notes += [f"data: {args.data or (args.real, args.fake)} split {args.split}; simple patch: {_describe_patches(names, models, args)}; "
               f"JPEG by {args.jpeg_method}, rescaling by PIL {args.interpolation}; degradations applied to the whole image before patch selection"]
     paths = write_robustness(rows, {k: SWEEPS[k].title for k in args.sweeps}, args.out, notes=notes)
     print(paths[-1].read_text())
