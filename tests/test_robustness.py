@@ -94,8 +94,8 @@ def test_report_names_the_input_of_each_model_when_they_differ(tree, checkpoints
     strata = make_checkpoint(tmp_path / "strata.pt", "ssp-strata")
     out = tmp_path / "mixed"
     args = ["--data", str(tree), "--sweeps", "blur", "--bootstrap", "0", "--workers", "0", "--no-progress"]
-    assert main(["robustness", "--weights", str(checkpoints[0]), str(strata), *args, "--out", str(out)]) == 0
+    assert main(["robustness", "--weights", *map(str, checkpoints), str(strata), *args, "--out", str(out)]) == 0
     notes = (out / "robustness.md").read_text()
-    assert "simple patch: ssp-lite: 32x32, seeded mode (seed 0), lowest of 64 candidates; ssp-strata: none (centre 256x256 crop" in notes
+    assert "simple patch: ssp-lite, essp-lite: 32x32, seeded mode (seed 0), lowest of 64 candidates; ssp-strata: none (centre 256x256 crop" in notes
     assert main(["robustness", "--weights", *map(str, checkpoints), *args, "--out", str(tmp_path / "same")]) == 0
     assert "simple patch: 32x32, seeded mode (seed 0), lowest of 64 candidates; JPEG by pil" in (tmp_path / "same" / "robustness.md").read_text()

@@ -78,11 +78,14 @@ def _describe_patch(loaded, args: argparse.Namespace) -> str:
 
 
 def _describe_patches(names: list[str], models: list, args: argparse.Namespace) -> str:
-    """The simple-patch settings of several models: one phrase when they agree, else one per model."""
-    described = [_describe_patch(m, args) for m in models]
-    if len(set(described)) == 1:
-        return described[0]
-    return "; ".join(f"{name}: {d}" for name, d in zip(names, described))
+    """The simple-patch settings of several models: one phrase when they agree, else one per group of
+    models that share them."""
+    groups: dict[str, list[str]] = {}
+    for name, m in zip(names, models):
+        groups.setdefault(_describe_patch(m, args), []).append(name)
+    if len(groups) == 1:
+        return next(iter(groups))
+    return "; ".join(f"{', '.join(group)}: {d}" for d, group in groups.items())
 
 
 def _samples(args: argparse.Namespace):
