@@ -118,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
         images = [load_rgb(s.path) for s in samples]
         pixels = {name: np.stack([d(img, rng) for img in images]) for name, d in TESTS.items()}
         tests[split] = (np.array([s.label for s in samples]), {name: features(p) for name, p in pixels.items()}, pixels["blur 1"])
+        if split == "val":
+            val_clean, val_blurred = pixels["clean"], pixels["blur 1"]
 
     head = lambda x, t: LogisticRegression(C=10, max_iter=5000).fit(x, t)  # noqa: E731
     perception = [head(x_train, applied[:, k]) for k in (0, 1)]
@@ -168,7 +170,10 @@ def main(argv: list[str] | None = None) -> int:
             cells.append(f"{100 * np.mean((p > 0.5) == y_test):.1f} / {100 * roc_auc_score(y_test, p):.1f}")
         print(f"| {title} | {' | '.join(cells)} |")
     p_blur, p_jpeg = zip(*(perceive(tests["val"][1][name]) for name in TESTS))
-    print("\nperception on val, mean p(blurred) / p(JPEG): " + ", ".join(f"{name} {b.mean():.2f} / {j.mean():.2f}" for name, b, j in zip(TESTS, p_blur, p_jpeg)))
+    error = lambda a: np.abs(a.astype(np.float64) - val_clean).mean()  # noqa: E731
+    print(f"\npixel deblur on val blur 1: mean absolute error to the clean image {error(val_blurred):.2f} grey levels blurred, "
+          f"{error(apply_filter(val_blurred, deblur)):.2f} deblurred")
+    print("perception on val, mean p(blurred) / p(JPEG): " + ", ".join(f"{name} {b.mean():.2f} / {j.mean():.2f}" for name, b, j in zip(TESTS, p_blur, p_jpeg)))
     return 0
 
 
