@@ -9,7 +9,7 @@ from ssp_detect.data.patch import texture_diversity
 from ssp_detect.data.preprocess import Preprocessor, normalize
 from ssp_detect.models import create_model, get_spec
 from ssp_detect.models.cooccurrence import NUM_FEATURES
-from ssp_detect.models.strata import strata_features
+from ssp_detect.models.strata import ranked_tiles, strata_features, tiles_of
 from test_cooccurrence import reference_features
 
 
@@ -114,3 +114,33 @@ def test_trained_from_the_cli_it_tests_and_predicts_with_the_crop_box(tmp_path):
     assert len(rows) == 48 and all(0.0 <= r["p_fake"] <= 1.0 and (r["x"], r["y"], r["w"], r["h"]) == (0, 0, 256, 256) for r in rows)
     real, fake = ([r["p_fake"] for r in rows if f"/{c}/" in r["path"]] for c in ("nature", "ai"))
     assert max(real) < min(fake)
+
+
+def test_stratum_contributions_add_up_to_the_logit_and_name_the_tiles_read(rng):
+    model = create_model("ssp-strata").eval()
+    torch.manual_seed(0)
+    torch.nn.init.normal_(model.head.weight)
+    torch.nn.init.normal_(model.head.bias)
+    x = _as_input(np.stack([_textured_crop(rng) for _ in range(3)]))
+    with torch.no_grad():
+        contributions = model.stratum_contributions(x)
+        torch.testing.assert_close(contributions.sum(1) + model.head.bias, model(x))
+        kept = model.kept_tiles(x)
+    assert contributions.shape == (3, 2) and kept.shape == (3, 2, 4)  # 16 tiles of a 128x128 crop, the simplest 8 in 2 strata
+    tiles = tiles_of(x, 32)
+    read = tiles[torch.arange(3)[:, None], kept.reshape(3, -1)]
+    torch.testing.assert_close(read, ranked_tiles(x, 32)[:, :8], atol=0, rtol=0)
+
+
+def test_explain_draws_the_strata_and_refuses_whole_image_models(tmp_path, capsys):
+    from PIL import Image
+
+    from conftest import make_checkpoint, noisy_image, write_image
+    from ssp_detect.cli import main
+
+    image = write_image(tmp_path / "photo.png", noisy_image(np.random.default_rng(0), size=(300, 320)))
+    out = tmp_path / "strata.png"
+    assert main(["explain", str(image), "--weights", str(make_checkpoint(tmp_path / "s.pt", "ssp-strata")), "--out", str(out)]) == 0
+    assert Image.open(out).size[0] > 1000
+    assert main(["explain", str(image), "--weights", str(make_checkpoint(tmp_path / "b.pt", "baseline-lite")), "--out", str(tmp_path / "b.png")]) == 2
+    assert "explain draws simple-patch models and ssp-strata only" in capsys.readouterr().err

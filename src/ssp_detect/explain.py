@@ -1,4 +1,4 @@
-"""``ssp explain``: a figure showing how SSP decided on one image."""
+"""``ssp explain``: a figure showing how a detector decided on one image."""
 
 from __future__ import annotations
 
@@ -12,9 +12,16 @@ from ssp_detect.data.preprocess import normalize
 from ssp_detect.detector import Detector
 
 
+STRATUM_COLOURS = ("red", "orange", "gold", "limegreen", "deepskyblue", "violet", "white", "black")
+
+
 def explain_figure(detector: Detector, image_path: str | Path, out_path: str | Path) -> dict:
-    """Draw the image with every candidate patch and the chosen one boxed, the patch enlarged, its
-    three SRM residual maps (what the backbone sees) and p_fake; save to ``out_path`` (PNG).
+    """Draw how the detector decided on one image and save it to ``out_path`` (PNG).
+
+    Patch models: the image with every candidate patch and the chosen one boxed, the patch
+    enlarged, its three SRM residual maps (what the backbone sees) and p_fake. ``ssp-strata``: the
+    image with its centre crop boxed, the crop with the tiles each texture stratum reads, and each
+    stratum's share of the logit.
 
     Returns:
         The detection as a dict (see :class:`ssp_detect.Detection`).
@@ -23,11 +30,26 @@ def explain_figure(detector: Detector, image_path: str | Path, out_path: str | P
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    pre = detector.preprocessor
+    if pre.input == "crop" and hasattr(detector.model, "stratum_contributions"):
+        fig, detection = _strata_figure(detector, image_path, plt)
+    elif pre.input == "patch":
+        fig, detection = _patch_figure(detector, image_path, plt)
+    else:
+        raise ValueError(f"Model {detector.loaded.name!r} is fed its input as {pre.input!r}; explain draws simple-patch models and ssp-strata only.")
+    fig.tight_layout()
+    Path(out_path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_path, dpi=110)
+    plt.close(fig)
+    return detection.to_dict()
+
+
+def _patch_figure(detector: Detector, image_path: str | Path, plt):
+    """The figure of a simple-patch model (see :func:`explain_figure`) and the detection."""
     from matplotlib.patches import Rectangle
 
     pre = detector.preprocessor
-    if pre.input != "patch":
-        raise ValueError(f"Model {detector.loaded.name!r} is not fed one simple patch; explain shows the simple patch of patch models only.")
     img = detector.decode(str(image_path))
     searched, _ = resize_if_small(img, pre.patch_size)
     choice = select_simplest_patch(img, pre.patch_size, pre.mode, num_candidates=pre.num_candidates, seed=pre.seed)
@@ -57,8 +79,47 @@ def explain_figure(detector: Detector, image_path: str | Path, out_path: str | P
         axes[2 + k].set_title(f"SRM residual {k + 1}\n(max |r| {lim:.3g})")
         axes[2 + k].axis("off")
     fig.suptitle(f"{detector.loaded.name}, {pre.mode} patch mode, {len(choice.candidates) or 'all'} candidates, threshold {detector.threshold:.3f}")
-    fig.tight_layout()
-    Path(out_path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_path, dpi=110)
-    plt.close(fig)
-    return detection.to_dict()
+    return fig, detection
+
+
+def _strata_figure(detector: Detector, image_path: str | Path, plt):
+    """The figure of ``ssp-strata`` (see :func:`explain_figure`) and the detection."""
+    from matplotlib.patches import Rectangle
+
+    model = detector.model
+    img = detector.decode(str(image_path))
+    searched = detector.preprocessor.searched(img)
+    prepared = detector.preprocessor(img)
+    detection = detector.predict(str(image_path))
+    pixels = torch.from_numpy(prepared.pixels)[None].to(detector.device)
+    x = normalize(pixels, detector.loaded.spec.mean, detector.loaded.spec.std)
+    with torch.inference_mode():
+        kept = model.kept_tiles(x)[0].cpu().numpy()
+        contributions = model.stratum_contributions(x)[0].float().cpu().numpy()
+    bias = float(model.head.bias.detach().float().cpu())
+    side, tile = prepared.pixels.shape[-1], model.tile
+    per_row = side // tile
+    cx, cy, _, _ = prepared.box
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 5), gridspec_kw={"width_ratios": [1.4, 1.4, 1]})
+    axes[0].imshow(searched)
+    axes[0].add_patch(Rectangle((cx, cy), side, side, fill=False, lw=2, ec="cyan"))
+    axes[0].set_title(f"{Path(image_path).name}: {detection.label} (p_fake {detection.p_fake:.3f})\ncentre {side}x{side} crop boxed")
+    axes[1].imshow(prepared.pixels.transpose(1, 2, 0), interpolation="nearest")
+    for stratum, indices in enumerate(kept):
+        colour = STRATUM_COLOURS[stratum % len(STRATUM_COLOURS)]
+        for k in indices:
+            row, col = divmod(int(k), per_row)
+            axes[1].add_patch(Rectangle((col * tile + 0.5, row * tile + 0.5), tile - 1, tile - 1, fill=False, lw=1.8, ec=colour))
+    axes[1].set_title(f"the {kept.size} simplest of {per_row * per_row} tiles, by stratum\n(" +
+                      ", ".join(f"{STRATUM_COLOURS[i % len(STRATUM_COLOURS)]}: stratum {i + 1}" for i in range(len(kept))) + ")")
+    for ax in axes[:2]:
+        ax.axis("off")
+    names = [f"stratum {i + 1}" for i in range(len(contributions))] + ["bias"]
+    values = [*contributions.tolist(), bias]
+    axes[2].barh(names[::-1], values[::-1], color=[*(STRATUM_COLOURS[i % len(STRATUM_COLOURS)] for i in range(len(contributions))), "grey"][::-1])
+    axes[2].axvline(0, color="black", lw=0.8)
+    axes[2].set_xlabel("share of the logit (> 0: towards fake)")
+    axes[2].set_title(f"logit {sum(values):+.3f} = sum of the bars")
+    fig.suptitle(f"{detector.loaded.name}: tiles ranked by SSP's texture score, noise counts per stratum, threshold {detector.threshold:.3f}")
+    return fig, detection

@@ -115,7 +115,7 @@ class Preprocessor:
             size = (img.shape[1], img.shape[0])
             return Prepared(np.ascontiguousarray(pixels), (0, 0, *size), -1, size)
         if self.input == "crop":
-            img = self._searched(img)
+            img = self.searched(img)
             height, width = img.shape[:2]
             box = ((width - self.image_size) // 2, (height - self.image_size) // 2, self.image_size, self.image_size)
             return Prepared(_cut(img, box), box, -1, (width, height))
@@ -133,9 +133,9 @@ class Preprocessor:
         """
         if self.input == "image":
             return self(img).pixels
-        return _cut(self._searched(img), prepared.box)
+        return _cut(self.searched(img), prepared.box)
 
-    def _searched(self, img: np.ndarray) -> np.ndarray:
+    def searched(self, img: np.ndarray) -> np.ndarray:
         """The image that patch and crop boxes refer to: ``img``, or ``img`` resized when it is small."""
         if self.input == "patch":
             return resize_if_small(img, self.patch_size)[0]

@@ -45,13 +45,18 @@ def tiles_of(pixels: torch.Tensor, tile: int) -> torch.Tensor:
     return x.reshape(b, (h // tile) * (w // tile), c, tile, tile)
 
 
-def ranked_tiles(pixels: torch.Tensor, tile: int) -> torch.Tensor:
-    """The tiles of each crop sorted by SSP's texture diversity, simplest first (a stable sort: row-major
-    order on ties): (B, 3, H, W) -> (B, T, 3, tile, tile)."""
-    tiles = tiles_of(pixels, tile)
+def tile_order(tiles: torch.Tensor) -> torch.Tensor:
+    """Row-major tile indices of each crop sorted by SSP's texture diversity, simplest first (a stable
+    sort: row-major order on ties): tiles (B, T, 3, tile, tile) from :func:`tiles_of` -> (B, T)."""
     b, count = tiles.shape[:2]
-    order = torch.sort(texture_diversity_tensor(tiles.reshape(b * count, *tiles.shape[2:])).reshape(b, count), dim=1, stable=True).indices
-    return tiles[torch.arange(b, device=pixels.device).unsqueeze(1), order]
+    return torch.sort(texture_diversity_tensor(tiles.reshape(b * count, *tiles.shape[2:])).reshape(b, count), dim=1, stable=True).indices
+
+
+def ranked_tiles(pixels: torch.Tensor, tile: int) -> torch.Tensor:
+    """The tiles of each crop sorted by SSP's texture diversity, simplest first (see :func:`tile_order`):
+    (B, 3, H, W) -> (B, T, 3, tile, tile)."""
+    tiles = tiles_of(pixels, tile)
+    return tiles[torch.arange(tiles.shape[0], device=pixels.device).unsqueeze(1), tile_order(tiles)]
 
 
 def strata_features(pixels: torch.Tensor, tile: int = TILE, share: float = SHARE, strata: int = STRATA) -> torch.Tensor:
@@ -98,6 +103,19 @@ class TextureStrataSSP(nn.Module):
         """Logits of *fake*, shape (B,); ``x`` holds pixel values 0-255 (the registry's normalisation)."""
         with torch.autocast(device_type=x.device.type, enabled=False):
             return self.head(strata_features(x, self.tile, self.share, self.strata)).squeeze(1)
+
+    def stratum_contributions(self, x: torch.Tensor) -> torch.Tensor:
+        """Each stratum's share of the logit, (B, strata), simplest stratum first: the logit is their
+        sum plus ``head.bias`` (the head is linear), so they say which texture level decided."""
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            features = strata_features(x, self.tile, self.share, self.strata).reshape(x.shape[0], self.strata, NUM_FEATURES)
+            return (features * self.head.weight.reshape(1, self.strata, NUM_FEATURES)).sum(2)
+
+    def kept_tiles(self, x: torch.Tensor) -> torch.Tensor:
+        """The row-major indices of the tiles each stratum reads, (B, strata, kept / strata), simplest first."""
+        b, _, h, w = x.shape
+        kept = round((h // self.tile) * (w // self.tile) * self.share)
+        return tile_order(tiles_of(torch.round(x.float()), self.tile))[:, :kept].reshape(b, self.strata, -1)
 
 
 register_model(
