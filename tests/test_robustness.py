@@ -97,5 +97,8 @@ def test_report_names_the_input_of_each_model_when_they_differ(tree, checkpoints
     assert main(["robustness", "--weights", *map(str, checkpoints), str(strata), *args, "--out", str(out)]) == 0
     notes = (out / "robustness.md").read_text()
     assert "simple patch: ssp-lite, essp-lite: 32x32, seeded mode (seed 0), lowest of 64 candidates; ssp-strata: none (centre 256x256 crop" in notes
-    assert main(["robustness", "--weights", *map(str, checkpoints), *args, "--out", str(tmp_path / "same")]) == 0
-    assert "simple patch: 32x32, seeded mode (seed 0), lowest of 64 candidates; JPEG by pil" in (tmp_path / "same" / "robustness.md").read_text()
+    repeated = ["--weights", str(checkpoints[0]), "--weights", str(checkpoints[1])]  # the option repeated: both models kept
+    assert main(["robustness", *repeated, *args, "--out", str(tmp_path / "same")]) == 0
+    same = (tmp_path / "same" / "robustness.md").read_text()
+    assert "| acc@t % ssp-lite | acc@t % essp-lite |" in same
+    assert "simple patch: 32x32, seeded mode (seed 0), lowest of 64 candidates; JPEG by pil" in same

@@ -45,7 +45,10 @@ def _add_runtime_options(p: argparse.ArgumentParser, *, decode: bool = False) ->
 
 
 def _add_weights_options(p: argparse.ArgumentParser, *, multiple: bool = False) -> None:
-    p.add_argument("--weights", required=True, nargs="+" if multiple else None, help="Checkpoint(s): ssp-detect .pt files or the official SSP .pth release.")
+    if multiple:  # both --weights A B and --weights A --weights B
+        p.add_argument("--weights", required=True, nargs="+", action="extend", help="Checkpoints (several, or the option repeated): ssp-detect .pt files or the official SSP .pth release.")
+    else:
+        p.add_argument("--weights", required=True, help="Checkpoint: an ssp-detect .pt file or the official SSP .pth release.")
     p.add_argument("--model", help="Architecture of a foreign state dict (default: inferred; official SSP files are 'ssp').")
 
 
