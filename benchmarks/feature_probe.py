@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{manifest_path} does not exist; build a benchmark with: ssp data build-demo --out {root} --size medium", file=sys.stderr)
         return 2
     images = json.loads(manifest_path.read_text())["images"]
-    crop = Preprocessor.for_model(get_spec("ssp-strata"))
+    crop = Preprocessor.for_model(get_spec("ssp-strata").feed)
     torch.set_num_threads(1)
     rng = np.random.default_rng(args.seed)
 

@@ -52,7 +52,7 @@ def make_random_checkpoint(path: Path, model: str) -> Path:
 
     net = create_model(model)
     save_checkpoint(path, {"model": model, "state_dict": net.state_dict(), "threshold": 0.5,
-                           "preprocess": get_spec(model).preprocess_config()})
+                           "preprocess": get_spec(model).feed.to_dict()})
     return path
 
 

@@ -60,7 +60,7 @@ def make_checkpoint(path: Path, model: str = "ssp-lite", threshold: float = 0.5,
     torch.manual_seed(seed)
     net = create_model(model)
     save_checkpoint(path, {"model": model, "state_dict": net.state_dict(), "threshold": threshold,
-                           "preprocess": get_spec(model).preprocess_config()})
+                           "preprocess": get_spec(model).feed.to_dict()})
     return path
 
 

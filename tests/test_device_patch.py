@@ -178,7 +178,7 @@ def test_device_decoding_refuses_whole_image_models_and_degradations(tmp_path, c
     from ssp_detect.data.degradations import Degradation
 
     loaded, samples = load_model(checkpoint_path), [Sample(str(write_image(tmp_path / "a.png", noisy_image(np.random.default_rng(0)))), 0, "s")]
-    whole = dataclasses.replace(loaded, preprocess={**loaded.preprocess, "input": "image"})
+    whole = dataclasses.replace(loaded, feed=dataclasses.replace(loaded.feed, input="image"))
     with pytest.raises(ValueError, match="Device decoding is for patch models"):
         evaluate_model(whole, samples, device=torch.device("cpu"), precision="fp32", progress=False, decode="device")
     with pytest.raises(ValueError, match="cannot be combined with device decoding"):

@@ -118,7 +118,7 @@ def test_essp_trains_through_the_cli_and_its_checkpoint_tests_and_predicts(tmp_p
     row = json.loads((tmp_path / "p.json").read_text())[0]
     # The same number by hand: seeded simple patch -> normalise -> ESSP -> sigmoid.
     loaded = load_model(out / "best.pt")
-    prepared = Preprocessor.for_model(loaded.preprocess)(np.asarray(Image.open(image).convert("RGB")))
+    prepared = Preprocessor.for_model(loaded.feed)(np.asarray(Image.open(image).convert("RGB")))
     with torch.no_grad():
-        p_fake = torch.sigmoid(loaded.model(normalize(torch.from_numpy(prepared.pixels)[None], loaded.spec.mean, loaded.spec.std))).item()
+        p_fake = torch.sigmoid(loaded.model(normalize(torch.from_numpy(prepared.pixels)[None], loaded.feed.mean, loaded.feed.std))).item()
     assert row["p_fake"] == pytest.approx(p_fake, abs=1e-6) and [row["x"], row["y"]] == list(prepared.box[:2])

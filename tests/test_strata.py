@@ -73,7 +73,7 @@ def test_crops_that_do_not_tile_into_equal_groups_are_refused():
 
 
 def test_it_is_fed_the_centre_crop_at_native_resolution(rng):
-    pre = Preprocessor.for_model(get_spec("ssp-strata"))
+    pre = Preprocessor.for_model(get_spec("ssp-strata").feed)
     img = rng.integers(0, 256, (300, 517, 3), dtype=np.uint8)
     prepared = pre(img)
     x, y, w, h = prepared.box

@@ -31,7 +31,8 @@ ImageSource = Union[str, Path, bytes, np.ndarray, Image.Image]
 
 @dataclass(frozen=True)
 class Detection:
-    """The verdict on one image.
+    """The verdict on one image: the one result record of the Python API, ``ssp predict``'s rows and
+    the service's JSON.
 
     Attributes:
         source: The path, or a description of an in-memory image.
@@ -61,6 +62,12 @@ class Detection:
         d["box"] = list(self.box) if self.box else None
         d["searched_size"] = list(self.searched_size) if self.searched_size else None
         return d
+
+    def to_row(self) -> dict[str, Any]:
+        """One flat row (the box as x, y, w, h; the source as ``path``), for tables and CSV."""
+        x, y, w, h = self.box if self.box else (None, None, None, None)
+        return {"path": self.source, "p_fake": self.p_fake, "label": self.label, "threshold": self.threshold,
+                "x": x, "y": y, "w": w, "h": h, "texture_score": self.texture_score, "error": self.error}
 
 
 def describe_source(source: ImageSource) -> str:
@@ -101,7 +108,7 @@ class Detector:
         self.device = resolve_device(device)
         self.precision = resolve_precision(precision, self.device)
         self.threshold = loaded.threshold if threshold is None else float(threshold)
-        self.preprocessor = Preprocessor.for_model(loaded.preprocess, patch)
+        self.preprocessor = Preprocessor.for_model(loaded.feed, patch)
         self.max_pixels = max_pixels
         self.model = place_model(loaded.model, self.device).eval()
 
@@ -143,7 +150,7 @@ class Detector:
         if not prepared:
             return np.zeros(0, dtype=np.float64)
         pixels = torch.from_numpy(np.stack([p.pixels for p in prepared]))
-        x = model_input(pixels, self.device, self.loaded.spec.mean, self.loaded.spec.std)
+        x = model_input(pixels, self.device, self.loaded.feed.mean, self.loaded.feed.std)
         with autocast(self.device, self.precision):
             logits = self.model(x)
         return torch.sigmoid(logits.float()).cpu().numpy().astype(np.float64)

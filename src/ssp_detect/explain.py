@@ -55,7 +55,7 @@ def _patch_figure(detector: Detector, image_path: str | Path, plt):
     choice = select_simplest_patch(img, pre.patch_size, pre.mode, num_candidates=pre.num_candidates, seed=pre.seed)
     detection = detector.predict(str(image_path))
     pixels = torch.from_numpy(np.ascontiguousarray(choice.patch.transpose(2, 0, 1)))[None].to(detector.device)
-    x = normalize(pixels, detector.loaded.spec.mean, detector.loaded.spec.std)
+    x = normalize(pixels, detector.loaded.feed.mean, detector.loaded.feed.std)
     with torch.inference_mode():
         residual = detector.model.residual(x)[0].float().cpu().numpy() if hasattr(detector.model, "residual") else None
 
@@ -92,7 +92,7 @@ def _strata_figure(detector: Detector, image_path: str | Path, plt):
     prepared = detector.preprocessor(img)
     detection = detector.predict(str(image_path))
     pixels = torch.from_numpy(prepared.pixels)[None].to(detector.device)
-    x = normalize(pixels, detector.loaded.spec.mean, detector.loaded.spec.std)
+    x = normalize(pixels, detector.loaded.feed.mean, detector.loaded.feed.std)
     with torch.inference_mode():
         kept = model.kept_tiles(x)[0].cpu().numpy()
         contributions = model.stratum_contributions(x)[0].float().cpu().numpy()

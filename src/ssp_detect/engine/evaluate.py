@@ -160,7 +160,7 @@ def evaluate_model(
     (JPEGs by torchvision on ``device``, nvJPEG on CUDA, and the patches chosen there in one batch;
     see :mod:`ssp_detect.data.device_decode`), for patch models without a degradation.
     """
-    preprocessor = Preprocessor.for_model(loaded.preprocess, patch)
+    preprocessor = Preprocessor.for_model(loaded.feed, patch)
     pin_memory = device.type == "cuda"
     batches: Iterable[dict[str, Any]]
     if decode == "workers":
@@ -174,6 +174,6 @@ def evaluate_model(
     else:
         raise ValueError(f"Unknown decoding {decode!r}; choose one of {', '.join(DECODERS)}.")
     model = place_model(loaded.model, device)
-    preds = predict_loader(model, batches, device=device, mean=loaded.spec.mean, std=loaded.spec.std, precision=precision, progress=progress, desc=desc)
+    preds = predict_loader(model, batches, device=device, mean=loaded.feed.mean, std=loaded.feed.std, precision=precision, progress=progress, desc=desc)
     summary = summarize(samples, preds, loaded.threshold if threshold is None else threshold, bootstrap=bootstrap)
     return summary, preds

@@ -297,9 +297,9 @@ def _train(cfg: TrainConfig, device: torch.device, precision: str, out: Path, re
         raise TrainError(f"--repeats must be at least 1, not {cfg.repeats}.")
     # Each copy of an image has its own index, so its own random patch draws and augmentation.
     augment = make_augment(cfg, train_samples)
-    train_ds = DetectionDataset(train_samples * cfg.repeats, Preprocessor.for_model(spec, train_patch), augment=augment,
+    train_ds = DetectionDataset(train_samples * cfg.repeats, Preprocessor.for_model(spec.feed, train_patch), augment=augment,
                                 restoration_targets=has_training_loss(model), seed=cfg.seed)
-    eval_pre = Preprocessor.for_model(spec, eval_patch)
+    eval_pre = Preprocessor.for_model(spec.feed, eval_patch)
     # Validation and the training probe see the training data's format matching (the same draws
     # every epoch: their epoch stays 0), never its blur or JPEG degradations: with fakes left in
     # their raw format a holdout rewards "JPEG or not", and best.pt would be chosen for it.
@@ -336,7 +336,7 @@ def _train(cfg: TrainConfig, device: torch.device, precision: str, out: Path, re
     metrics = _MetricsLog(out / "metrics.jsonl", append=resume is not None)
     common = {"device": device, "precision": precision, "mean": spec.mean, "std": spec.std}
     loss_weights = {"perception_weight": cfg.perception_weight, "restoration_weight": cfg.restoration_weight} if has_training_loss(model) else {}
-    payload_base = {"model": cfg.model, "preprocess": spec.preprocess_config() | eval_pre.settings(), "threshold": 0.5, "train_config": cfg.to_dict()}
+    payload_base = {"model": cfg.model, "preprocess": eval_pre.feed.to_dict(), "threshold": 0.5, "train_config": cfg.to_dict()}
     result: dict[str, Any] = {"out": str(out), "best": str(out / "best.pt"), "last": str(out / "last.pt")}
     try:
         for epoch in range(start_epoch, cfg.epochs + 1):

@@ -10,6 +10,7 @@ from typing import Any
 
 from torch import nn
 
+from ssp_detect.data.preprocess import InputSpec
 from ssp_detect.models.checkpoint import CheckpointError, is_ours, official_to_ours, read_checkpoint_file, unwrap_state_dict
 from ssp_detect.models.registry import ModelSpec, create_model, get_spec
 
@@ -28,8 +29,8 @@ class LoadedModel:
         threshold: Decision threshold on p_fake stored with the weights (0.5 if none).
         sha256: Hex digest of the weights file.
         meta: Everything else the checkpoint carried (train config, metrics, epoch, ...).
-        preprocess: How to feed it: the spec's preprocessing with the patch size and candidate
-            count the checkpoint was trained with (official weights: the paper's 32 and 64).
+        feed: How to feed it: the spec's, with what the checkpoint stored (the patch size and
+            candidate count it was trained with; official weights: the paper's 32 and 64).
     """
 
     model: nn.Module
@@ -39,14 +40,11 @@ class LoadedModel:
     threshold: float
     sha256: str
     meta: dict[str, Any] = field(default_factory=dict)
-    preprocess: dict[str, Any] = field(default_factory=dict)
+    feed: InputSpec | None = None
 
     def __post_init__(self) -> None:
-        self.preprocess = self.spec.preprocess_config() | self.preprocess
-
-
-# Patch settings a checkpoint may carry that change how its model is fed.
-STORED_PATCH_SETTINGS = ("patch_size", "num_candidates")
+        if self.feed is None:
+            self.feed = self.spec.feed
 
 
 def file_sha256(path: str | Path) -> str:
@@ -83,13 +81,12 @@ def load_model(path: str | Path, *, model_name: str | None = None) -> LoadedMode
         name = model_name or raw["model"]
         source, threshold = "ssp-detect", float(raw.get("threshold", 0.5))
         meta = {k: v for k, v in raw.items() if k not in ("state_dict", "optimizer", "rng")}
-        stored = raw.get("preprocess") or {}
-        preprocess = {k: stored[k] for k in STORED_PATCH_SETTINGS if stored.get(k) is not None}
+        stored = raw.get("preprocess")
     else:
         name = model_name or _infer_official_model(state)
         state = official_to_ours(state)
         source, threshold, meta = "official", 0.5, {"label_convention_in_file": "real=1,fake=0"}
-        preprocess = {}
+        stored = None
     try:
         spec = get_spec(name)
     except KeyError as exc:
@@ -107,4 +104,5 @@ def load_model(path: str | Path, *, model_name: str | None = None) -> LoadedMode
         )
     model.eval()
     log.info("loaded %s (%s weights) from %s", name, source, path)
-    return LoadedModel(model, name, spec, source, threshold, file_sha256(path), meta, preprocess)
+    feed = InputSpec.from_dict(stored, spec.feed) if isinstance(stored, dict) else spec.feed
+    return LoadedModel(model, name, spec, source, threshold, file_sha256(path), meta, feed)

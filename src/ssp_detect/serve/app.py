@@ -20,9 +20,11 @@ Status codes (every non-200 body is ``{"error": "<one sentence>"}``):
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import time
+import typing
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, suppress
@@ -36,14 +38,14 @@ from fastapi import FastAPI, File, HTTPException, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel
+from pydantic import BaseModel, create_model
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ssp_detect.data.decode import ImageDecodeError, load_rgb
 from ssp_detect.data.patch import SMALL_IMAGE_SIZE
 from ssp_detect.data.preprocess import Prepared
-from ssp_detect.detector import Detector
+from ssp_detect.detector import Detection, Detector
 
 log = logging.getLogger(__name__)
 
@@ -84,17 +86,20 @@ class ServeLimits:
             raise ValueError(f"Serve limit max_wait_ms={self.max_wait_ms} must not be negative.")
 
 
-class FileResult(BaseModel):
-    """The verdict on one uploaded file (``error`` set and the rest null when it could not be read)."""
+def _result_schema() -> type[BaseModel]:
+    """The JSON of one uploaded file: :meth:`Detection.to_dict` with ``source`` named ``filename``
+    (``error`` set and the rest null when the file could not be read). Built from the record's
+    fields, so the service and the API cannot diverge."""
+    hints = typing.get_type_hints(Detection)
+    fields: dict[str, Any] = {"filename": (str, ...)}
+    for f in dataclasses.fields(Detection):
+        if f.name != "source":
+            kind = hints[f.name]
+            fields[f.name] = (list[int] | None if "tuple" in str(kind) else kind, ...)
+    return create_model("FileResult", __doc__="The verdict on one uploaded file.", **fields)
 
-    filename: str
-    p_fake: float | None
-    label: str | None
-    threshold: float
-    box: list[int] | None
-    texture_score: int | None
-    searched_size: list[int] | None
-    error: str | None
+
+FileResult = _result_schema()
 
 
 class Timings(BaseModel):
