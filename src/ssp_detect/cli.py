@@ -533,7 +533,7 @@ def add_data_parser(sub) -> None:
 
 
 def cmd_build_demo(args: argparse.Namespace) -> int:
-    from ssp_detect.data.demo import build_demo
+    from ssp_detect.demo import build_demo
 
     root = build_demo(args.out, size=args.size, seed=args.seed, device=args.device, progress=not args.no_progress, jpeg_fakes=args.jpeg_fakes)
     print(f"demo benchmark ready: {root} (provenance in {Path(root) / 'manifest.json'})")
