@@ -155,6 +155,12 @@ class Detector:
             logits = self.model(x)
         return torch.sigmoid(logits.float()).cpu().numpy().astype(np.float64)
 
+    def detect_decoded(self, img: np.ndarray, source: ImageSource = "<image>") -> tuple[Prepared, Detection]:
+        """Preprocess and score one decoded image: the model input and the verdict made from it, so
+        a caller that shows the input (``ssp explain``) shows exactly what was scored."""
+        prepared = self.preprocessor(img)
+        return prepared, self.make_detection(source, prepared, float(self.score([prepared])[0]), None)
+
     def make_detection(self, source: ImageSource, prepared: Prepared | None, p: float | None, error: str | None) -> Detection:
         if prepared is None or p is None:
             return Detection(describe_source(source), None, None, self.threshold, error=error)

@@ -114,13 +114,15 @@ class PatchOptions:
 class Prepared:
     """One preprocessed image: ``pixels`` uint8 (3, S, S), the patch ``box`` (x, y, w, h) and its
     texture ``score`` (whole-image models: the full image and -1; crop models: the crop and -1),
-    and the (width, height) of the image the box refers to (256x256 when a small image was
-    resized first)."""
+    the (width, height) of the image the box refers to (256x256 when a small image was resized
+    first), and for patch models the (y, x) corners of the candidates that were scored (empty in
+    exhaustive mode)."""
 
     pixels: np.ndarray
     box: tuple[int, int, int, int]
     score: int
     searched_size: tuple[int, int]
+    candidates: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -199,7 +201,8 @@ class Preprocessor:
             img, self.patch_size, self.mode, num_candidates=self.num_candidates, seed=self.seed, rng=rng
         )
         searched = (SMALL_IMAGE_SIZE, SMALL_IMAGE_SIZE) if choice.resized else (img.shape[1], img.shape[0])
-        return Prepared(np.ascontiguousarray(choice.patch.transpose(2, 0, 1)), choice.box, choice.score, searched)
+        pixels = np.ascontiguousarray(choice.patch.transpose(2, 0, 1))
+        return Prepared(pixels, choice.box, choice.score, searched, choice.candidates)
 
     def same_region(self, img: np.ndarray, prepared: Prepared) -> np.ndarray:
         """The region of ``img`` that ``prepared`` was cut from, as uint8 (3, S, S).
