@@ -30,7 +30,7 @@ def test_predict_folder_csv_and_json(folder, checkpoint_path, tmp_path):
     bad = {r["path"].split("/")[-1]: r for r in rows if r["error"]}
     assert set(bad) == {"broken.jpg", "empty.png"} and bad["empty.png"]["p_fake"] == ""
     good = [r for r in rows if not r["error"]]
-    assert all(0 <= float(r["p_fake"]) <= 1 and r["label"] in ("real", "fake") and r["w"] == "32" for r in good)
+    assert all(0 <= float(r["p_fake"]) <= 1 and r["label"] in ("real", "fake", "uncertain") and r["w"] == "32" for r in good)
     out_json = tmp_path / "r.json"
     assert main(["predict", str(folder), "--recursive", "--weights", str(checkpoint_path), "--format", "json", "--output", str(out_json)]) == 0
     data = json.loads(out_json.read_text())

@@ -14,6 +14,7 @@ model's device in :func:`normalize`, so the CPU ships 3 KB per 32x32 patch and n
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -24,6 +25,11 @@ from PIL import Image
 from ssp_detect.data.patch import SMALL_IMAGE_SIZE, Mode, check_mode, default_num_candidates, resize_if_small, select_simplest_patch
 
 MIN_PATCH_SIZE = 8
+# A region whose mean absolute difference between neighbouring pixels (per channel, in grey levels,
+# over the four directions of SSP's texture score) is below this holds no noise to judge: flat or
+# saturated. Measured on the demo benchmark (docs/results.md, "uncertain verdicts").
+NO_TEXTURE_LEVEL = 0.1
+TEXTURE_TILE = 32
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 InputKind = Literal["patch", "image", "crop"]
@@ -116,13 +122,52 @@ class Prepared:
     texture ``score`` (whole-image models: the full image and -1; crop models: the crop and -1),
     the (width, height) of the image the box refers to (256x256 when a small image was resized
     first), and for patch models the (y, x) corners of the candidates that were scored (empty in
-    exhaustive mode)."""
+    exhaustive mode). ``texture`` is the mean texture level of the region the model reads (see
+    :func:`texture_level`) and ``upscaled`` says the image was smaller than the model's patch or
+    crop and was interpolated up to it."""
 
     pixels: np.ndarray
     box: tuple[int, int, int, int]
     score: int
     searched_size: tuple[int, int]
     candidates: np.ndarray | None = None
+    kind: InputKind = "patch"
+    upscaled: bool = False
+
+    @functools.cached_property
+    def texture(self) -> float:
+        """The texture level of what the model reads: the patch or whole image (:func:`texture_level`),
+        or a crop's simplest tiles (:func:`simplest_tiles_level`); computed when first asked for."""
+        return simplest_tiles_level(self.pixels) if self.kind == "crop" else texture_level(self.pixels)
+
+    @property
+    def input_reasons(self) -> tuple[str, ...]:
+        """Why the input itself makes a verdict unsafe: ``no-texture`` and/or ``upscaled``."""
+        return (("no-texture",) if self.texture < NO_TEXTURE_LEVEL else ()) + (("upscaled",) if self.upscaled else ())
+
+
+def texture_level(pixels: np.ndarray) -> float:
+    """SSP's texture diversity of a (3, H, W) uint8 region per term: the mean absolute difference of
+    neighbouring pixels in grey levels, over the channels and the four directions (0 for a flat or
+    saturated region; about 1.1 sigma for Gaussian noise of std sigma)."""
+    x = pixels.astype(np.int16)
+    total = (np.abs(np.diff(x, axis=2)).sum() + np.abs(np.diff(x, axis=1)).sum()
+             + np.abs(x[:, 1:, 1:] - x[:, :-1, :-1]).sum() + np.abs(x[:, 1:, :-1] - x[:, :-1, 1:]).sum())
+    c, h, w = x.shape
+    terms = c * (h * (w - 1) + (h - 1) * w + 2 * (h - 1) * (w - 1))
+    return float(total) / max(1, terms)
+
+
+def simplest_tiles_level(pixels: np.ndarray, tile: int = TEXTURE_TILE, share: float = 0.5) -> float:
+    """The mean :func:`texture_level` of the simplest ``share`` of the ``tile`` x ``tile`` tiles of a
+    (3, H, W) region: what a model that reads the simplest tiles of a crop (ssp-strata) sees."""
+    c, h, w = pixels.shape
+    if h < tile or w < tile:
+        return texture_level(pixels)
+    levels = sorted(texture_level(pixels[:, y : y + tile, x : x + tile])
+                    for y in range(0, h - tile + 1, tile) for x in range(0, w - tile + 1, tile))
+    kept = levels[: max(1, round(share * len(levels)))]
+    return float(sum(kept) / len(kept))
 
 
 @dataclass(frozen=True)
@@ -191,18 +236,22 @@ class Preprocessor:
             resized = Image.fromarray(img).resize((self.image_size, self.image_size), Image.BILINEAR)
             pixels = np.asarray(resized).transpose(2, 0, 1)
             size = (img.shape[1], img.shape[0])
-            return Prepared(np.ascontiguousarray(pixels), (0, 0, *size), -1, size)
+            pixels = np.ascontiguousarray(pixels)
+            upscaled = min(img.shape[:2]) < self.image_size
+            return Prepared(pixels, (0, 0, *size), -1, size, kind="image", upscaled=upscaled)
         if self.input == "crop":
+            upscaled = min(img.shape[:2]) < self.image_size
             img = self.searched(img)
             height, width = img.shape[:2]
             box = ((width - self.image_size) // 2, (height - self.image_size) // 2, self.image_size, self.image_size)
-            return Prepared(_cut(img, box), box, -1, (width, height))
+            pixels = _cut(img, box)
+            return Prepared(pixels, box, -1, (width, height), kind="crop", upscaled=upscaled)
         choice = select_simplest_patch(
             img, self.patch_size, self.mode, num_candidates=self.num_candidates, seed=self.seed, rng=rng
         )
         searched = (SMALL_IMAGE_SIZE, SMALL_IMAGE_SIZE) if choice.resized else (img.shape[1], img.shape[0])
         pixels = np.ascontiguousarray(choice.patch.transpose(2, 0, 1))
-        return Prepared(pixels, choice.box, choice.score, searched, choice.candidates)
+        return Prepared(pixels, choice.box, choice.score, searched, choice.candidates, upscaled=choice.resized)
 
     def same_region(self, img: np.ndarray, prepared: Prepared) -> np.ndarray:
         """The region of ``img`` that ``prepared`` was cut from, as uint8 (3, S, S).

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import uvicorn
-from fastapi import FastAPI, File, HTTPException, Request, UploadFile
+from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
@@ -111,6 +111,8 @@ def create_app(detector: Detector, limits: ServeLimits | None = None) -> FastAPI
     async def detect(
         file: Annotated[list[UploadFile] | None, File(description="One or more images.")] = None,
         files: Annotated[list[UploadFile] | None, File(description="More images (either field name works).")] = None,
+        stability: Annotated[bool, Form(description="Also score each image after common deliveries (JPEG, WebP, "
+                                        "resizing, PNG) and report how p_fake moved; a flipping verdict is uncertain.")] = False,
     ) -> dict[str, Any] | JSONResponse:
         """Detect AI-generated images: p_fake, verdict and the simple patch of each uploaded file."""
         uploads = [*(file or []), *(files or [])]
@@ -121,7 +123,7 @@ def create_app(detector: Detector, limits: ServeLimits | None = None) -> FastAPI
                 413, f"The request has {len(uploads)} files, over the limit of {limits.max_files}; send at most that many per request."
             )
         named = [(upload.filename or f"file {i + 1}", await upload.read()) for i, upload in enumerate(uploads)]
-        results, timings = await service.detect(named)
+        results, timings = await service.detect(named, stability=stability)
         if all(result["error"] for result in results):
             sentence = (results[0]["error"] if len(results) == 1
                         else f"None of the {len(results)} files could be scored; see each file's error.")

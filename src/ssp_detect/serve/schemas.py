@@ -15,13 +15,18 @@ from ssp_detect.detector import Detection
 def _result_schema() -> type[BaseModel]:
     """The JSON of one uploaded file: :meth:`Detection.to_dict` with ``source`` named ``filename``
     (``error`` set and the rest null when the file could not be read). Built from the record's
-    fields, so the service and the API cannot diverge."""
+    fields, so the service and the API cannot diverge; tuples travel as JSON lists."""
     hints = typing.get_type_hints(Detection)
     fields: dict[str, Any] = {"filename": (str, ...)}
     for f in dataclasses.fields(Detection):
-        if f.name != "source":
-            kind = hints[f.name]
-            fields[f.name] = (list[int] | None if "tuple" in str(kind) else kind, ...)
+        if f.name == "source":
+            continue
+        kind = hints[f.name]
+        if typing.get_origin(kind) is tuple:
+            kind = list[typing.get_args(kind)[0]]
+        elif typing.Optional[tuple[int, int, int, int]] == kind or typing.Optional[tuple[int, int]] == kind:
+            kind = list[int] | None
+        fields[f.name] = (kind, ...)
     return create_model("FileResult", __doc__="The verdict on one uploaded file.", **fields)
 
 

@@ -47,16 +47,20 @@ class DetectionService:
         if self._decode_pool is not None:
             self._decode_pool.shutdown(wait=False, cancel_futures=True)
 
-    def prepare_upload(self, filename: str, data: bytes) -> tuple[Prepared | None, str | None]:
-        """Decode one upload and select its patch; an unreadable file gives its error sentence instead."""
+    def prepare_upload(self, filename: str, data: bytes, stability: bool = False) -> tuple[list[Prepared] | None, str | None]:
+        """Decode one upload and prepare its model inputs (with its deliveries when ``stability``);
+        an unreadable file gives its error sentence instead."""
         try:
-            return self.detector.prepare(load_rgb(data, max_pixels=self.limits.max_pixels)), None
+            img = load_rgb(data, max_pixels=self.limits.max_pixels)
+            return self.detector.prepare_inputs(img, stability=stability), None
         except ImageDecodeError as exc:
             # The decoder names in-memory data "uploaded data"; name the file instead.
             return None, str(exc).replace("uploaded data", f"Upload {filename!r}", 1)
 
-    async def detect(self, uploads: Sequence[tuple[str, bytes]]) -> tuple[list[dict[str, Any]], dict[str, float]]:
-        """Score uploads given as (filename, bytes).
+    async def detect(
+        self, uploads: Sequence[tuple[str, bytes]], *, stability: bool = False
+    ) -> tuple[list[dict[str, Any]], dict[str, float]]:
+        """Score uploads given as (filename, bytes), each with a stability check when asked.
 
         Returns:
             One result dict per upload, in order (see :class:`FileResult`), and the timings in ms.
@@ -64,16 +68,19 @@ class DetectionService:
         loop = asyncio.get_running_loop()
         start = time.perf_counter()
         outcomes = await asyncio.gather(
-            *(loop.run_in_executor(self._decode_pool, self.prepare_upload, name, data) for name, data in uploads)
+            *(loop.run_in_executor(self._decode_pool, self.prepare_upload, name, data, stability) for name, data in uploads)
         )
         decoded = time.perf_counter()
-        good = [i for i, (prepared, _) in enumerate(outcomes) if prepared is not None]
-        probs = await self.batcher.score([outcomes[i][0] for i in good]) if good else []
+        inputs = [prep for preps, _ in outcomes if preps is not None for prep in preps]
+        probs = iter(await self.batcher.score(inputs) if inputs else [])
         scored = time.perf_counter()
-        p_by_index = dict(zip(good, probs))
         results = []
-        for i, ((name, _), (prepared, error)) in enumerate(zip(uploads, outcomes)):
-            result = self.detector.make_detection(name, prepared, p_by_index.get(i), error).to_dict()
+        for (name, _), (preps, error) in zip(uploads, outcomes):
+            if preps is None:
+                detection = self.detector.make_detection(name, None, None, error)
+            else:
+                detection = self.detector.detection_from(name, preps, [next(probs) for _ in preps])
+            result = detection.to_dict()
             results.append({"filename": result.pop("source"), **result})
         timings = {
             "decode_and_patch": round((decoded - start) * 1000, 2),
