@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import make_checkpoint, make_genimage_tree, noisy_image, write_image
+from tests.helpers import make_checkpoint, make_genimage_tree, noisy_image, write_image
 from ssp_detect import Detector
 from ssp_detect.cli import main
 from ssp_detect.data.layouts import load_samples
@@ -109,7 +109,7 @@ def test_user_errors_are_one_sentence_not_a_traceback(tmp_path, capsys, checkpoi
 
 
 def test_patch_size_and_candidate_count_come_from_the_checkpoint_and_the_flags(tmp_path, rng, capsys):
-    from conftest import numpy_seeded_corners
+    from tests.helpers import numpy_seeded_corners
     from ssp_detect.data.preprocess import PatchOptions
     from ssp_detect.models.checkpoint import save_checkpoint
 

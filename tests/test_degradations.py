@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 from scipy.ndimage import gaussian_filter, gaussian_filter1d
 
-from conftest import noisy_image, write_image
+from tests.helpers import noisy_image, write_image
 from ssp_detect.data.dataset import DetectionDataset, collate
 from ssp_detect.data.degradations import (
     Degradation,

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import make_genimage_tree, noisy_image, write_image
+from tests.helpers import make_genimage_tree, noisy_image, write_image
 from ssp_detect.cli import main
 from ssp_detect.data import device_decode
 from ssp_detect.data.decode import ImageDecodeError, load_rgb

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from conftest import make_checkpoint, make_genimage_tree
+from tests.helpers import make_checkpoint, make_genimage_tree
 
 pytestmark = pytest.mark.slow
 
@@ -53,7 +53,7 @@ def test_two_process_training_runs_and_only_rank0_writes(tmp_path):
 
 
 def test_two_process_predict_writes_every_image_once_in_order(tmp_path):
-    from conftest import noisy_image, write_image
+    from tests.helpers import noisy_image, write_image
 
     import numpy as np
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import make_genimage_tree
+from tests.helpers import make_genimage_tree
 from ssp_detect.cli import main
 from ssp_detect.data.degradations import gaussian_blur
 from ssp_detect.data.preprocess import Preprocessor, normalize

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import make_genimage_tree, noisy_image, write_image
+from tests.helpers import make_genimage_tree, noisy_image, write_image
 from ssp_detect.data.dataset import DetectionDataset, collate, make_loader
 from ssp_detect.data.layouts import DatasetError, load_samples
 from ssp_detect.data.preprocess import Preprocessor

@@ -4,7 +4,7 @@ import torch
 from PIL import Image
 
 from benchmarks.official_reference import official_select_patch, official_texture_score
-from conftest import numpy_seeded_corners
+from tests.helpers import numpy_seeded_corners
 from ssp_detect.data.patch import (
     candidate_scores,
     image_corners,

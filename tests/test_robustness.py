@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import make_checkpoint, make_genimage_tree
+from tests.helpers import make_checkpoint, make_genimage_tree
 from ssp_detect.cli import main
 from ssp_detect.data.degradations import Degradation
 from ssp_detect.data.layouts import load_samples
