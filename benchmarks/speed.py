@@ -73,7 +73,7 @@ def phase_select(paths, args):
     more on a short selection than on a long one)."""
     from PIL import Image
 
-    from benchmarks.official_reference import official_select_patch
+    from tests.reference.official import official_select_patch
     from ssp_detect.data.decode import load_rgb
     from ssp_detect.data.patch import select_simplest_patch
 
@@ -118,7 +118,7 @@ def phase_select(paths, args):
 def _official_loader(paths, args, shuffle=False):
     import torch
 
-    from benchmarks.official_reference import OfficialDataset
+    from tests.reference.official import OfficialDataset
 
     ds = OfficialDataset(paths, [i % 2 for i in range(len(paths))])
     return torch.utils.data.DataLoader(ds, batch_size=args.batch_size, shuffle=shuffle, num_workers=args.official_workers,
@@ -159,7 +159,7 @@ def _our_device_batches(paths, args, device):
 def phase_eval(paths, args):
     import torch
 
-    from benchmarks.official_reference import OfficialSSP
+    from tests.reference.official import OfficialSSP
     from ssp_detect.engine.evaluate import predict_loader
     from ssp_detect.engine.runtime import place_model, resolve_precision
     from ssp_detect.models.checkpoint import official_to_ours
@@ -207,7 +207,7 @@ def phase_train(paths, args):
     import torch
     import torch.nn.functional as F
 
-    from benchmarks.official_reference import OfficialSSP
+    from tests.reference.official import OfficialSSP
     from ssp_detect.engine.runtime import autocast, model_input, place_model, resolve_precision
     from ssp_detect.models.registry import create_model, get_spec
 
