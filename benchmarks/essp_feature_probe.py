@@ -1,6 +1,6 @@
 """Can knowing the degradation help ``ssp-strata`` under blur and JPEG? A probe of ESSP's two ideas.
 
-    python benchmarks/essp_feature_probe.py --data data/demo-medium
+    python -m benchmarks.essp_feature_probe --data data/demo-medium
 
 ESSP puts a perception module (is the image blurred? JPEG-compressed?) and an enhancement module
 (restore it) in front of an SSP detector. This probe asks, on the features of ``ssp-strata`` and
@@ -38,13 +38,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from ssp_detect.data.decode import load_rgb  # noqa: E402
-from ssp_detect.data.degradations import Degradation, TrainAugment, format_match_probabilities, gaussian_blur  # noqa: E402
-from ssp_detect.data.layouts import has_jpeg_history, load_samples  # noqa: E402
-from ssp_detect.engine.train import jpeg_histories  # noqa: E402
-from ssp_detect.models.strata import strata_features  # noqa: E402
+from ssp_detect.data.decode import load_rgb
+from ssp_detect.data.degradations import Degradation, TrainAugment, format_match_probabilities, gaussian_blur
+from ssp_detect.data.layouts import has_jpeg_history, load_samples
+from ssp_detect.engine.train import jpeg_histories
+from ssp_detect.models.strata import strata_features
 
 TRAIN_SUBSET = "esrgan_x4plus"
 TESTS = {"clean": Degradation(), "JPEG 75": Degradation("jpeg", 75), "blur 1": Degradation("blur", 1.0)}

@@ -1,7 +1,7 @@
 """Speed of ssp-detect against the official SSP pipeline, on the same files, in the same run.
 
-    python benchmarks/speed.py                       # CPU defaults, synthetic GenImage-like files
-    python benchmarks/speed.py --images 1000 --device cuda --batch-size 256
+    python -m benchmarks.speed                       # CPU defaults, synthetic GenImage-like files
+    python -m benchmarks.speed --images 1000 --device cuda --batch-size 256
 
 Phases (each in a fresh process, so peak memory is its own):
   decode      PIL decode of every file (the data path's ceiling)
@@ -22,14 +22,11 @@ import argparse
 import multiprocessing as mp
 import os
 import resource
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def make_files(folder: Path, n: int, seed: int = 0) -> list[str]:
