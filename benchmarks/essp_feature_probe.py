@@ -61,10 +61,15 @@ def deblur_filter(sharp: np.ndarray, blurred: np.ndarray) -> torch.Tensor:
     k, m = DEBLUR_TAPS, DEBLUR_TAPS // 2
     gram = 1e-3 * torch.eye(k * k, dtype=torch.float64)
     rhs = torch.zeros(k * k, dtype=torch.float64)
+
+    def planes(images: np.ndarray, start: int) -> torch.Tensor:
+        """Images start to start + 7 (fewer at the end), one float64 plane per channel: (n * 3, 1, H, W)."""
+        chunk = torch.from_numpy(images[start:start + 8].astype(np.float64))
+        return chunk.permute(0, 3, 1, 2).reshape(-1, 1, *images.shape[1:3])
+
     for i in range(0, len(sharp), 8):  # normal equations, accumulated a few images at a time
-        planes = lambda a: torch.from_numpy(a[i:i + 8].astype(np.float64)).permute(0, 3, 1, 2).reshape(-1, 1, *a.shape[1:3])  # noqa: E731
-        columns = F.unfold(planes(blurred), k).permute(0, 2, 1).reshape(-1, k * k)
-        target = planes(sharp)[..., m:-m, m:-m].reshape(-1)
+        columns = F.unfold(planes(blurred, i), k).permute(0, 2, 1).reshape(-1, k * k)
+        target = planes(sharp, i)[..., m:-m, m:-m].reshape(-1)
         gram += columns.T @ columns
         rhs += columns.T @ target
     return torch.linalg.solve(gram, rhs).float().reshape(1, 1, k, k)
@@ -167,11 +172,11 @@ def main(argv: list[str] | None = None) -> int:
             p = predict(x_test[name], blur_pixels)
             cells.append(f"{100 * np.mean((p > 0.5) == y_test):.1f} / {100 * roc_auc_score(y_test, p):.1f}")
         print(f"| {title} | {' | '.join(cells)} |")
-    p_blur, p_jpeg = zip(*(perceive(tests["val"][1][name]) for name in TESTS))
+    p_blur, p_jpeg = zip(*(perceive(tests["val"][1][name]) for name in TESTS), strict=True)
     error = lambda a: np.abs(a.astype(np.float64) - val_clean).mean()  # noqa: E731
-    print(f"\npixel deblur on val blur 1: mean absolute error to the clean image {error(val_blurred):.2f} grey levels blurred, "
-          f"{error(apply_filter(val_blurred, deblur)):.2f} deblurred")
-    print("perception on val, mean p(blurred) / p(JPEG): " + ", ".join(f"{name} {b.mean():.2f} / {j.mean():.2f}" for name, b, j in zip(TESTS, p_blur, p_jpeg)))
+    print(f"\npixel deblur on val blur 1: mean absolute error to the clean image {error(val_blurred):.2f} grey levels "
+          f"blurred, {error(apply_filter(val_blurred, deblur)):.2f} deblurred")
+    print("perception on val, mean p(blurred) / p(JPEG): " + ", ".join(f"{name} {b.mean():.2f} / {j.mean():.2f}" for name, b, j in zip(TESTS, p_blur, p_jpeg, strict=True)))
     return 0
 
 

@@ -98,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
             feats = [features(load_rgb(root / r["path"]), crop) for r in tqdm(part, desc=f"{subset} {split}", unit="img")]
             tests[subset, split] = (feats, np.array([int(r["label"] == "ai") for r in part]))
 
-    print(f"\nLogistic regression (C=0.1) on {root} {TRAIN_SUBSET}/train ({len(train)} images, fakes also JPEG-matched); AUC on unseen photos:\n")
+    print(f"\nLogistic regression (C=0.1) on {root} {TRAIN_SUBSET}/train ({len(train)} images, fakes also JPEG-matched); "
+          "AUC on unseen photos:\n")
     print("| pooling | features | " + " | ".join(f"{s} {sp}" for s, sp in tests) + " |")
     print("|---|---:|" + "---:|" * len(tests))
     for name in POOLINGS:

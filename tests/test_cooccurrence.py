@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from tests.helpers import fit_full_batch
 from ssp_detect.data.preprocess import normalize
 from ssp_detect.models import create_model, get_spec
 from ssp_detect.models.cooccurrence import BINS, NUM_FEATURES, cooccurrence_features
+from tests.helpers import fit_full_batch
 
 
 def _codes(residual: np.ndarray) -> np.ndarray:

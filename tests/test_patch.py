@@ -3,18 +3,18 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.reference.official import official_select_patch, official_texture_score
-from tests.helpers import numpy_seeded_corners
 from ssp_detect.data.patch import (
     candidate_scores,
-    image_corners,
     exhaustive_scores,
+    image_corners,
     random_corners,
     select_simplest_patch,
     texture_diversity,
     texture_diversity_batch,
     texture_diversity_tensor,
 )
+from tests.helpers import numpy_seeded_corners
+from tests.reference.official import official_select_patch, official_texture_score
 
 
 def test_texture_diversity_hand_computed():

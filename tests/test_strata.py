@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from tests.helpers import fit_full_batch
 from ssp_detect.data.patch import texture_diversity
 from ssp_detect.data.preprocess import Preprocessor, normalize
 from ssp_detect.models import create_model, get_spec
 from ssp_detect.models.cooccurrence import NUM_FEATURES
 from ssp_detect.models.strata import ranked_tiles, strata_features, tiles_of
+from tests.helpers import fit_full_batch
 from tests.test_cooccurrence import reference_features
 
 
@@ -135,8 +135,8 @@ def test_stratum_contributions_add_up_to_the_logit_and_name_the_tiles_read(rng):
 def test_explain_draws_the_strata_and_refuses_whole_image_models(tmp_path, capsys):
     from PIL import Image
 
-    from tests.helpers import make_checkpoint, noisy_image, write_image
     from ssp_detect.cli import main
+    from tests.helpers import make_checkpoint, noisy_image, write_image
 
     image = write_image(tmp_path / "photo.png", noisy_image(np.random.default_rng(0), size=(300, 320)))
     out = tmp_path / "strata.png"
