@@ -5,7 +5,14 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from ssp_detect.engine.calibrate import choose_threshold, threshold_for_fpr
-from ssp_detect.engine.metrics import auc_interval, best_threshold_accuracy, binary_metrics, equal_error_rate, paired_difference, weighted_auc
+from ssp_detect.engine.metrics import (
+    auc_interval,
+    best_threshold_accuracy,
+    binary_metrics,
+    equal_error_rate,
+    paired_difference,
+    weighted_auc,
+)
 
 
 def test_hand_computed_metrics():

@@ -25,7 +25,7 @@ from PIL import Image
 
 from ssp_detect.detector import Detector
 from ssp_detect.serve import ServeLimits, create_app
-from tests.conftest import noisy_image
+from tests.helpers import noisy_image
 
 T = TypeVar("T")
 

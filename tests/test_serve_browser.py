@@ -20,7 +20,7 @@ from PIL import Image
 
 from ssp_detect.detector import Detector
 from ssp_detect.serve import create_app
-from tests.conftest import noisy_image, write_image
+from tests.helpers import noisy_image, write_image
 
 pytestmark = pytest.mark.browser
 
