@@ -28,7 +28,8 @@ def test_threshold_for_a_target_fpr_on_a_small_example():
     assert (c.fpr_low, c.fpr_high) == pytest.approx((0.02521073, 0.55609546), abs=1e-8)  # R: binom.test(2, 10)$conf.int
     assert c.threshold == choose_threshold(labels, p, target_fpr=0.2)
     d = c.to_dict()
-    assert list(d) == ["threshold", "target_fpr", "n_real", "n_fake", "fpr", "fpr_low", "fpr_high", "tpr", "method"] and d["fpr"] == 0.2
+    assert list(d) == ["threshold", "target_fpr", "n_real", "n_fake", "fpr", "fpr_low", "fpr_high", "tpr", "method"]
+    assert d["fpr"] == 0.2
     with pytest.raises(AttributeError):
         c.threshold = 0.5  # frozen
     assert isinstance(c, ThresholdChoice)
@@ -136,7 +137,8 @@ def test_temperature_is_clamped_when_no_finite_one_is_best(caplog):
     with caplog.at_level(logging.WARNING, logger="ssp_detect.engine.calibrate"):
         assert fit_temperature(np.array([-3.0, -2.0, 2.0, 3.0]), np.array([0, 0, 1, 1])) == 0.05  # separable
         assert fit_temperature(np.array([1.0, 2.0]), np.array([1, 1])) == 0.05  # one class, all on its side
-        assert fit_temperature(np.array([3.0, 1.0, -1.0, -3.0]), np.array([0, 0, 1, 1])) == 100.0  # logits pointing the wrong way
+        wrong_way = np.array([3.0, 1.0, -1.0, -3.0])
+        assert fit_temperature(wrong_way, np.array([0, 0, 1, 1])) == 100.0
     assert caplog.text.count("clamped") == 3
     with pytest.raises(CalibrationError, match="NaN or infinite"):
         fit_temperature(np.array([0.0, math.inf]), np.array([0, 1]))

@@ -171,13 +171,16 @@ def _checked(labels: np.ndarray, p_fake: np.ndarray, *, probabilities: bool = Fa
     """Labels as int64 and scores as float64, both 1-D, checked: one-sentence ValueErrors."""
     labels, p_fake = np.asarray(labels), np.asarray(p_fake, dtype=np.float64)
     if labels.ndim != 1 or labels.shape != p_fake.shape:
-        raise ValueError(f"labels and p_fake must be 1-D and of one length; got shapes {labels.shape} and {p_fake.shape}.")
+        raise ValueError(f"labels and p_fake must be 1-D and of one length; got shapes {labels.shape} and "
+                         f"{p_fake.shape}.")
     if not np.isin(labels, (0, 1)).all():
         raise ValueError("labels must be 0 (real) or 1 (fake); convert other conventions before scoring.")
     if not np.isfinite(p_fake).all():
-        raise ValueError(f"p_fake holds {int((~np.isfinite(p_fake)).sum())} NaN or infinite values; drop those images first.")
+        bad = int((~np.isfinite(p_fake)).sum())
+        raise ValueError(f"p_fake holds {bad} NaN or infinite values; drop those images first.")
     if probabilities and len(p_fake) and (p_fake.min() < 0 or p_fake.max() > 1):
-        raise ValueError(f"p_fake must lie in [0, 1] (it spans {p_fake.min():g} to {p_fake.max():g}); pass probabilities, not logits.")
+        raise ValueError(f"p_fake must lie in [0, 1] (it spans {p_fake.min():g} to {p_fake.max():g}); pass "
+                         "probabilities, not logits.")
     return labels.astype(np.int64), p_fake
 
 
@@ -221,7 +224,7 @@ class ReliabilityCurve(NamedTuple):
 def reliability_curve(labels: np.ndarray, p_fake: np.ndarray, bins: int = ECE_BINS) -> ReliabilityCurve:
     """The reliability curve of p_fake in ``bins`` equal-width bins.
 
-    Bin i holds i/bins <= p_fake < (i+1)/bins; p_fake = 1 falls in the last bin. Calibration is
+    Bin i holds i/bins <= p_fake < (i+1)/bins (edges up to rounding); p_fake = 1 falls in the last bin. Calibration is
     that of p_fake itself (the predicted chance of fake against the observed share of fakes), not
     of the confidence max(p_fake, 1 - p_fake).
 
@@ -254,7 +257,9 @@ def expected_calibration_error(labels: np.ndarray, p_fake: np.ndarray, bins: int
     return float((curve.counts[full] * np.abs(curve.mean_predicted[full] - curve.observed[full])).sum() / n)
 
 
-def selective_metrics(labels: np.ndarray, p_fake: np.ndarray, decided: np.ndarray, threshold: float) -> dict[str, float]:
+def selective_metrics(
+    labels: np.ndarray, p_fake: np.ndarray, decided: np.ndarray, threshold: float
+) -> dict[str, float]:
     """Accuracy on the images the detector decided, and how many it decided.
 
     For a detector that may answer ``uncertain``: ``decided`` marks the images that got a verdict
@@ -269,7 +274,8 @@ def selective_metrics(labels: np.ndarray, p_fake: np.ndarray, decided: np.ndarra
     labels, p_fake = _checked(labels, p_fake)
     decided = np.asarray(decided)
     if decided.dtype != np.bool_ or decided.shape != labels.shape:
-        raise ValueError(f"decided must be a boolean mask with one entry per image; got {decided.dtype} of shape {decided.shape}.")
+        raise ValueError(f"decided must be a boolean mask with one entry per image; got {decided.dtype} of shape "
+                         f"{decided.shape}.")
     if not 0 <= threshold <= 1:
         raise ValueError(f"The threshold must be in [0, 1]; got {threshold}.")
     real, fake, fake_call = labels == 0, labels == 1, p_fake >= threshold
@@ -308,7 +314,9 @@ def _betacf(a: float, b: float, x: float) -> float:
     d = 1.0 / (d if abs(d) > tiny else tiny)
     h = d
     for m in range(1, 1_000_000):
-        for aa in (m * (b - m) * x / ((a - 1 + 2 * m) * (a + 2 * m)), -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 1 + 2 * m))):
+        even = m * (b - m) * x / ((a - 1 + 2 * m) * (a + 2 * m))
+        odd = -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 1 + 2 * m))
+        for aa in (even, odd):
             d = 1.0 + aa * d
             d = 1.0 / (d if abs(d) > tiny else tiny)
             c = 1.0 + aa / c
