@@ -14,6 +14,7 @@ from ssp_detect.engine.calibrate import (
     choose_threshold,
     choose_threshold_for,
     fit_temperature,
+    threshold_for_fpr,
 )
 from ssp_detect.engine.metrics import expected_calibration_error, tpr_at_fpr
 
@@ -70,12 +71,19 @@ def test_best_accuracy_threshold():
         ([0, 1, 0], [0.2, 0.8], 0.1, "of one length"),
         ([0, 0, 0, 1], [1.0, 1.0, 0.2, 0.9], 0.4, "2 of 3 real images score p_fake = 1"),
         ([0, 0], [0.2, 0.8], None, "needs real and fake images"),
+        ([0, 1], [1.0, 0.5], None, "calls nothing fake"),
     ],
 )
 def test_impossible_requests_are_one_sentence(labels, p_fake, target, message):
     with pytest.raises(CalibrationError, match=message) as err:
         choose_threshold_for(np.array(labels), np.array(p_fake), target_fpr=target)
     assert isinstance(err.value, ValueError) and str(err.value).count(". ") == 0 and str(err.value).endswith(".")
+
+
+def test_the_older_function_refuses_a_rate_outside_0_to_1():
+    # threshold_for_fpr keeps accepting 0 (no real called fake), but 5 (meant as 5%?) is refused.
+    with pytest.raises(CalibrationError, match=r"in \[0, 1\]; got 5"):
+        threshold_for_fpr(np.array([0, 1]), np.array([0.2, 0.8]), 5)
 
 
 def test_the_threshold_keeps_its_fpr_on_fresh_images():

@@ -133,8 +133,9 @@ def choose_threshold_for(labels: np.ndarray, p_fake: np.ndarray, *, target_fpr: 
         threshold = threshold_for_fpr(labels, p_fake, target_fpr)
         if threshold > 1:
             raise CalibrationError(f"{int((real >= 1).sum())} of {len(real)} real images score p_fake = 1, more than a "
-                                   f"false-positive rate of {target_fpr} allows at any threshold in [0, 1]; calibrate "
-                                   "on logits or a larger set of real images.")
+                                   f"false-positive rate of {target_fpr} allows at any threshold in [0, 1]; compute "
+                                   "p_fake from the logits in float64 so that high scores are not rounded to 1, or "
+                                   "use more real images.")
         method: Literal["target-fpr", "best-accuracy"] = "target-fpr"
     else:
         if len(real) == 0 or len(fake) == 0:
@@ -142,8 +143,8 @@ def choose_threshold_for(labels: np.ndarray, p_fake: np.ndarray, *, target_fpr: 
                                    f"and {len(fake)} fake.")
         threshold = best_threshold_accuracy(labels, p_fake.astype(np.float64))[1]
         if threshold > 1:
-            raise CalibrationError("On these images calling nothing fake is the most accurate choice, and with reals "
-                                   "at p_fake = 1 no threshold in [0, 1] does that; check the labels, or calibrate "
+            raise CalibrationError("The most accurate threshold on these images calls nothing fake, and the top "
+                                   "scores lie so close to 1 that it falls above 1; check the labels, or calibrate "
                                    "for a false-positive rate.")
         method = "best-accuracy"
     false_alarms = int((real >= threshold).sum())
