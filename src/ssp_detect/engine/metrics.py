@@ -224,9 +224,9 @@ class ReliabilityCurve(NamedTuple):
 def reliability_curve(labels: np.ndarray, p_fake: np.ndarray, bins: int = ECE_BINS) -> ReliabilityCurve:
     """The reliability curve of p_fake in ``bins`` equal-width bins.
 
-    Bin i holds i/bins <= p_fake < (i+1)/bins (edges up to rounding); p_fake = 1 falls in the last bin. Calibration is
-    that of p_fake itself (the predicted chance of fake against the observed share of fakes), not
-    of the confidence max(p_fake, 1 - p_fake).
+    Bin i holds i/bins <= p_fake < (i+1)/bins (edges up to rounding); p_fake = 1 falls in the last
+    bin. Calibration is that of p_fake itself (the predicted chance of fake against the observed
+    share of fakes), not of the confidence max(p_fake, 1 - p_fake).
 
     Raises:
         ValueError: ``bins`` < 1, or p_fake outside [0, 1].
@@ -330,6 +330,8 @@ def _betacf(a: float, b: float, x: float) -> float:
 def regularized_beta(a: float, b: float, x: float) -> float:
     """I_x(a, b), the regularized incomplete beta function (the Beta(a, b) distribution function at
     x), for a, b > 0 and x in [0, 1]; relative accuracy about 1e-13."""
+    if not (a > 0 and b > 0):
+        raise ValueError(f"The beta function needs a > 0 and b > 0; got a={a}, b={b}.")
     if x <= 0.0:
         return 0.0
     if x >= 1.0:

@@ -169,7 +169,7 @@ def write_summary(summary: dict[str, Any], out_dir: str | Path, *, stem: str = "
     written = []
     if reliability is not None:
         diagram = plot_reliability(*reliability, reliability_path(out, stem), title=title or "Reliability of p_fake")
-        md += ["", f"Reliability diagram of p_fake over all images (share of fakes against p_fake): `{diagram.name}`."]
+        md += ["", f"Reliability diagram (share of fakes against p_fake, all images summarised): `{diagram.name}`."]
         written.append(diagram)
     md += [""] + [f"- {n}" for n in notes]
     if summary["unreadable"]:
