@@ -20,7 +20,7 @@ from ssp_detect.data.device_decode import DeviceDecodedBatches, EncodedImageData
 from ssp_detect.data.layouts import Sample
 from ssp_detect.data.preprocess import PatchOptions, Preprocessor
 from ssp_detect.engine import distributed
-from ssp_detect.engine.metrics import METRIC_NAMES, auc_interval, binary_metrics
+from ssp_detect.engine.metrics import METRIC_NAMES, TRUST_METRIC_NAMES, auc_interval, binary_metrics, trust_metrics
 from ssp_detect.engine.runtime import autocast, model_input, place_model
 from ssp_detect.models.loading import LoadedModel
 
@@ -96,6 +96,12 @@ def predict_loader(
 def summarize(samples: Sequence[Sample], preds: Predictions, threshold: float = 0.5, *, bootstrap: int = 0) -> dict[str, Any]:
     """Per-subset metrics, their mean over subsets, and the pooled metrics over all images.
 
+    Each block of metrics holds :data:`~ssp_detect.engine.metrics.METRIC_NAMES` (``real_acc`` and
+    ``fake_acc`` at ``threshold``, AUC, ...) and
+    :data:`~ssp_detect.engine.metrics.TRUST_METRIC_NAMES`: ``tpr@fpr1``, ``tpr@fpr5`` and
+    ``tpr@fpr10`` (the share of fakes caught at a false-positive rate of at most 1%, 5%, 10%) and
+    ``ece`` (expected calibration error of p_fake, 15 bins).
+
     Args:
         bootstrap: Resamples for a 95% interval of each AUC (``auc_low``, ``auc_high``); 0 for
             none. Images made from one source photo (``Sample.source``, from a data manifest) are
@@ -110,14 +116,20 @@ def summarize(samples: Sequence[Sample], preds: Predictions, threshold: float = 
     groups = np.array([samples[i].group for i in preds.index], dtype=object) if bootstrap else None
 
     def metrics(m: np.ndarray) -> dict[str, float]:
-        out = binary_metrics(preds.label[m], preds.p_fake[m], threshold)
+        labels, p_fake = preds.label[m], preds.p_fake[m]
+        out = binary_metrics(labels, p_fake, threshold) | trust_metrics(labels, p_fake)
         if bootstrap:
-            out["auc_low"], out["auc_high"] = auc_interval(preds.label[m], preds.p_fake[m], groups[m], resamples=bootstrap)
+            out["auc_low"], out["auc_high"] = auc_interval(labels, p_fake, groups[m], resamples=bootstrap)
         return out
 
     names = sorted({s.subset for s in samples})
     subsets = {name: metrics(subset_of == name) for name in names if (subset_of == name).any()}
-    mean = {k: float(np.nanmean([v[k] for v in subsets.values()])) if subsets and not all(math.isnan(v[k]) for v in subsets.values()) else math.nan for k in METRIC_NAMES}
+
+    def mean_over_subsets(key: str) -> float:
+        values = [v[key] for v in subsets.values()]
+        return math.nan if all(math.isnan(v) for v in values) else float(np.nanmean(values))
+
+    mean = {k: mean_over_subsets(k) for k in METRIC_NAMES + TRUST_METRIC_NAMES}
     mean["n_real"] = int(sum(v["n_real"] for v in subsets.values()))
     mean["n_fake"] = int(sum(v["n_fake"] for v in subsets.values()))
     summary = {

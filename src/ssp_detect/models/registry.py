@@ -93,8 +93,7 @@ def create_model(name: str, *, backbone_weights: str | Path | None = None) -> nn
         backbone_weights: A local torchvision ResNet state dict for the backbone. Nothing is ever
             downloaded.
     """
-    from ssp_detect.models.backbone import load_backbone_weights
-    from ssp_detect.models.checkpoint import CheckpointError
+    from ssp_detect.models.checkpoint import CheckpointError, load_backbone_weights
 
     model = get_spec(name).builder()
     if backbone_weights is not None:
