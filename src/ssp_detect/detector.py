@@ -144,6 +144,7 @@ class Detector:
             "weights_source": self.loaded.source,
             "checkpoint_sha256": self.loaded.sha256,
             "threshold": self.threshold,
+            "temperature": self.loaded.temperature,
             "uncertain_band": self.uncertain_band,
             **self.preprocessor.settings(),
             "device": str(self.device),
@@ -173,7 +174,7 @@ class Detector:
         x = model_input(pixels, self.device, self.loaded.feed.mean, self.loaded.feed.std)
         with autocast(self.device, self.precision):
             logits = self.model(x)
-        p_fake = torch.sigmoid(logits.float()).cpu().numpy().astype(np.float64)
+        p_fake = torch.sigmoid(logits.float() / self.loaded.temperature).cpu().numpy().astype(np.float64)
         return check_finite(p_fake, f"checkpoint {self.loaded.sha256[:12]} ({self.loaded.name})")
 
     def detect_decoded(self, img: np.ndarray, source: ImageSource = "<image>") -> tuple[Prepared, Detection]:

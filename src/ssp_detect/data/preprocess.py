@@ -62,6 +62,12 @@ class InputSpec:
     def __post_init__(self) -> None:
         if self.input not in INPUT_KINDS:
             raise ValueError(f"Unknown model input {self.input!r}; expected one of {', '.join(INPUT_KINDS)}.")
+        if not MIN_PATCH_SIZE <= self.patch_size <= SMALL_IMAGE_SIZE:
+            raise ValueError(f"The patch size must be between {MIN_PATCH_SIZE} and {SMALL_IMAGE_SIZE} pixels, not {self.patch_size}.")
+        if self.image_size < MIN_PATCH_SIZE:
+            raise ValueError(f"The image size must be at least {MIN_PATCH_SIZE} pixels, not {self.image_size}.")
+        if self.num_candidates is not None and self.num_candidates < 1:
+            raise ValueError(f"The candidate count must be at least 1, not {self.num_candidates}.")
 
     @property
     def size(self) -> int:

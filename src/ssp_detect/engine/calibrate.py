@@ -231,3 +231,49 @@ def apply_temperature(logits: np.ndarray, temperature: float) -> np.ndarray:
     with np.errstate(under="ignore"):
         e = np.exp(-np.abs(s))  # never overflows
     return np.where(s >= 0, 1 / (1 + e), e / (1 + e))
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """A checkpoint's calibration: its temperature and the threshold chosen with it.
+
+    Attributes:
+        temperature: p_fake = sigmoid(logit / temperature).
+        choice: The threshold on the calibrated p_fake and how it was chosen.
+        data: What the calibration images were, in words.
+        ece_before: Expected calibration error of the raw p_fake on those images.
+        ece_after: The same after temperature scaling.
+    """
+
+    temperature: float
+    choice: ThresholdChoice
+    data: str
+    ece_before: float
+    ece_after: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain types, as stored in a checkpoint under ``calibration``."""
+        return {"temperature": self.temperature, **self.choice.to_dict(), "data": self.data,
+                "ece_before": self.ece_before, "ece_after": self.ece_after}
+
+
+def calibrate(
+    labels: np.ndarray, logits: np.ndarray, *, target_fpr: float | None, data: str, fit: bool = True
+) -> Calibration:
+    """Fit a temperature on labelled logits (``fit``; else keep 1), then choose the threshold on the
+    calibrated p_fake for ``target_fpr`` (None: the best accuracy).
+
+    Data that the logits separate perfectly asks for T -> 0, a sharpening that a few held-out images
+    cannot justify: then T stays 1.
+    """
+    from ssp_detect.engine.metrics import expected_calibration_error
+
+    labels, logits = np.asarray(labels), np.asarray(logits, dtype=np.float64)
+    temperature = fit_temperature(logits, labels) if fit else 1.0
+    if temperature <= TEMPERATURE_RANGE[0]:
+        log.info("The calibration images are separated perfectly; the temperature stays 1.")
+        temperature = 1.0
+    raw, calibrated = apply_temperature(logits, 1.0), apply_temperature(logits, temperature)
+    choice = choose_threshold_for(labels, calibrated, target_fpr=target_fpr)
+    return Calibration(temperature, choice, data, expected_calibration_error(labels, raw),
+                       expected_calibration_error(labels, calibrated))

@@ -39,6 +39,7 @@ class Predictions:
     p_fake: np.ndarray
     box: np.ndarray
     score: np.ndarray
+    logit: np.ndarray = field(default_factory=lambda: np.zeros(0))
     errors: list[tuple[int, str]] = field(default_factory=list)
 
 
@@ -60,15 +61,17 @@ def predict_loader(
     precision: str = "fp32",
     progress: bool = True,
     desc: str = "eval",
+    temperature: float = 1.0,
 ) -> Predictions:
     """Run ``model`` over batches as :func:`~ssp_detect.data.dataset.collate` makes them (a loader
     built on :class:`DetectionDataset`, or :class:`DeviceDecodedBatches`); gathered over ranks under DDP.
 
-    Every rank returns the same, complete, de-duplicated predictions sorted by index.
+    Every rank returns the same, complete, de-duplicated predictions sorted by index. p_fake is
+    ``sigmoid(logit / temperature)`` (a calibrated checkpoint's temperature; 1 is the raw output).
     """
     was_training = model.training
     model.eval()
-    parts: dict[str, list[Any]] = {k: [] for k in ("index", "label", "p_fake", "box", "score")}
+    parts: dict[str, list[Any]] = {k: [] for k in ("index", "label", "p_fake", "box", "score", "logit")}
     errors: list[tuple[int, str]] = []
     for batch in tqdm(loader, desc=desc, disable=not progress or not distributed.is_main(), leave=False, unit="batch"):
         errors += batch["errors"]
@@ -77,7 +80,8 @@ def predict_loader(
         x = model_input(batch["pixels"], device, mean, std)
         with autocast(device, precision):
             logits = model(x)
-        parts["p_fake"].append(torch.sigmoid(logits.float()).cpu().numpy())
+        parts["logit"].append(logits.float().cpu().numpy())
+        parts["p_fake"].append(torch.sigmoid(logits.float() / temperature).cpu().numpy())
         for key in ("index", "label", "box", "score"):
             parts[key].append(batch[key].numpy())
     model.train(was_training)
@@ -87,6 +91,7 @@ def predict_loader(
         "p_fake": np.concatenate(parts["p_fake"]).astype(np.float64) if parts["p_fake"] else np.zeros(0),
         "box": np.concatenate(parts["box"]) if parts["box"] else np.zeros((0, 4), dtype=np.int64),
         "score": np.concatenate(parts["score"]) if parts["score"] else np.zeros(0, dtype=np.int64),
+        "logit": np.concatenate(parts["logit"]).astype(np.float64) if parts["logit"] else np.zeros(0),
     }
     arrays, errors = distributed.gather_predictions(arrays, errors)
     order = np.argsort(arrays["index"], kind="stable")
@@ -186,6 +191,7 @@ def evaluate_model(
     else:
         raise ValueError(f"Unknown decoding {decode!r}; choose one of {', '.join(DECODERS)}.")
     model = place_model(loaded.model, device)
-    preds = predict_loader(model, batches, device=device, mean=loaded.feed.mean, std=loaded.feed.std, precision=precision, progress=progress, desc=desc)
+    preds = predict_loader(model, batches, device=device, mean=loaded.feed.mean, std=loaded.feed.std, precision=precision, progress=progress, desc=desc,
+                           temperature=loaded.temperature)
     summary = summarize(samples, preds, loaded.threshold if threshold is None else threshold, bootstrap=bootstrap)
     return summary, preds

@@ -38,6 +38,7 @@ from ssp_detect.data.jpeg_quality import DEFAULT_SUBSAMPLING
 from ssp_detect.data.layouts import Sample, has_jpeg_history, load_samples
 from ssp_detect.data.preprocess import PatchOptions, Preprocessor, normalize
 from ssp_detect.engine import distributed
+from ssp_detect.engine.calibrate import CalibrationError, calibrate
 from ssp_detect.engine.evaluate import make_eval_loader, predict_loader, summarize
 from ssp_detect.engine.runtime import autocast, default_workers, model_input, place_model, resolve_device, resolve_precision
 from ssp_detect.models.checkpoint import read_checkpoint_file, save_checkpoint
@@ -378,4 +379,38 @@ def _train(cfg: TrainConfig, device: torch.device, precision: str, out: Path, re
     finally:
         metrics.close()
     result["history"] = history
+    result["calibration"] = calibrate_best(out / "best.pt", model, val_loader, cfg, val_what, common)
     return result
+
+
+def calibrate_best(
+    best_path: Path, model: nn.Module, val_loader: Any, cfg: TrainConfig, val_what: str, common: dict[str, Any]
+) -> dict[str, Any] | None:
+    """Calibrate ``best.pt`` on the validation images (never trained on): fit its temperature, then
+    choose its threshold on the calibrated p_fake for ``cfg.target_fpr`` (see
+    :func:`~ssp_detect.engine.calibrate.calibrate`), and store both with how they were chosen.
+
+    Returns the stored calibration, or None when there is no best.pt or the data cannot give it
+    (best.pt then keeps the threshold 0.5 and a warning says why).
+    """
+    distributed.barrier()
+    if not best_path.is_file():
+        return None
+    state = read_checkpoint_file(best_path)
+    model.load_state_dict(state["state_dict"])
+    preds = predict_loader(model, val_loader, progress=cfg.progress, desc="calibrate", **common)
+    try:
+        calibration = calibrate(preds.label, preds.logit, target_fpr=cfg.target_fpr, data=val_what)
+    except CalibrationError as exc:
+        log.warning("best.pt keeps the threshold 0.5: %s", exc)
+        return None
+    stored = calibration.to_dict()
+    if distributed.is_main():
+        save_checkpoint(best_path, state | {"threshold": calibration.choice.threshold,
+                                            "temperature": calibration.temperature, "calibration": stored})
+    log.info("best.pt calibrated on %s: temperature %.3f, threshold %.4f for a false-positive rate of %s "
+             "(reached %.3f, 95%% interval %.3f-%.3f, on %d real images)", val_what, calibration.temperature,
+             calibration.choice.threshold, cfg.target_fpr, calibration.choice.fpr, calibration.choice.fpr_low,
+             calibration.choice.fpr_high, calibration.choice.n_real)
+    distributed.barrier()
+    return stored

@@ -12,14 +12,12 @@ the paper that train from random weights (see ``docs/models.md``):
 
 from __future__ import annotations
 
-import logging
 from typing import Literal
 
 from torch import nn
 from torchvision.models import resnet
 
 
-log = logging.getLogger(__name__)
 
 Norm = Literal["batch", "group"]
 Stem = Literal["standard", "native"]
