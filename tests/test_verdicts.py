@@ -184,3 +184,28 @@ def test_the_temperature_divides_the_logit(tmp_path):
     softened = Detector.from_checkpoint(path, device="cpu").predict(img).p_fake
     logit = np.log(plain / (1 - plain))
     assert softened == pytest.approx(1 / (1 + np.exp(-logit / 4.0)), rel=1e-5)
+
+
+def test_evaluation_counts_uncertain_images_apart(tmp_path):
+    from ssp_detect.data.layouts import Sample
+    from ssp_detect.engine.evaluate import evaluate_model
+    from ssp_detect.engine.report import markdown_table
+    from tests.helpers import write_image
+
+    rng = np.random.default_rng(8)
+    paths = [write_image(tmp_path / f"r{i}.png", noisy_image(rng, (96, 96), 10.0)) for i in range(4)]
+    paths += [write_image(tmp_path / "flat.png", np.full((96, 96, 3), 90, np.uint8)),
+              write_image(tmp_path / "tiny.png", noisy_image(rng, (16, 16), 10.0))]
+    samples = [Sample(str(p), int(i >= 2), "set") for i, p in enumerate(paths)]
+    loaded = load_model(make_checkpoint(tmp_path / "m.pt", "ssp-cooc"))
+    summary, preds = evaluate_model(loaded, samples, device=torch.device("cpu"), precision="fp32", batch_size=4,
+                                    workers=0, progress=False, uncertain_band=0.0)
+    pooled = summary["pooled"]
+    assert pooled["n_uncertain"] == 2 and pooled["coverage"] == pytest.approx(4 / 6)
+    decided = ~np.isin(preds.index, [4, 5])
+    calls = preds.p_fake[decided] >= summary["threshold"]
+    assert pooled["decided_acc"] == pytest.approx(float(np.mean(calls == preds.label[decided].astype(bool))))
+    assert "decided %" in markdown_table(summary) and "66.7" in markdown_table(summary)
+    wide, _ = evaluate_model(loaded, samples, device=torch.device("cpu"), precision="fp32", batch_size=4, workers=0,
+                             progress=False, uncertain_band=0.5)
+    assert wide["pooled"]["coverage"] == 0.0 and wide["pooled"]["auc"] == pooled["auc"]  # AUC stays on every image

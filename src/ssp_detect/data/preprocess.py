@@ -144,6 +144,8 @@ class Prepared:
     def texture(self) -> float:
         """The texture level of what the model reads: the patch or whole image (:func:`texture_level`),
         or a crop's simplest tiles (:func:`simplest_tiles_level`); computed when first asked for."""
+        if self.kind == "patch" and self.score >= 0:
+            return patch_texture_level(self.score, self.pixels.shape[-1])
         return simplest_tiles_level(self.pixels) if self.kind == "crop" else texture_level(self.pixels)
 
     @property
@@ -162,6 +164,16 @@ def texture_level(pixels: np.ndarray) -> float:
     c, h, w = x.shape
     terms = c * (h * (w - 1) + (h - 1) * w + 2 * (h - 1) * (w - 1))
     return float(total) / max(1, terms)
+
+
+def texture_terms(side: int, channels: int = 3) -> int:
+    """The number of absolute differences in SSP's texture score of a ``side`` x ``side`` region."""
+    return channels * (2 * side * (side - 1) + 2 * (side - 1) ** 2)
+
+
+def patch_texture_level(score: float, patch_size: int) -> float:
+    """:func:`texture_level` of a square patch from its texture diversity score (no recomputation)."""
+    return float(score) / texture_terms(patch_size)
 
 
 def simplest_tiles_level(pixels: np.ndarray, tile: int = TEXTURE_TILE, share: float = 0.5) -> float:

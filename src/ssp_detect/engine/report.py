@@ -17,17 +17,23 @@ TRUST_COLUMNS = ("tpr@fpr1", "tpr@fpr5", "tpr@fpr10", "ece")
 # The Markdown table leads with what a user meets at the threshold: reals passed, fakes caught.
 MARKDOWN_COLUMNS = ("real_acc", "fake_acc", "auc", "tpr@fpr5", "acc", "ap", "eer", "tpr@fpr1", "tpr@fpr10", "ece",
                     "best_acc", "best_threshold", "n_real", "n_fake")
-_PERCENT = {"real_acc", "fake_acc", "acc", "ap", "auc", "eer", "best_acc", *TRUST_COLUMNS}
+# With verdicts that may be "uncertain": the share decided and the accuracies on the decided images.
+SELECTIVE_COLUMNS = ("coverage", "decided_real_acc", "decided_fake_acc", "decided_acc", "n_uncertain")
+_PERCENT = {"real_acc", "fake_acc", "acc", "ap", "auc", "eer", "best_acc", *TRUST_COLUMNS, *SELECTIVE_COLUMNS[:-1]}
 _HEADERS = {
     "n_real": "real", "n_fake": "fake", "real_acc": "real acc %", "fake_acc": "fake acc %", "acc": "acc@t %",
     "ap": "AP %", "auc": "AUC %", "eer": "EER %", "best_acc": "best acc %", "best_threshold": "best t",
     "tpr@fpr1": "TPR@FPR1 %", "tpr@fpr5": "TPR@FPR5 %", "tpr@fpr10": "TPR@FPR10 %", "ece": "ECE %",
+    "coverage": "decided %", "decided_real_acc": "real acc decided %", "decided_fake_acc": "fake acc decided %",
+    "decided_acc": "acc decided %", "n_uncertain": "uncertain",
 }
 _INTERVAL = ("auc_low", "auc_high")
 _LEGEND = ("real acc: share of real images called real at t (100 minus the false-alarm rate); fake acc: share of fakes "
            "caught at t; TPR@FPRx: share of fakes caught at the threshold, chosen on these same images, that calls at "
            "most x% of the reals fake (a ranking measure like the AUC, not a promise at t); ECE: expected calibration "
-           "error of p_fake in 15 bins (0 when p_fake matches the observed share of fakes).")
+           "error of p_fake in 15 bins (0 when p_fake matches the observed share of fakes). decided: share of images "
+           "given a real or fake verdict rather than uncertain (no texture, upscaled, or p_fake near t); the decided "
+           "columns are the accuracies on those images only.")
 MEAN_ROW, POOLED_ROW = "mean over subsets", "pooled (all images)"
 
 
@@ -53,7 +59,12 @@ def summary_rows(summary: dict[str, Any]) -> list[tuple[str, dict[str, float]]]:
 def _columns(summary: dict[str, Any]) -> tuple[str, ...]:
     """The CSV's columns: the first ones in their historical order, then the operating-point and
     calibration metrics, then the AUC interval's bounds only when the summary has them."""
-    return COLUMNS + TRUST_COLUMNS + (_INTERVAL if "auc_interval" in summary else ())
+    return COLUMNS + TRUST_COLUMNS + _selective(summary) + (_INTERVAL if "auc_interval" in summary else ())
+
+
+def _selective(summary: dict[str, Any]) -> tuple[str, ...]:
+    """The coverage columns when the summary counted uncertain verdicts."""
+    return SELECTIVE_COLUMNS if "coverage" in summary["pooled"] else ()
 
 
 def _interval_cell(m: dict[str, float]) -> str:
@@ -66,14 +77,15 @@ def markdown_table(summary: dict[str, Any]) -> str:
     order, with a column for the AUC's 95% interval after the AUC when the summary has one; a metric
     the summary lacks shows as ``-``."""
     interval = "auc_interval" in summary
-    headers = [_HEADERS[c] for c in MARKDOWN_COLUMNS]
+    columns = MARKDOWN_COLUMNS[:2] + _selective(summary) + MARKDOWN_COLUMNS[2:]
+    headers = [_HEADERS[c] for c in columns]
     if interval:
-        headers.insert(MARKDOWN_COLUMNS.index("auc") + 1, "AUC 95% interval")
+        headers.insert(columns.index("auc") + 1, "AUC 95% interval")
     lines = ["| subset | " + " | ".join(headers) + " |", "|---|" + "---:|" * len(headers)]
     for name, m in summary_rows(summary):
-        cells = [_fmt(c, m.get(c, math.nan)) for c in MARKDOWN_COLUMNS]
+        cells = [_fmt(c, m.get(c, math.nan)) for c in columns]
         if interval:
-            cells.insert(MARKDOWN_COLUMNS.index("auc") + 1, _interval_cell(m))
+            cells.insert(columns.index("auc") + 1, _interval_cell(m))
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
