@@ -14,10 +14,12 @@ from typing import Any
 
 import yaml
 
+from ssp_detect.errors import SSPError
+
 PRESET_DIR = Path(__file__).parent / "configs"
 
 
-class ConfigError(ValueError):
+class ConfigError(SSPError, ValueError):
     """A preset or option that cannot be used."""
 
 

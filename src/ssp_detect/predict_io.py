@@ -12,6 +12,7 @@ from typing import IO, Any
 
 from ssp_detect.data.decode import is_image_file
 from ssp_detect.detector import Detection
+from ssp_detect.errors import UsageError
 
 FORMATS = ("table", "csv", "json", "jsonl")
 
@@ -50,7 +51,7 @@ class ResultWriter:
 
     def __init__(self, stream: IO[str], fmt: str) -> None:
         if fmt not in FORMATS:
-            raise ValueError(f"Unknown output format {fmt!r}; choose one of {', '.join(FORMATS)}.")
+            raise UsageError(f"Unknown output format {fmt!r}; choose one of {', '.join(FORMATS)}.")
         self.stream, self.fmt, self.count = stream, fmt, 0
         if fmt == "csv":
             self.csv = csv.DictWriter(stream, fieldnames=list(Detection("", None, None, 0.5).to_row()))

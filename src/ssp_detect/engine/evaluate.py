@@ -21,12 +21,11 @@ from ssp_detect.data.layouts import Sample
 from ssp_detect.data.preprocess import PatchOptions, Preprocessor
 from ssp_detect.engine import distributed
 from ssp_detect.engine.metrics import METRIC_NAMES, auc_interval, binary_metrics
-from ssp_detect.engine.runtime import autocast, model_input, place_model
+from ssp_detect.engine.runtime import DECODERS, autocast, model_input, place_model
+from ssp_detect.errors import UsageError
 from ssp_detect.models.loading import LoadedModel
 
 log = logging.getLogger(__name__)
-
-DECODERS = ("workers", "device")
 
 
 @dataclass
@@ -168,11 +167,11 @@ def evaluate_model(
         batches = make_eval_loader(dataset, batch_size=batch_size, workers=workers, pin_memory=pin_memory)
     elif decode == "device":
         if degradation is not None and not degradation.is_identity:
-            raise ValueError("Degradations are applied to decoded images on the CPU, so they cannot be combined with device decoding; use --decode workers.")
+            raise UsageError("Degradations are applied to decoded images on the CPU, so they cannot be combined with device decoding; use --decode workers.")
         loader = make_eval_loader(EncodedImageDataset(samples), batch_size=batch_size, workers=workers, pin_memory=pin_memory, collate_fn=collate_encoded)
         batches = DeviceDecodedBatches(loader, preprocessor, device)
     else:
-        raise ValueError(f"Unknown decoding {decode!r}; choose one of {', '.join(DECODERS)}.")
+        raise UsageError(f"Unknown decoding {decode!r}; choose one of {', '.join(DECODERS)}.")
     model = place_model(loaded.model, device)
     preds = predict_loader(model, batches, device=device, mean=loaded.feed.mean, std=loaded.feed.std, precision=precision, progress=progress, desc=desc)
     summary = summarize(samples, preds, loaded.threshold if threshold is None else threshold, bootstrap=bootstrap)

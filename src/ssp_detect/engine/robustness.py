@@ -23,6 +23,7 @@ from tqdm import tqdm
 from ssp_detect.data.degradations import Degradation, Interpolation, JpegMethod
 from ssp_detect.data.layouts import Sample
 from ssp_detect.data.preprocess import PatchOptions
+from ssp_detect.errors import UsageError
 from ssp_detect.models.loading import LoadedModel
 
 if TYPE_CHECKING:
@@ -126,7 +127,7 @@ def run_robustness(
 
     unknown = sorted(set(sweeps) - set(SWEEPS))
     if unknown:
-        raise ValueError(f"Unknown sweep(s) {', '.join(unknown)}; choose from {', '.join(SWEEPS)}.")
+        raise UsageError(f"Unknown sweep(s) {', '.join(unknown)}; choose from {', '.join(SWEEPS)}.")
     plan = [(name, SWEEPS[name].settings(jpeg_method=jpeg_method, interpolation=interpolation)) for name in sweeps]
     compare = bootstrap > 0 and len(models) > 1
     rows: list[dict[str, Any]] = []

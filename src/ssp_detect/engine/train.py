@@ -40,13 +40,14 @@ from ssp_detect.data.preprocess import PatchOptions, Preprocessor, normalize
 from ssp_detect.engine import distributed
 from ssp_detect.engine.evaluate import make_eval_loader, predict_loader, summarize
 from ssp_detect.engine.runtime import autocast, default_workers, model_input, place_model, resolve_device, resolve_precision
+from ssp_detect.errors import SSPError
 from ssp_detect.models.checkpoint import read_checkpoint_file, save_checkpoint
 from ssp_detect.models.registry import create_model, get_spec
 
 log = logging.getLogger(__name__)
 
 
-class TrainError(ValueError):
+class TrainError(SSPError, ValueError):
     """A training set-up that cannot run; the message says what to change."""
 
 

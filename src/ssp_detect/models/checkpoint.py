@@ -19,12 +19,14 @@ from typing import Any
 
 import torch
 
+from ssp_detect.errors import SSPError
+
 FORMAT = "ssp-detect/1"
 OUR_CONVENTION = "real=0,fake=1"
 OFFICIAL_CONVENTION = "real=1,fake=0"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(SSPError, ValueError):
     """A weights file that cannot be used; the message says which file and why."""
 
 

@@ -12,7 +12,7 @@ from torch import nn
 
 from ssp_detect.data.preprocess import InputSpec
 from ssp_detect.models.checkpoint import CheckpointError, is_ours, official_to_ours, read_checkpoint_file, unwrap_state_dict
-from ssp_detect.models.registry import ModelSpec, create_model, get_spec
+from ssp_detect.models.registry import ModelSpec, UnknownModelError, create_model, get_spec
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +89,8 @@ def load_model(path: str | Path, *, model_name: str | None = None) -> LoadedMode
         stored = None
     try:
         spec = get_spec(name)
-    except KeyError as exc:
-        raise CheckpointError(f"{path}: {exc.args[0]}") from exc
+    except UnknownModelError as exc:
+        raise CheckpointError(f"{path}: {exc}") from exc
     model = create_model(name)
     try:
         result = model.load_state_dict(state, strict=False)
