@@ -103,8 +103,8 @@ class TrainConfig:
                                     help="Blur sigma range (default {default}; CNNSpot-style 0 3).")
     jpeg_prob: float = _option(0.0, help="Probability of JPEG re-compression (default {default}).",
                                group="augmentation", aliases=("--jpg-prob",))
-    jpeg_method: list[str] = _option(factory=lambda: ["pil", "cv2"], help="JPEG libraries drawn from (default {default}).",
-                                     group="augmentation", choices=JPEG_METHODS, aliases=("--jpg-method",))
+    jpeg_method: list[str] = _option(factory=lambda: ["pil", "cv2"], group="augmentation", choices=JPEG_METHODS,
+                                     aliases=("--jpg-method",), help="JPEG libraries drawn from (default {default}).")
     jpeg_qual: list[int] = _option(factory=lambda: [90, 100], group="augmentation", nargs=2, metavar=("LOW", "HIGH"),
                                    aliases=("--jpg-qual",),
                                    help="JPEG quality range, inclusive (default {default}; CNNSpot-style 30 100).")
@@ -113,7 +113,7 @@ class TrainConfig:
         help="auto: JPEG-compress non-JPEG images of the class with fewer JPEGs so both classes share compression "
              "histories; off: the official recipe, as --config official; or P_REAL,P_FAKE (default {default}).")
     format_match_qualities: list[int] | None = _option(
-        group="augmentation",
+        group="augmentation", metavar="Q",
         help="JPEG qualities for format matching, used at 4:2:0 (default: the (quality, chroma subsampling) pairs of "
              "the training JPEGs, from the data manifest or the files).")
     # auxiliary losses of models that define training_loss (ESSP), added to the detection BCE
@@ -137,7 +137,8 @@ class TrainConfig:
     seed: int = _option(0, help="Seed of shuffling, augmentation and patch draws (default {default}).", group="run")
     workers: int | None = _option(help="DataLoader worker processes (default: CPU cores - 1, at most 16).", group="run",
                                   min=0)
-    device: str = _option("auto", help="auto (CUDA if available), cpu, cuda or cuda:N (default {default}).", group="run")
+    device: str = _option("auto", help="auto (CUDA if available), cpu, cuda or cuda:N (default {default}).",
+                          group="run")
     precision: str = _option("auto", help="auto = bf16 on CUDA, fp32 on CPU (default {default}).", group="run",
                              choices=PRECISIONS)
     compile: bool = _option(False, help="torch.compile the model (default {default}).", group="run")

@@ -3,6 +3,7 @@ joins them (:func:`predict_to`)."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import glob
 import json
@@ -143,18 +144,16 @@ def predict_to(
     )
     scored = failed = 0
     if distributed.is_main():
-        stream = open(output, "w", newline="") if output else sys.stdout
-        writer = ResultWriter(stream, fmt)
         show_bar = sys.stderr.isatty() and (output is not None or not sys.stdout.isatty())
-        try:
-            for d in tqdm(results, disable=not show_bar, unit="img", desc="predict"):
-                writer.write(d)
-                scored += d.error is None
-                failed += d.error is not None
-        finally:
-            writer.close()
-            if output:
-                stream.close()
+        with open(output, "w", newline="") if output else contextlib.nullcontext(sys.stdout) as stream:
+            writer = ResultWriter(stream, fmt)
+            try:
+                for d in tqdm(results, disable=not show_bar, unit="img", desc="predict"):
+                    writer.write(d)
+                    scored += d.error is None
+                    failed += d.error is not None
+            finally:
+                writer.close()
         log.info("%d image(s) scored, %d could not be read", scored, failed)
     else:
         for _ in results:  # drives this rank's share; rank 0 does the writing

@@ -136,7 +136,9 @@ class DeviceDecodedBatches:
 
     def __init__(self, loader: DataLoader, preprocessor: Preprocessor, device: torch.device) -> None:
         if preprocessor.input != "patch":
-            raise UsageError(f"Device decoding is for patch models; this model is fed {'the whole image resized' if preprocessor.input == 'image' else 'a crop'}, so decode in the workers (--decode workers).")
+            fed = "the whole image resized" if preprocessor.input == "image" else "a crop"
+            raise UsageError(f"Device decoding is for patch models; this model is fed {fed}, so decode in the workers "
+                             "(--decode workers).")
         self.loader = loader
         self.dataset: EncodedImageDataset = loader.dataset
         self.preprocessor = preprocessor

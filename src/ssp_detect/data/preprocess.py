@@ -21,7 +21,14 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ssp_detect.data.patch import SMALL_IMAGE_SIZE, Mode, check_mode, default_num_candidates, resize_if_small, select_simplest_patch
+from ssp_detect.data.patch import (
+    SMALL_IMAGE_SIZE,
+    Mode,
+    check_mode,
+    default_num_candidates,
+    resize_if_small,
+    select_simplest_patch,
+)
 from ssp_detect.errors import UsageError
 
 MIN_PATCH_SIZE = 8

@@ -10,13 +10,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ssp_detect.data.layouts import Sample
-from ssp_detect.engine.scoring import EvalRuntime, check_names
 from ssp_detect.errors import UsageError
 from ssp_detect.models.loading import LoadedModel, load_model
+
+if TYPE_CHECKING:  # scoring imports scikit-learn, which `ssp --help` need not load for the metric names
+    from ssp_detect.engine.scoring import EvalRuntime
 
 CROSS_EVAL_METRICS: tuple[str, ...] = ("acc", "auc", "ap", "real_acc", "fake_acc", "best_acc")
 
@@ -66,6 +69,7 @@ def run_cross_eval(
         UsageError: a names count that is not the checkpoint count, or an unknown metric.
     """
     from ssp_detect.engine.report import write_summary
+    from ssp_detect.engine.scoring import check_names
 
     check_names(names, weights)
     if metric not in CROSS_EVAL_METRICS:
@@ -77,5 +81,6 @@ def run_cross_eval(
         summary, _ = runtime.evaluate(loaded, samples, desc=Path(w).stem)
         row_names.append(names[i] if names else row_name(w, loaded))
         rows.append([summary["subsets"].get(t, {}).get(metric, np.nan) for t in tests])
-        write_summary(summary, Path(out) / "per_checkpoint", stem=f"{i:02d}_{row_names[-1]}", title=f"{w} on all subsets")
+        write_summary(summary, Path(out) / "per_checkpoint", stem=f"{i:02d}_{row_names[-1]}",
+                      title=f"{w} on all subsets")
     return CrossEval(np.array(rows, dtype=float), row_names, tests, metric)

@@ -167,7 +167,8 @@ def evaluate_model(
         batches = make_eval_loader(dataset, batch_size=batch_size, workers=workers, pin_memory=pin_memory)
     elif decode == "device":
         if degradation is not None and not degradation.is_identity:
-            raise UsageError("Degradations are applied to decoded images on the CPU, so they cannot be combined with device decoding; use --decode workers.")
+            raise UsageError("Degradations are applied to decoded images on the CPU, so they cannot be combined "
+                             "with device decoding; use --decode workers.")
         loader = make_eval_loader(EncodedImageDataset(samples), batch_size=batch_size, workers=workers, pin_memory=pin_memory, collate_fn=collate_encoded)
         batches = DeviceDecodedBatches(loader, preprocessor, device)
     else:

@@ -80,7 +80,9 @@ def default_names(weights: Sequence[str | Path], models: Sequence[LoadedModel]) 
 def _difference(reference: tuple[Predictions, float], other: tuple[Predictions, float], samples: Sequence[Sample], bootstrap: int) -> dict[str, float]:
     """``other`` minus ``reference`` on the images both scored (see
     :func:`~ssp_detect.engine.metrics.paired_difference`)."""
-    from ssp_detect.engine.metrics import paired_difference  # here, as evaluate_model below: scikit-learn loads only when needed
+    from ssp_detect.engine.metrics import (
+        paired_difference,  # here, as evaluate_model below: scikit-learn loads only when needed
+    )
 
     (a, threshold_a), (b, threshold_b) = other, reference
     common, ia, ib = np.intersect1d(a.index, b.index, return_indices=True)
@@ -195,9 +197,10 @@ def robustness_report(
     check_names(names, weights)
     models = [load_model(w, model_name=model_name) for w in weights]
     names = list(names) if names else default_names(weights, models)
-    rows = run_robustness(list(zip(names, models)), samples, sweeps=sweeps, jpeg_method=jpeg_method, interpolation=interpolation,
-                          bootstrap=bootstrap, **runtime.keywords())
+    rows = run_robustness(list(zip(names, models)), samples, sweeps=sweeps, jpeg_method=jpeg_method,
+                          interpolation=interpolation, bootstrap=bootstrap, **runtime.keywords())
     notes = [f"{n}: {w} (threshold {m.threshold:g})" for n, w, m in zip(names, weights, models)]
-    notes += [f"data: {data}; simple patch: {runtime.describe_patches(names, models)}; "
-              f"JPEG by {jpeg_method}, rescaling by PIL {interpolation}; degradations applied to the whole image before patch selection"]
+    notes.append(f"data: {data}; simple patch: {runtime.describe_patches(names, models)}; "
+                 f"JPEG by {jpeg_method}, rescaling by PIL {interpolation}; "
+                 "degradations applied to the whole image before patch selection")
     return write_robustness(rows, {k: SWEEPS[k].title for k in sweeps}, out, notes=notes)

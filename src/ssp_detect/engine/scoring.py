@@ -25,7 +25,7 @@ from ssp_detect.engine import distributed
 from ssp_detect.engine.evaluate import Predictions, evaluate_model
 from ssp_detect.engine.runtime import DECODERS, default_workers, resolve_device, resolve_precision
 from ssp_detect.errors import UsageError
-from ssp_detect.models.loading import LoadedModel, load_model
+from ssp_detect.models.loading import LoadedModel
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +85,8 @@ class EvalRuntime:
     def keywords(self) -> dict[str, Any]:
         """The keywords that :func:`~ssp_detect.engine.robustness.run_robustness` shares with
         :func:`~ssp_detect.engine.evaluate.evaluate_model` (everything but ``decode``)."""
-        return {"device": self.device, "precision": self.precision, "batch_size": self.batch_size, "workers": self.workers,
-                "patch": self.patch, "progress": self.progress}
+        return {"device": self.device, "precision": self.precision, "batch_size": self.batch_size,
+                "workers": self.workers, "patch": self.patch, "progress": self.progress}
 
     def evaluate(
         self,
@@ -99,8 +99,8 @@ class EvalRuntime:
         bootstrap: int = 0,
     ) -> tuple[dict[str, Any], Predictions]:
         """:func:`~ssp_detect.engine.evaluate.evaluate_model` with this runtime."""
-        return evaluate_model(loaded, samples, **self.keywords(), threshold=threshold, desc=desc, degradation=degradation,
-                              decode=self.decode, bootstrap=bootstrap)
+        return evaluate_model(loaded, samples, **self.keywords(), threshold=threshold, desc=desc,
+                              degradation=degradation, decode=self.decode, bootstrap=bootstrap)
 
     def describe_patch(self, loaded: LoadedModel) -> str:
         """The simple-patch settings a model is fed with here, in words, for reports."""
@@ -124,7 +124,8 @@ class EvalRuntime:
 def check_names(names: Sequence[str] | None, weights: Sequence[str | Path]) -> None:
     """Raise :class:`UsageError` unless ``names`` is None or gives one name per checkpoint."""
     if names and len(names) != len(weights):
-        raise UsageError(f"--names has {len(names)} entries but --weights has {len(weights)}; give one name per checkpoint.")
+        raise UsageError(f"--names has {len(names)} entries but --weights has {len(weights)}; "
+                         "give one name per checkpoint.")
 
 
 def check_unreadable(summary: dict[str, Any], strict: bool) -> None:
@@ -134,7 +135,8 @@ def check_unreadable(summary: dict[str, Any], strict: bool) -> None:
         log.warning("%d unreadable image(s) were skipped (listed in the report).", summary["n_unreadable"])
         if strict:
             first = summary["unreadable"][0]["path"]
-            raise ImageDecodeError(f"{summary['n_unreadable']} image(s) could not be read, e.g. {first}; drop --strict to skip them.")
+            raise ImageDecodeError(f"{summary['n_unreadable']} image(s) could not be read, e.g. {first}; "
+                                   "drop --strict to skip them.")
 
 
 @dataclass(frozen=True)
@@ -145,47 +147,43 @@ class TestRun:
 
     summary: dict[str, Any]
     paths: list[Path]
-    loaded: LoadedModel
 
 
 def run_test(
-    weights: str | Path,
+    loaded: LoadedModel,
     samples: Sequence[Sample],
     runtime: EvalRuntime,
     *,
+    weights: str | Path,
     out: str | Path,
-    model_name: str | None = None,
     threshold: float | None = None,
     bootstrap: int = 0,
-    strict: bool = False,
     data: str = "",
 ) -> TestRun:
-    """Test one checkpoint: score ``samples``, write ``results.md/.csv/.json`` into ``out`` (rank 0),
-    apply :func:`check_unreadable`, and leave the process group (if any).
+    """Test one checkpoint: score ``samples``, write ``results.md/.csv/.json`` into ``out`` (rank 0)
+    and leave the process group, if any. Unreadable images are listed in the results; apply
+    :func:`check_unreadable` to the summary for the ``--strict`` policy.
 
     Args:
-        weights: Checkpoint (ours or official).
+        loaded: The model of ``weights``.
         samples: Labelled images.
         runtime: How to run (join the process group when building it, for torchrun).
+        weights: The checkpoint's path, for the report.
         out: Folder for the results.
-        model_name: Architecture of a foreign state dict (default: inferred).
         threshold: Decision threshold (default: the checkpoint's).
         bootstrap: Resamples of each AUC's 95% interval (0: none).
-        strict: Fail when an image cannot be read.
         data: The data, in words, for the report.
     """
     from ssp_detect.engine.report import write_summary
 
-    loaded = load_model(weights, model_name=model_name)
     summary, _ = runtime.evaluate(loaded, samples, threshold=threshold, bootstrap=bootstrap)
     paths: list[Path] = []
     if distributed.is_main():
         notes = [f"weights: {weights} ({loaded.name}, {loaded.source}, sha256 {loaded.sha256[:12]})", f"data: {data}",
                  f"simple patch: {runtime.describe_patch(loaded)}", f"decoding: {runtime.describe_decode()}"]
         paths = write_summary(summary, out, title=f"Test of {Path(weights).name}", notes=notes)
-    check_unreadable(summary, strict)
     distributed.teardown()
-    return TestRun(summary, paths, loaded)
+    return TestRun(summary, paths)
 
 
 def calibrate_threshold(
@@ -198,6 +196,7 @@ def calibrate_threshold(
 
     _, preds = runtime.evaluate(loaded, samples, desc="calibrate")
     if target_fpr is not None and not (preds.label == 0).any():
-        raise DatasetError("Calibration for a false-positive rate needs real images, and the data has none that could be read.")
+        raise DatasetError("Calibration for a false-positive rate needs real images, and the data has none that "
+                           "could be read.")
     threshold = choose_threshold(preds.label, preds.p_fake, target_fpr=target_fpr)
     return threshold, binary_metrics(preds.label, preds.p_fake, threshold)

@@ -127,8 +127,9 @@ def make_augment(cfg: TrainConfig, train: Sequence[Sample]) -> TrainAugment:
         except (ValueError, AssertionError) as exc:
             raise TrainError(f"--format-match must be off, auto, or P_REAL,P_FAKE; got {cfg.format_match!r}.") from exc
     return TrainAugment(
-        blur_prob=cfg.blur_prob, blur_sig=tuple(cfg.blur_sig), jpg_prob=cfg.jpeg_prob, jpg_method=tuple(cfg.jpeg_method),
-        jpg_qual=tuple(cfg.jpeg_qual), format_match_probs=probs, format_match_histories=tuple(histories),
+        blur_prob=cfg.blur_prob, blur_sig=tuple(cfg.blur_sig), jpg_prob=cfg.jpeg_prob,
+        jpg_method=tuple(cfg.jpeg_method), jpg_qual=tuple(cfg.jpeg_qual), format_match_probs=probs,
+        format_match_histories=tuple(histories),
     )
 
 

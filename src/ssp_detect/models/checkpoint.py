@@ -91,7 +91,8 @@ def infer_official_model(state: dict[str, torch.Tensor]) -> str:
         return "ssp"
     if any(k.startswith("disc.") for k in state):
         return "resnet50-baseline"
-    raise CheckpointError("The weights are neither an ssp-detect checkpoint nor an official SSP state dict (no srm.kernel or disc.* tensors).")
+    raise CheckpointError("The weights are neither an ssp-detect checkpoint nor an official SSP state dict "
+                          "(no srm.kernel or disc.* tensors).")
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
@@ -104,7 +105,12 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
 
 
 def save_calibrated(
-    path: str | Path, source: str | Path, *, threshold: float, calibration: dict[str, Any], model_name: str | None = None
+    path: str | Path,
+    source: str | Path,
+    *,
+    threshold: float,
+    calibration: dict[str, Any],
+    model_name: str | None = None,
 ) -> None:
     """Write a copy of the checkpoint ``source`` that carries a decision threshold.
 
