@@ -103,5 +103,8 @@ def load_model(path: str | Path, *, model_name: str | None = None) -> LoadedMode
         )
     model.eval()
     log.info("loaded %s (%s weights) from %s", name, source, path)
-    feed = InputSpec.from_dict(stored, spec.feed) if isinstance(stored, dict) else spec.feed
+    try:
+        feed = InputSpec.from_dict(stored, spec.feed) if isinstance(stored, dict) else spec.feed
+    except ValueError as exc:
+        raise CheckpointError(f"{path} stores an input spec that cannot be used: {exc}") from exc
     return LoadedModel(model, name, spec, source, threshold, file_sha256(path), meta, feed)
