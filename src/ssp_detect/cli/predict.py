@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from ssp_detect.cli import options
+from ssp_detect.errors import UsageError
 from ssp_detect.predict_io import FORMATS
 
 
@@ -60,6 +61,13 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
     detector = Detector.from_checkpoint(args.weights, model_name=args.arch, device=args.device,
                                         threshold=args.threshold, patch=options.patch_options(args))
+    # explain_figure refuses other models with a plain ValueError, which main no longer turns into one
+    # line; until explain.py raises UsageError itself (it is outside this change), refuse them here
+    # with its condition and sentence.
+    feed, model = detector.preprocessor.input, detector.model
+    if not (feed == "patch" or (feed == "crop" and hasattr(model, "stratum_contributions"))):
+        raise UsageError(f"Model {detector.loaded.name!r} is fed its input as {feed!r}; explain draws simple-patch "
+                         "models and ssp-strata only.")
     d = explain_figure(detector, args.image, args.out)
     print(f"{d['label']} (p_fake {d['p_fake']:.4f}); figure written to {args.out}")
     return 0
