@@ -255,3 +255,13 @@ def test_verbose_shows_the_traceback_of_a_user_error(tmp_path):
 
     with pytest.raises(CheckpointError):
         main(["-v", "predict", "x.png", "--weights", str(tmp_path / "missing.pt")])
+
+
+def test_building_the_parser_loads_neither_the_engine_nor_scikit_learn():
+    import subprocess
+    import sys
+
+    heavy = ("sklearn", "ssp_detect.engine.evaluate", "ssp_detect.engine.train")
+    code = f"import sys; from ssp_detect.cli import build_parser; build_parser(); print([m for m in {heavy} if m in sys.modules])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
