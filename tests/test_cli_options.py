@@ -262,6 +262,7 @@ def test_building_the_parser_loads_neither_the_engine_nor_scikit_learn():
     import sys
 
     heavy = ("sklearn", "ssp_detect.engine.evaluate", "ssp_detect.engine.train")
-    code = f"import sys; from ssp_detect.cli import build_parser; build_parser(); print([m for m in {heavy} if m in sys.modules])"
+    code = ("import sys; from ssp_detect.cli import build_parser; build_parser(); "
+            f"print([m for m in {heavy} if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
