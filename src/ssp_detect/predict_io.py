@@ -12,7 +12,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 from ssp_detect.data.decode import is_image_file
 from ssp_detect.data.preprocess import PatchOptions
