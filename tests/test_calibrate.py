@@ -61,9 +61,8 @@ def test_best_accuracy_threshold():
 @pytest.mark.parametrize(
     ("labels", "p_fake", "target", "message"),
     [
-        ([0, 1], [0.2, 0.8], 0.0, "between 0 and 1"),
-        ([0, 1], [0.2, 0.8], 1.0, "between 0 and 1"),
-        ([0, 1], [0.2, 0.8], 5, "between 0 and 1"),
+        ([0, 1], [0.2, 0.8], 1.0, r"in \[0, 1\)"),
+        ([0, 1], [0.2, 0.8], 5, r"in \[0, 1\)"),
         ([0, 1], [0.2, 1.3], 0.1, r"in \[0, 1\]"),
         ([0, 1], [0.2, math.nan], 0.1, r"in \[0, 1\]"),
         ([1, 1], [0.2, 0.8], 0.1, "needs real images"),

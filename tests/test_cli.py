@@ -83,10 +83,13 @@ def test_calibrate_finds_the_known_threshold(tmp_path, rng, checkpoint_path):
     args = ["calibrate", "--weights", str(checkpoint_path), "--data", str(tmp_path / "m.csv"), "--output", str(out), "--workers", "0", "--no-progress"]
     assert main(args) == 0
     t = read_checkpoint_file(out)["threshold"]
+    calibrated = Detector.from_checkpoint(out)  # the threshold applies to p_fake after the refitted temperature
+    p = np.array([calibrated.predict(str(x)).p_fake for x in paths])
     assert p[order[3]] < t <= p[order[4]]
-    assert Detector.from_checkpoint(out).threshold == t
+    assert calibrated.threshold == t
     assert main([*args, "--target-fpr", "0"]) == 0
     t0 = read_checkpoint_file(out)["threshold"]
+    p = np.array([Detector.from_checkpoint(out).predict(str(x)).p_fake for x in paths])
     assert t0 == pytest.approx(p[order[3]], abs=1e-6)  # just above the highest real score (batching moves scores by ~1e-7)
 
 

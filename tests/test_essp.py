@@ -116,9 +116,10 @@ def test_essp_trains_through_the_cli_and_its_checkpoint_tests_and_predicts(tmp_p
     image = root / "imagenet_ai_0419_sdv4" / "val" / "ai" / "f0.png"
     assert main(["predict", str(image), "--weights", str(out / "best.pt"), "--format", "json", "--output", str(tmp_path / "p.json")]) == 0
     row = json.loads((tmp_path / "p.json").read_text())[0]
-    # The same number by hand: seeded simple patch -> normalise -> ESSP -> sigmoid.
+    # The same number by hand: seeded simple patch -> normalise -> ESSP -> logit / temperature -> sigmoid.
     loaded = load_model(out / "best.pt")
     prepared = Preprocessor.for_model(loaded.feed)(np.asarray(Image.open(image).convert("RGB")))
     with torch.no_grad():
-        p_fake = torch.sigmoid(loaded.model(normalize(torch.from_numpy(prepared.pixels)[None], loaded.feed.mean, loaded.feed.std))).item()
+        logit = loaded.model(normalize(torch.from_numpy(prepared.pixels)[None], loaded.feed.mean, loaded.feed.std))
+        p_fake = torch.sigmoid(logit / loaded.temperature).item()  # the temperature fitted at the end of training
     assert row["p_fake"] == pytest.approx(p_fake, abs=1e-6) and [row["x"], row["y"]] == list(prepared.box[:2])

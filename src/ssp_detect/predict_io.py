@@ -1,17 +1,25 @@
-"""Inputs and outputs of ``ssp predict``: expanding paths, and streaming result writers."""
+"""Inputs and outputs of ``ssp predict``: expanding paths, streaming result writers, and the run that
+joins them (:func:`predict_to`)."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import glob
 import json
+import logging
 import sys
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 from ssp_detect.data.decode import is_image_file
-from ssp_detect.detector import Detection
+from ssp_detect.data.preprocess import PatchOptions
+from ssp_detect.detector import Detection, Detector
+from ssp_detect.errors import UsageError
+
+log = logging.getLogger(__name__)
 
 FORMATS = ("table", "csv", "json", "jsonl")
 
@@ -50,7 +58,7 @@ class ResultWriter:
 
     def __init__(self, stream: IO[str], fmt: str) -> None:
         if fmt not in FORMATS:
-            raise ValueError(f"Unknown output format {fmt!r}; choose one of {', '.join(FORMATS)}.")
+            raise UsageError(f"Unknown output format {fmt!r}; choose one of {', '.join(FORMATS)}.")
         self.stream, self.fmt, self.count = stream, fmt, 0
         if fmt == "csv":
             self.csv = csv.DictWriter(stream, fieldnames=list(Detection("", None, None, 0.5).to_row()))
@@ -80,3 +88,77 @@ class ResultWriter:
     def close(self) -> None:
         if self.fmt == "json":
             self.stream.write("\n]\n" if self.count else "]\n")
+
+
+@dataclass(frozen=True)
+class PredictCounts:
+    """How a prediction run went: images ``scored`` and ``failed`` (unreadable), over every rank;
+    ``main`` is True on the process that wrote the results."""
+
+    scored: int
+    failed: int
+    main: bool
+
+
+def predict_to(
+    weights: str | Path,
+    inputs: Sequence[str],
+    *,
+    fmt: str = "table",
+    output: str | Path | None = None,
+    recursive: bool = False,
+    model_name: str | None = None,
+    device: str = "auto",
+    precision: str = "auto",
+    threshold: float | None = None,
+    patch: PatchOptions = PatchOptions(),
+    batch_size: int = 32,
+    threads: int = 2,
+) -> PredictCounts:
+    """Score every image that ``inputs`` name (see :func:`iter_image_paths`) and stream one row per
+    image, in input order, to ``output`` (default: standard output) in ``fmt``.
+
+    Under torchrun each rank scores its share of every chunk and rank 0 writes them all; the
+    process group is left at the end. A progress bar shows on a terminal when the results do not.
+
+    Args:
+        weights: Checkpoint (ours or official); ``model_name`` names a foreign architecture.
+        device, precision, threshold, patch: As for :class:`~ssp_detect.detector.Detector`.
+        batch_size: Images per model batch.
+        threads: Decoding threads.
+    """
+    from tqdm import tqdm
+
+    from ssp_detect.engine import distributed
+    from ssp_detect.engine.runtime import resolve_device
+
+    if fmt not in FORMATS:
+        raise UsageError(f"Unknown output format {fmt!r}; choose one of {', '.join(FORMATS)}.")
+    dev = distributed.setup(resolve_device(device))
+    detector = Detector.from_checkpoint(weights, model_name=model_name, device=str(dev), precision=precision,
+                                        threshold=threshold, patch=patch)
+    paths = iter_image_paths(inputs, recursive=recursive)
+    # Under torchrun each rank scores its share of every chunk; rank 0 writes them in input order.
+    results = distributed.sharded_map(
+        paths, batch_size, lambda chunk: list(detector.predict_iter(chunk, batch_size=batch_size, workers=threads))
+    )
+    scored = failed = 0
+    if distributed.is_main():
+        show_bar = sys.stderr.isatty() and (output is not None or not sys.stdout.isatty())
+        with open(output, "w", newline="") if output else contextlib.nullcontext(sys.stdout) as stream:
+            writer = ResultWriter(stream, fmt)
+            try:
+                for d in tqdm(results, disable=not show_bar, unit="img", desc="predict"):
+                    writer.write(d)
+                    scored += d.error is None
+                    failed += d.error is not None
+            finally:
+                writer.close()
+        log.info("%d image(s) scored, %d could not be read", scored, failed)
+    else:
+        for _ in results:  # drives this rank's share; rank 0 does the writing
+            pass
+    counts = distributed.all_gather_objects((scored, failed))[0]
+    main = distributed.is_main()
+    distributed.teardown()
+    return PredictCounts(counts[0], counts[1], main)

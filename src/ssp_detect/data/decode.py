@@ -9,11 +9,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ssp_detect.errors import SSPError
+
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".jfif"})
 DEFAULT_MAX_PIXELS = 100_000_000
 
 
-class ImageDecodeError(ValueError):
+class ImageDecodeError(SSPError, ValueError):
     """An image that cannot be decoded; ``str()`` is one sentence naming the source."""
 
 

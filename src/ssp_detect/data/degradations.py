@@ -26,7 +26,10 @@ import numpy as np
 from PIL import Image
 from scipy.ndimage import gaussian_filter
 
+from ssp_detect.errors import UsageError
+
 JpegMethod = Literal["pil", "cv2"]
+JPEG_METHODS: tuple[str, ...] = ("pil", "cv2")
 Interpolation = Literal["nearest", "bilinear", "bicubic", "lanczos", "box"]
 INTERPOLATIONS: dict[str, Image.Resampling] = {
     "nearest": Image.Resampling.NEAREST,
@@ -48,7 +51,7 @@ def jpeg_compress(img: np.ndarray, quality: int, method: JpegMethod = "pil", sub
     the library's default (4:2:0 for both).
     """
     if subsampling is not None and subsampling not in _CV2_SUBSAMPLING:
-        raise ValueError(f"Unknown chroma subsampling {subsampling!r}; choose one of {', '.join(_CV2_SUBSAMPLING)}.")
+        raise UsageError(f"Unknown chroma subsampling {subsampling!r}; choose one of {', '.join(_CV2_SUBSAMPLING)}.")
     if method == "cv2":
         params = [int(cv2.IMWRITE_JPEG_QUALITY), int(quality)]
         if subsampling is not None:
@@ -58,7 +61,7 @@ def jpeg_compress(img: np.ndarray, quality: int, method: JpegMethod = "pil", sub
             raise ValueError("OpenCV could not encode the image as JPEG.")
         return np.ascontiguousarray(cv2.imdecode(buf, cv2.IMREAD_COLOR)[:, :, ::-1])
     if method != "pil":
-        raise ValueError(f"Unknown JPEG method {method!r}; choose pil or cv2.")
+        raise UsageError(f"Unknown JPEG method {method!r}; choose one of {', '.join(JPEG_METHODS)}.")
     out = io.BytesIO()
     options = {} if subsampling is None else {"subsampling": subsampling}
     Image.fromarray(img).save(out, format="JPEG", quality=int(quality), **options)
@@ -93,9 +96,9 @@ def rescale(img: np.ndarray, factor: float, interpolation: Interpolation = "bili
     antialiased; ``nearest`` is not.
     """
     if factor <= 0:
-        raise ValueError(f"Scale factor must be positive, not {factor}.")
+        raise UsageError(f"Scale factor must be positive, not {factor}.")
     if interpolation not in INTERPOLATIONS:
-        raise ValueError(f"Unknown interpolation {interpolation!r}; choose one of {', '.join(INTERPOLATIONS)}.")
+        raise UsageError(f"Unknown interpolation {interpolation!r}; choose one of {', '.join(INTERPOLATIONS)}.")
     if factor == 1:
         return img
     h, w = img.shape[:2]
@@ -150,7 +153,7 @@ class Degradation:
 
     def __post_init__(self) -> None:
         if self.kind not in DEGRADATION_KINDS:
-            raise ValueError(f"Unknown degradation {self.kind!r}; choose one of {', '.join(DEGRADATION_KINDS)}.")
+            raise UsageError(f"Unknown degradation {self.kind!r}; choose one of {', '.join(DEGRADATION_KINDS)}.")
 
     @property
     def is_identity(self) -> bool:

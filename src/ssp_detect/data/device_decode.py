@@ -31,6 +31,7 @@ from ssp_detect.data.decode import DEFAULT_MAX_PIXELS, ImageDecodeError, load_rg
 from ssp_detect.data.device_patch import chw_tensor, select_patches_on_device
 from ssp_detect.data.layouts import Sample
 from ssp_detect.data.preprocess import Preprocessor, patch_texture_level
+from ssp_detect.errors import UsageError
 
 log = logging.getLogger(__name__)
 
@@ -130,12 +131,14 @@ class DeviceDecodedBatches:
         device: Where to decode and choose the patches.
 
     Raises:
-        ValueError: ``preprocessor`` is for a whole-image model.
+        UsageError: ``preprocessor`` is for a whole-image or crop model.
     """
 
     def __init__(self, loader: DataLoader, preprocessor: Preprocessor, device: torch.device) -> None:
         if preprocessor.input != "patch":
-            raise ValueError(f"Device decoding is for patch models; this model is fed {'the whole image resized' if preprocessor.input == 'image' else 'a crop'}, so decode in the workers (--decode workers).")
+            fed = "the whole image resized" if preprocessor.input == "image" else "a crop"
+            raise UsageError(f"Device decoding is for patch models; this model is fed {fed}, so decode in the workers "
+                             "(--decode workers).")
         self.loader = loader
         self.dataset: EncodedImageDataset = loader.dataset
         self.preprocessor = preprocessor

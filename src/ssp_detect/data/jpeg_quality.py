@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, JpegImagePlugin, UnidentifiedImageError
 
+from ssp_detect.data.decode import ImageDecodeError
+
 SUBSAMPLING_NAMES = {0: "4:4:4", 1: "4:2:2", 2: "4:2:0"}  # Pillow's get_sampling codes
 DEFAULT_SUBSAMPLING = "4:2:0"  # what Pillow and OpenCV write unless told otherwise
 
@@ -58,7 +60,7 @@ def estimate_jpeg_quality(image: Image.Image | str | Path) -> int | None:
         The estimated quality, or None when the image is not a JPEG or carries no luminance table.
 
     Raises:
-        ValueError: a path that does not exist or is not a readable image.
+        ImageDecodeError: a path that does not exist or is not a readable image (a ValueError).
     """
     if isinstance(image, Image.Image):
         return _quality_of(image)
@@ -67,9 +69,9 @@ def estimate_jpeg_quality(image: Image.Image | str | Path) -> int | None:
         with Image.open(path) as opened:
             return _quality_of(opened)
     except FileNotFoundError:
-        raise ValueError(f"Image file {path} does not exist; check the path.") from None
+        raise ImageDecodeError(f"Image file {path} does not exist; check the path.") from None
     except (UnidentifiedImageError, OSError):
-        raise ValueError(f"File {path} is not a readable image; check that it is an image file.") from None
+        raise ImageDecodeError(f"File {path} is not a readable image; check that it is an image file.") from None
 
 
 def jpeg_subsampling(image: Image.Image) -> str | None:
@@ -85,7 +87,7 @@ def estimate_jpeg_history(path: str | Path) -> tuple[int, str] | None:
     :data:`DEFAULT_SUBSAMPLING` when it is not one of the three usual ones; None for other formats.
 
     Raises:
-        ValueError: a path that does not exist or is not a readable image.
+        ImageDecodeError: a path that does not exist or is not a readable image (a ValueError).
     """
     path = Path(path)
     try:
@@ -93,9 +95,9 @@ def estimate_jpeg_history(path: str | Path) -> tuple[int, str] | None:
             quality = _quality_of(opened)
             return None if quality is None else (quality, jpeg_subsampling(opened) or DEFAULT_SUBSAMPLING)
     except FileNotFoundError:
-        raise ValueError(f"Image file {path} does not exist; check the path.") from None
+        raise ImageDecodeError(f"Image file {path} does not exist; check the path.") from None
     except (UnidentifiedImageError, OSError):
-        raise ValueError(f"File {path} is not a readable image; check that it is an image file.") from None
+        raise ImageDecodeError(f"File {path} is not a readable image; check that it is an image file.") from None
 
 
 def _quality_of(image: Image.Image) -> int | None:

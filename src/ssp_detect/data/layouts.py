@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ssp_detect.data.decode import is_image_file
+from ssp_detect.errors import SSPError
 
 REAL, FAKE = 0, 1
 
@@ -33,7 +34,7 @@ _REAL_WORDS = {"real", "nature", "0", "0_real"}
 _FAKE_WORDS = {"fake", "ai", "1", "1_fake"}
 
 
-class DatasetError(ValueError):
+class DatasetError(SSPError, ValueError):
     """A data location or manifest that cannot be used; the message says which and why."""
 
 

@@ -36,6 +36,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from ssp_detect.errors import UsageError
+
 Mode = Literal["random", "seeded", "exhaustive"]
 MODES: tuple[str, ...] = ("random", "seeded", "exhaustive")
 SMALL_IMAGE_SIZE = 256
@@ -131,9 +133,9 @@ def exhaustive_scores(img: np.ndarray, patch_size: int) -> np.ndarray:
 
 
 def check_mode(mode: str) -> None:
-    """Raise a one-sentence ValueError for an unknown patch mode."""
+    """Raise a one-sentence :class:`~ssp_detect.errors.UsageError` for an unknown patch mode."""
     if mode not in MODES:
-        raise ValueError(f"Unknown patch mode {mode!r}; choose one of {', '.join(MODES)}.")
+        raise UsageError(f"Unknown patch mode {mode!r}; choose one of {', '.join(MODES)}.")
 
 
 def is_small(height: int, width: int, patch_size: int) -> bool:

@@ -22,7 +22,15 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ssp_detect.data.patch import SMALL_IMAGE_SIZE, Mode, check_mode, default_num_candidates, resize_if_small, select_simplest_patch
+from ssp_detect.data.patch import (
+    SMALL_IMAGE_SIZE,
+    Mode,
+    check_mode,
+    default_num_candidates,
+    resize_if_small,
+    select_simplest_patch,
+)
+from ssp_detect.errors import UsageError
 
 MIN_PATCH_SIZE = 8
 # A region whose mean absolute difference between neighbouring pixels (per channel, in grey levels,
@@ -114,11 +122,16 @@ class PatchOptions:
     patch_size: int | None = None
 
     def __post_init__(self) -> None:
+        """Raises :class:`~ssp_detect.errors.UsageError` for a value a user cannot mean."""
         check_mode(self.mode)
+        if not 0 <= self.seed < 2**64:
+            raise UsageError(f"The patch seed must be a whole number from 0 to 2^64 - 1, not {self.seed}.")
         if self.num_candidates is not None and self.num_candidates < 1:
-            raise ValueError(f"The candidate count must be at least 1, not {self.num_candidates}.")
+            raise UsageError(f"The candidate count must be at least 1, not {self.num_candidates}.")
         if self.patch_size is not None and not MIN_PATCH_SIZE <= self.patch_size <= SMALL_IMAGE_SIZE:
-            raise ValueError(f"The patch size must be between {MIN_PATCH_SIZE} and {SMALL_IMAGE_SIZE} pixels, not {self.patch_size}.")
+            raise UsageError(
+                f"The patch size must be between {MIN_PATCH_SIZE} and {SMALL_IMAGE_SIZE} pixels, not {self.patch_size}."
+            )
 
 
 

@@ -8,8 +8,19 @@ validation split and a provenance manifest; see :mod:`ssp_detect.demo.build` (ph
 :mod:`ssp_detect.demo.pipeline`.
 """
 
+from typing import Any
+
 from ssp_detect.demo.build import DEMO_SUBSETS, SIZE_PRESETS, build_demo
-from ssp_detect.demo.pipeline import run_demo
 from ssp_detect.demo.rrdbnet import DemoBuildError
 
 __all__ = ["DEMO_SUBSETS", "SIZE_PRESETS", "DemoBuildError", "build_demo", "run_demo"]
+
+
+def __getattr__(name: str) -> Any:
+    """``run_demo`` is imported when first asked for: it brings the whole engine (training, scikit-learn),
+    which ``ssp --help`` and the benchmark builder do not need."""
+    if name == "run_demo":
+        from ssp_detect.demo.pipeline import run_demo
+
+        return run_demo
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

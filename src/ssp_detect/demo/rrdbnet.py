@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ssp_detect.errors import SSPError
+
 logger = logging.getLogger(__name__)
 
 NCNN_FP16_TAG = 0x01306B47
@@ -38,7 +40,7 @@ _CONVS_PER_BLOCK = 15
 MODELS = ("realesrgan-x4plus", "realesrgan-x4plus-anime")
 
 
-class DemoBuildError(ValueError):
+class DemoBuildError(SSPError, ValueError):
     """The demo benchmark cannot be built; ``str()`` is one sentence naming the cause and the fix."""
 
 

@@ -25,13 +25,14 @@ from typing import Any, Literal
 import numpy as np
 
 from ssp_detect.engine.metrics import best_threshold_accuracy, clopper_pearson
+from ssp_detect.errors import SSPError
 
 log = logging.getLogger(__name__)
 
 TEMPERATURE_RANGE = (0.05, 100.0)
 
 
-class CalibrationError(ValueError):
+class CalibrationError(SSPError, ValueError):
     """Labelled data or a setting that cannot give the requested threshold or temperature."""
 
 
@@ -111,7 +112,7 @@ def choose_threshold_for(labels: np.ndarray, p_fake: np.ndarray, *, target_fpr: 
     Args:
         labels: 0 real, 1 fake, one per image.
         p_fake: Scores in [0, 1], one per image.
-        target_fpr: The largest share of real images that may be called fake, in (0, 1): the
+        target_fpr: The largest share of real images that may be called fake, in [0, 1): the
             threshold is the smallest at which at most that share of the reals score at or above it
             (see the module docstring). None: the threshold of best accuracy (needs both classes).
 
@@ -127,9 +128,9 @@ def choose_threshold_for(labels: np.ndarray, p_fake: np.ndarray, *, target_fpr: 
     labels, p_fake = _labelled_scores(labels, p_fake)
     real, fake = p_fake[labels == 0], p_fake[labels == 1]
     if target_fpr is not None:
-        if not 0 < target_fpr < 1:
-            raise CalibrationError("The target false-positive rate must be between 0 and 1 (exclusive; 0.05 for 5%); "
-                                   f"got {target_fpr}.")
+        if not 0 <= target_fpr < 1:
+            raise CalibrationError("The target false-positive rate must be in [0, 1) (0.05 for 5%; 0 for no real "
+                                   f"image called fake); got {target_fpr}.")
         threshold = threshold_for_fpr(labels, p_fake, target_fpr)
         if threshold > 1:
             raise CalibrationError(f"{int((real >= 1).sum())} of {len(real)} real images score p_fake = 1, more than a "

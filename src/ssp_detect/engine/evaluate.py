@@ -28,15 +28,14 @@ from ssp_detect.engine.metrics import (
     selective_metrics,
     trust_metrics,
 )
-from ssp_detect.engine.runtime import autocast, model_input, place_model
+from ssp_detect.engine.runtime import DECODERS, autocast, model_input, place_model
+from ssp_detect.errors import UsageError
 from ssp_detect.models.loading import LoadedModel
 from ssp_detect.verdict import DEFAULT_UNCERTAIN_BAND, check_finite
 
 SELECTIVE_NAMES = ("coverage", "n_uncertain", "decided_acc", "decided_real_acc", "decided_fake_acc")
 
 log = logging.getLogger(__name__)
-
-DECODERS = ("workers", "device")
 
 
 @dataclass
@@ -227,11 +226,12 @@ def evaluate_model(
         batches = make_eval_loader(dataset, batch_size=batch_size, workers=workers, pin_memory=pin_memory)
     elif decode == "device":
         if degradation is not None and not degradation.is_identity:
-            raise ValueError("Degradations are applied to decoded images on the CPU, so they cannot be combined with device decoding; use --decode workers.")
+            raise UsageError("Degradations are applied to decoded images on the CPU, so they cannot be combined "
+                             "with device decoding; use --decode workers.")
         loader = make_eval_loader(EncodedImageDataset(samples), batch_size=batch_size, workers=workers, pin_memory=pin_memory, collate_fn=collate_encoded)
         batches = DeviceDecodedBatches(loader, preprocessor, device)
     else:
-        raise ValueError(f"Unknown decoding {decode!r}; choose one of {', '.join(DECODERS)}.")
+        raise UsageError(f"Unknown decoding {decode!r}; choose one of {', '.join(DECODERS)}.")
     model = place_model(loaded.model, device)
     preds = predict_loader(model, batches, device=device, mean=loaded.feed.mean, std=loaded.feed.std, precision=precision, progress=progress, desc=desc,
                            temperature=loaded.temperature)

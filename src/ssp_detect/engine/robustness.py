@@ -23,10 +23,12 @@ from tqdm import tqdm
 from ssp_detect.data.degradations import Degradation, Interpolation, JpegMethod
 from ssp_detect.data.layouts import Sample
 from ssp_detect.data.preprocess import PatchOptions
+from ssp_detect.errors import UsageError
 from ssp_detect.models.loading import LoadedModel
 
 if TYPE_CHECKING:
     from ssp_detect.engine.evaluate import Predictions
+    from ssp_detect.engine.scoring import EvalRuntime
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +80,9 @@ def default_names(weights: Sequence[str | Path], models: Sequence[LoadedModel]) 
 def _difference(reference: tuple[Predictions, float], other: tuple[Predictions, float], samples: Sequence[Sample], bootstrap: int) -> dict[str, float]:
     """``other`` minus ``reference`` on the images both scored (see
     :func:`~ssp_detect.engine.metrics.paired_difference`)."""
-    from ssp_detect.engine.metrics import paired_difference  # here, as evaluate_model below: scikit-learn loads only when needed
+    from ssp_detect.engine.metrics import (
+        paired_difference,  # here, as evaluate_model below: scikit-learn loads only when needed
+    )
 
     (a, threshold_a), (b, threshold_b) = other, reference
     common, ia, ib = np.intersect1d(a.index, b.index, return_indices=True)
@@ -126,7 +130,7 @@ def run_robustness(
 
     unknown = sorted(set(sweeps) - set(SWEEPS))
     if unknown:
-        raise ValueError(f"Unknown sweep(s) {', '.join(unknown)}; choose from {', '.join(SWEEPS)}.")
+        raise UsageError(f"Unknown sweep(s) {', '.join(unknown)}; choose from {', '.join(SWEEPS)}.")
     plan = [(name, SWEEPS[name].settings(jpeg_method=jpeg_method, interpolation=interpolation)) for name in sweeps]
     compare = bootstrap > 0 and len(models) > 1
     rows: list[dict[str, Any]] = []
@@ -156,3 +160,47 @@ def run_robustness(
                 bar.update(1)
     bar.close()
     return rows
+
+
+def robustness_report(
+    weights: Sequence[str | Path],
+    samples: Sequence[Sample],
+    runtime: EvalRuntime,
+    *,
+    out: str | Path,
+    names: Sequence[str] | None = None,
+    model_name: str | None = None,
+    sweeps: Sequence[str] = tuple(SWEEPS),
+    jpeg_method: JpegMethod = "pil",
+    interpolation: Interpolation = "bilinear",
+    bootstrap: int = 0,
+    data: str = "",
+) -> list[Path]:
+    """Load the checkpoints, run :func:`run_robustness` and write its tables and plots into ``out``
+    (:func:`~ssp_detect.engine.report.write_robustness`); returns the files, ``robustness.md`` last.
+
+    Args:
+        weights: Checkpoints, in table order; the first is the reference of the comparisons.
+        samples: Labelled images.
+        runtime: How to run the evaluations (its ``decode`` is not used: degradations need the
+            images decoded in the workers).
+        out: Output folder.
+        names: One name per checkpoint (default: :func:`default_names`).
+        model_name: Architecture of foreign state dicts (default: inferred).
+        sweeps, jpeg_method, interpolation, bootstrap: As for :func:`run_robustness`.
+        data: The data, in words, for the report.
+    """
+    from ssp_detect.engine.report import write_robustness
+    from ssp_detect.engine.scoring import check_names
+    from ssp_detect.models.loading import load_model
+
+    check_names(names, weights)
+    models = [load_model(w, model_name=model_name) for w in weights]
+    names = list(names) if names else default_names(weights, models)
+    rows = run_robustness(list(zip(names, models)), samples, sweeps=sweeps, jpeg_method=jpeg_method,
+                          interpolation=interpolation, bootstrap=bootstrap, **runtime.keywords())
+    notes = [f"{n}: {w} (threshold {m.threshold:g})" for n, w, m in zip(names, weights, models)]
+    notes.append(f"data: {data}; simple patch: {runtime.describe_patches(names, models)}; "
+                 f"JPEG by {jpeg_method}, rescaling by PIL {interpolation}; "
+                 "degradations applied to the whole image before patch selection")
+    return write_robustness(rows, {k: SWEEPS[k].title for k in sweeps}, out, notes=notes)

@@ -8,10 +8,15 @@ from collections.abc import Iterator, Sequence
 
 import torch
 
+from ssp_detect.errors import SSPError, UsageError
+
 PRECISIONS = ("auto", "fp32", "bf16")
+# Where evaluation images are decoded: in the DataLoader workers (PIL), or on the model's device
+# (see :func:`ssp_detect.engine.evaluate.evaluate_model`).
+DECODERS = ("workers", "device")
 
 
-class DeviceError(ValueError):
+class DeviceError(SSPError, ValueError):
     """A device that cannot be used here."""
 
 
@@ -31,7 +36,7 @@ def resolve_device(name: str = "auto") -> torch.device:
 def resolve_precision(precision: str, device: torch.device) -> str:
     """``auto`` means bf16 autocast on CUDA and fp32 on the CPU."""
     if precision not in PRECISIONS:
-        raise ValueError(f"Unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}.")
+        raise UsageError(f"Unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}.")
     if precision == "auto":
         return "bf16" if device.type == "cuda" else "fp32"
     return precision

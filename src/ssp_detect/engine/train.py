@@ -41,13 +41,14 @@ from ssp_detect.engine import distributed
 from ssp_detect.engine.calibrate import CalibrationError, calibrate
 from ssp_detect.engine.evaluate import make_eval_loader, predict_loader, summarize
 from ssp_detect.engine.runtime import autocast, default_workers, model_input, place_model, resolve_device, resolve_precision
+from ssp_detect.errors import SSPError
 from ssp_detect.models.checkpoint import read_checkpoint_file, save_checkpoint
 from ssp_detect.models.registry import create_model, get_spec
 
 log = logging.getLogger(__name__)
 
 
-class TrainError(ValueError):
+class TrainError(SSPError, ValueError):
     """A training set-up that cannot run; the message says what to change."""
 
 
@@ -127,8 +128,9 @@ def make_augment(cfg: TrainConfig, train: Sequence[Sample]) -> TrainAugment:
         except (ValueError, AssertionError) as exc:
             raise TrainError(f"--format-match must be off, auto, or P_REAL,P_FAKE; got {cfg.format_match!r}.") from exc
     return TrainAugment(
-        blur_prob=cfg.blur_prob, blur_sig=tuple(cfg.blur_sig), jpg_prob=cfg.jpg_prob, jpg_method=tuple(cfg.jpg_method),
-        jpg_qual=tuple(cfg.jpg_qual), format_match_probs=probs, format_match_histories=tuple(histories),
+        blur_prob=cfg.blur_prob, blur_sig=tuple(cfg.blur_sig), jpg_prob=cfg.jpeg_prob,
+        jpg_method=tuple(cfg.jpeg_method), jpg_qual=tuple(cfg.jpeg_qual), format_match_probs=probs,
+        format_match_histories=tuple(histories),
     )
 
 

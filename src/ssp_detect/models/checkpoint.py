@@ -10,6 +10,9 @@ Our checkpoints are dicts of plain types and tensors (loadable with ``weights_on
     {"format": "ssp-detect/1", "model": "ssp-native-gn", "state_dict": {...},
      "label_convention": "real=0,fake=1", "threshold": 0.5, "preprocess": {...},
      "train_config": {...}, "metrics": {...}, "epoch": 12}
+
+A calibrated copy (:func:`save_calibrated`) adds ``"calibration": {"target_fpr", "data", "split",
+"metrics"}`` and replaces ``threshold``.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ssp_detect.errors import SSPError
+
 log = logging.getLogger(__name__)
 
 FORMAT = "ssp-detect/1"
@@ -28,7 +33,7 @@ OUR_CONVENTION = "real=0,fake=1"
 OFFICIAL_CONVENTION = "real=1,fake=0"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(SSPError, ValueError):
     """A weights file that cannot be used; the message says which file and why."""
 
 
@@ -83,6 +88,17 @@ def official_to_ours(state: dict[str, torch.Tensor], head: str = "disc.fc") -> d
     return state
 
 
+def infer_official_model(state: dict[str, torch.Tensor]) -> str:
+    """The registered model of an official SSP state dict: ``ssp`` when it has the SRM kernel, else
+    the ResNet-50 baseline when it has the ``disc.*`` backbone."""
+    if "srm.kernel" in state:
+        return "ssp"
+    if any(k.startswith("disc.") for k in state):
+        return "resnet50-baseline"
+    raise CheckpointError("The weights are neither an ssp-detect checkpoint nor an official SSP state dict "
+                          "(no srm.kernel or disc.* tensors).")
+
+
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
     """Write a checkpoint atomically (temporary file, then rename)."""
     path = Path(path)
@@ -90,6 +106,43 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save({"format": FORMAT, "label_convention": OUR_CONVENTION, **payload}, tmp)
     tmp.replace(path)
+
+
+def save_calibrated(
+    path: str | Path,
+    source: str | Path,
+    *,
+    threshold: float,
+    calibration: dict[str, Any],
+    model_name: str | None = None,
+    temperature: float = 1.0,
+) -> None:
+    """Write a copy of the checkpoint ``source`` that carries a decision threshold.
+
+    ``source`` is read once. Our checkpoints are copied with everything they hold (a ``last.pt``
+    keeps its optimizer state). An official SSP file is converted once, as :func:`load_model
+    <ssp_detect.models.loading.load_model>` converts it: the final layer negated (labels real = 0),
+    the model named (``model_name``, else inferred) and the registered input spec stored, so the
+    copy makes the same decisions as the original at every threshold.
+
+    Args:
+        path: The calibrated copy to write (atomically).
+        source: The checkpoint the threshold was chosen for.
+        threshold: Decision threshold on p_fake.
+        calibration: How it was chosen (target false-positive rate, data, split, metrics), stored
+            under ``calibration``.
+        model_name: Architecture of an official state dict (default: inferred); ignored for ours.
+        temperature: p_fake = sigmoid(logit / temperature) from now on (1: the raw output).
+    """
+    raw = read_checkpoint_file(source)
+    if not is_ours(raw):
+        from ssp_detect.models.registry import get_spec
+
+        state = unwrap_state_dict(raw)
+        name = model_name or infer_official_model(state)
+        raw = {"model": name, "state_dict": official_to_ours(state), "preprocess": get_spec(name).feed.to_dict()}
+    payload = {k: v for k, v in raw.items() if k not in ("format", "label_convention")}
+    save_checkpoint(path, payload | {"threshold": threshold, "temperature": temperature, "calibration": calibration})
 
 
 def load_backbone_weights(net: nn.Module, path: str | Path) -> None:

@@ -14,9 +14,16 @@ import torch
 from torch import nn
 
 from ssp_detect.data.preprocess import InputSpec
-from ssp_detect.models.checkpoint import CheckpointError, is_ours, official_to_ours, read_checkpoint_file, unwrap_state_dict
+from ssp_detect.models.checkpoint import (
+    CheckpointError,
+    infer_official_model,
+    is_ours,
+    official_to_ours,
+    read_checkpoint_file,
+    unwrap_state_dict,
+)
 from ssp_detect.verdict import check_threshold
-from ssp_detect.models.registry import ModelSpec, create_model, get_spec
+from ssp_detect.models.registry import ModelSpec, UnknownModelError, create_model, get_spec
 
 log = logging.getLogger(__name__)
 
@@ -63,14 +70,6 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def _infer_official_model(state: dict) -> str:
-    if "srm.kernel" in state:
-        return "ssp"
-    if any(k.startswith("disc.") for k in state):
-        return "resnet50-baseline"
-    raise CheckpointError("The weights are neither an ssp-detect checkpoint nor an official SSP state dict (no srm.kernel or disc.* tensors).")
-
-
 def load_model(path: str | Path, *, model_name: str | None = None) -> LoadedModel:
     """Load a detector from ``path``.
 
@@ -92,14 +91,14 @@ def load_model(path: str | Path, *, model_name: str | None = None) -> LoadedMode
         meta = {k: v for k, v in raw.items() if k not in ("state_dict", "optimizer", "rng")}
         stored = raw.get("preprocess")
     else:
-        name = model_name or _infer_official_model(state)
+        name = model_name or infer_official_model(state)
         state = official_to_ours(state)
         source, threshold, meta = "official", 0.5, {"label_convention_in_file": "real=1,fake=0"}
         temperature, stored = 1.0, None  # official weights keep their raw output (parity with the official code)
     try:
         spec = get_spec(name)
-    except KeyError as exc:
-        raise CheckpointError(f"{path}: {exc.args[0]}") from exc
+    except UnknownModelError as exc:
+        raise CheckpointError(f"{path}: {exc}") from exc
     broken = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
     if broken:
         raise CheckpointError(f"{path} holds non-finite weights (NaN or infinity) in {len(broken)} tensor(s), e.g. {broken[0]}; "
@@ -117,7 +116,7 @@ def load_model(path: str | Path, *, model_name: str | None = None) -> LoadedMode
         raise CheckpointError(
             f"{path} does not fit model {name!r}: {len(result.missing_keys)} missing tensors "
             f"(e.g. {', '.join(result.missing_keys[:3])}) and {len(result.unexpected_keys)} unexpected "
-            f"(e.g. {', '.join(result.unexpected_keys[:3])}); pass --model to name the right architecture."
+            f"(e.g. {', '.join(result.unexpected_keys[:3])}); pass --arch to name the right architecture."
         )
     model.eval()
     log.info("loaded %s (%s weights) from %s", name, source, path)

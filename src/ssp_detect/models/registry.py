@@ -16,6 +16,7 @@ from pathlib import Path
 from torch import nn
 
 from ssp_detect.data.preprocess import InputSpec
+from ssp_detect.errors import SSPError
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,10 @@ class ModelSpec:
         return self.feed.std
 
 
+class UnknownModelError(SSPError, KeyError):
+    """A model name that is not registered; a KeyError too, as :func:`get_spec` raised before."""
+
+
 _REGISTRY: dict[str, ModelSpec] = {}
 
 
@@ -78,10 +83,10 @@ def get_spec(name: str) -> ModelSpec:
     """The spec of a registered model.
 
     Raises:
-        KeyError: with a sentence listing the known names.
+        UnknownModelError: with a sentence listing the known names (also a KeyError).
     """
     if name not in _REGISTRY:
-        raise KeyError(f"Unknown model {name!r}; known models: {', '.join(sorted(_REGISTRY))}.")
+        raise UnknownModelError(f"Unknown model {name!r}; known models: {', '.join(sorted(_REGISTRY))}.")
     return _REGISTRY[name]
 
 

@@ -1,0 +1,203 @@
+"""Scoring labelled data as the commands do: one runtime record, one evaluation call, the policy for
+unreadable images, and the runs behind ``ssp test`` and ``ssp calibrate``.
+
+:class:`EvalRuntime` holds what every evaluation shares (device, precision, batch size, DataLoader
+workers, patch options, progress bars, where images are decoded), resolved once;
+:meth:`EvalRuntime.evaluate` is :func:`~ssp_detect.engine.evaluate.evaluate_model` with them.
+Under torchrun every rank scores its share and only rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ssp_detect.data.decode import ImageDecodeError
+from ssp_detect.data.degradations import Degradation
+from ssp_detect.data.layouts import DatasetError, Sample
+from ssp_detect.data.preprocess import PatchOptions, Preprocessor
+from ssp_detect.engine import distributed
+from ssp_detect.engine.calibrate import Calibration
+from ssp_detect.engine.evaluate import Predictions, evaluate_model
+from ssp_detect.engine.runtime import DECODERS, default_workers, resolve_device, resolve_precision
+from ssp_detect.errors import UsageError
+from ssp_detect.models.loading import LoadedModel
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EvalRuntime:
+    """How evaluation runs, whatever is evaluated.
+
+    Attributes:
+        device: The resolved device (this rank's under torchrun).
+        precision: ``fp32`` or ``bf16`` (resolved from ``auto``).
+        batch_size: Images per batch.
+        workers: DataLoader worker processes.
+        patch: Patch selection and any override of the checkpoint's patch size and candidates.
+        progress: Show progress bars.
+        decode: Where images are decoded, one of :data:`~ssp_detect.engine.runtime.DECODERS`.
+    """
+
+    device: torch.device
+    precision: str = "fp32"
+    batch_size: int = 64
+    workers: int = 0
+    patch: PatchOptions = field(default_factory=PatchOptions)
+    progress: bool = True
+    decode: str = "workers"
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise UsageError(f"The batch size must be at least 1, not {self.batch_size}.")
+        if self.workers < 0:
+            raise UsageError(f"The DataLoader worker count must be 0 or more, not {self.workers}.")
+        if self.decode not in DECODERS:
+            raise UsageError(f"Unknown decoding {self.decode!r}; choose one of {', '.join(DECODERS)}.")
+
+    @classmethod
+    def resolve(
+        cls,
+        *,
+        device: str = "auto",
+        precision: str = "auto",
+        batch_size: int = 64,
+        workers: int | None = None,
+        patch: PatchOptions = PatchOptions(),
+        progress: bool = True,
+        decode: str = "workers",
+        join_process_group: bool = False,
+    ) -> EvalRuntime:
+        """Resolve the options as a user gives them: ``auto`` device and precision, workers None
+        for :func:`~ssp_detect.engine.runtime.default_workers`; ``join_process_group`` joins the
+        torchrun process group (when launched by torchrun) and takes this rank's device."""
+        dev = resolve_device(device)
+        if join_process_group:
+            dev = distributed.setup(dev)
+        n_workers = default_workers() if workers is None else workers
+        return cls(dev, resolve_precision(precision, dev), batch_size, n_workers, patch, progress, decode)
+
+    def keywords(self) -> dict[str, Any]:
+        """The keywords that :func:`~ssp_detect.engine.robustness.run_robustness` shares with
+        :func:`~ssp_detect.engine.evaluate.evaluate_model` (everything but ``decode``)."""
+        return {"device": self.device, "precision": self.precision, "batch_size": self.batch_size,
+                "workers": self.workers, "patch": self.patch, "progress": self.progress}
+
+    def evaluate(
+        self,
+        loaded: LoadedModel,
+        samples: Sequence[Sample],
+        *,
+        threshold: float | None = None,
+        desc: str = "test",
+        degradation: Degradation | None = None,
+        bootstrap: int = 0,
+    ) -> tuple[dict[str, Any], Predictions]:
+        """:func:`~ssp_detect.engine.evaluate.evaluate_model` with this runtime."""
+        return evaluate_model(loaded, samples, **self.keywords(), threshold=threshold, desc=desc,
+                              degradation=degradation, decode=self.decode, bootstrap=bootstrap)
+
+    def describe_patch(self, loaded: LoadedModel) -> str:
+        """The simple-patch settings a model is fed with here, in words, for reports."""
+        return Preprocessor.for_model(loaded.feed, self.patch).describe()
+
+    def describe_patches(self, names: Sequence[str], models: Sequence[LoadedModel]) -> str:
+        """The simple-patch settings of several models: one phrase when they agree, else one per
+        group of models that share them."""
+        groups: dict[str, list[str]] = {}
+        for name, loaded in zip(names, models):
+            groups.setdefault(self.describe_patch(loaded), []).append(name)
+        if len(groups) == 1:
+            return next(iter(groups))
+        return "; ".join(f"{', '.join(group)}: {d}" for d, group in groups.items())
+
+    def describe_decode(self) -> str:
+        """Where images are decoded, in words, for reports."""
+        return "in the DataLoader workers" if self.decode == "workers" else f"on {self.device}"
+
+
+def check_names(names: Sequence[str] | None, weights: Sequence[str | Path]) -> None:
+    """Raise :class:`UsageError` unless ``names`` is None or gives one name per checkpoint."""
+    if names and len(names) != len(weights):
+        raise UsageError(f"--names has {len(names)} entries but --weights has {len(weights)}; "
+                         "give one name per checkpoint.")
+
+
+def check_unreadable(summary: dict[str, Any], strict: bool) -> None:
+    """The policy for unreadable images: they are skipped (never replaced) and listed in the report,
+    with a warning; with ``strict`` they are an error (:class:`ImageDecodeError`)."""
+    if summary["n_unreadable"]:
+        log.warning("%d unreadable image(s) were skipped (listed in the report).", summary["n_unreadable"])
+        if strict:
+            first = summary["unreadable"][0]["path"]
+            raise ImageDecodeError(f"{summary['n_unreadable']} image(s) could not be read, e.g. {first}; "
+                                   "drop --strict to skip them.")
+
+
+@dataclass(frozen=True)
+class TestRun:
+    """What :func:`run_test` did: the summary (every rank) and the files written (rank 0 only)."""
+
+    __test__ = False  # not a pytest test class
+
+    summary: dict[str, Any]
+    paths: list[Path]
+
+
+def run_test(
+    loaded: LoadedModel,
+    samples: Sequence[Sample],
+    runtime: EvalRuntime,
+    *,
+    weights: str | Path,
+    out: str | Path,
+    threshold: float | None = None,
+    bootstrap: int = 0,
+    data: str = "",
+) -> TestRun:
+    """Test one checkpoint: score ``samples``, write ``results.md/.csv/.json`` into ``out`` (rank 0)
+    and leave the process group, if any. Unreadable images are listed in the results; apply
+    :func:`check_unreadable` to the summary for the ``--strict`` policy.
+
+    Args:
+        loaded: The model of ``weights``.
+        samples: Labelled images.
+        runtime: How to run (join the process group when building it, for torchrun).
+        weights: The checkpoint's path, for the report.
+        out: Folder for the results.
+        threshold: Decision threshold (default: the checkpoint's).
+        bootstrap: Resamples of each AUC's 95% interval (0: none).
+        data: The data, in words, for the report.
+    """
+    from ssp_detect.engine.report import write_summary
+
+    summary, _ = runtime.evaluate(loaded, samples, threshold=threshold, bootstrap=bootstrap)
+    paths: list[Path] = []
+    if distributed.is_main():
+        notes = [f"weights: {weights} ({loaded.name}, {loaded.source}, sha256 {loaded.sha256[:12]})", f"data: {data}",
+                 f"simple patch: {runtime.describe_patch(loaded)}", f"decoding: {runtime.describe_decode()}"]
+        paths = write_summary(summary, out, title=f"Test of {Path(weights).name}", notes=notes)
+    distributed.teardown()
+    return TestRun(summary, paths)
+
+
+def calibrate_threshold(
+    loaded: LoadedModel, samples: Sequence[Sample], runtime: EvalRuntime, *, target_fpr: float | None = None, data: str = ""
+) -> tuple[Calibration, Predictions]:
+    """Score labelled data, refit the temperature (our checkpoints; official weights keep their raw
+    output) and choose the threshold on the calibrated p_fake for ``target_fpr`` (the highest share
+    of real images called fake), else the one of best accuracy. Returns the calibration and the
+    predictions (their ``logit`` raw, for a reliability diagram)."""
+    from ssp_detect.engine.calibrate import calibrate
+
+    _, preds = runtime.evaluate(loaded, samples, desc="calibrate")
+    if target_fpr is not None and not (preds.label == 0).any():
+        raise DatasetError("Calibration for a false-positive rate needs real images, and the data has none that "
+                           "could be read.")
+    return calibrate(preds.label, preds.logit, target_fpr=target_fpr, data=data, fit=loaded.source != "official"), preds
