@@ -209,3 +209,29 @@ def test_evaluation_counts_uncertain_images_apart(tmp_path):
     wide, _ = evaluate_model(loaded, samples, device=torch.device("cpu"), precision="fp32", batch_size=4, workers=0,
                              progress=False, uncertain_band=0.5)
     assert wide["pooled"]["coverage"] == 0.0 and wide["pooled"]["auc"] == pooled["auc"]  # AUC stays on every image
+
+
+def test_predict_cli_shows_reasons_and_stability_in_every_format(tmp_path, capsys):
+    import csv
+    import json
+
+    from ssp_detect.cli import main
+    from tests.helpers import write_image
+
+    tiny = write_image(tmp_path / "tiny.png", noisy_image(np.random.default_rng(9), (20, 20), 8.0))
+    odd = write_image(tmp_path / "two\nlines.png", noisy_image(np.random.default_rng(10), (64, 64), 8.0))
+    weights = str(make_checkpoint(tmp_path / "m.pt", "ssp-cooc"))
+    assert main(["predict", str(tiny), str(odd), "--weights", weights, "--stability", "--uncertain-band", "0"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert len(table) == 3 and table[1].startswith("uncertain") and "[upscaled]" in table[1]
+    assert "over deliveries, most moved by" in table[1] and "two\\nlines.png" in table[2]
+    assert main(["predict", str(tiny), "--weights", weights, "--format", "json", "--stability"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["label"] == "uncertain" and "upscaled" in row["reasons"] and row["p_min"] <= row["p_fake"] <= row["p_max"]
+    assert main(["predict", str(tiny), "--weights", weights, "--format", "csv"]) == 0
+    (row,) = csv.DictReader(capsys.readouterr().out.splitlines())
+    assert "upscaled" in row["reasons"].split(";") and row["p_min"] == ""
+    for flag, bad in (("--threshold", "nan"), ("--threshold", "1.5"), ("--threshold", "-0.1"), ("--uncertain-band", "0.7")):
+        with pytest.raises(SystemExit) as stop:  # argparse: one line on stderr, exit status 2
+            main(["predict", str(tiny), "--weights", weights, flag, bad])
+        assert stop.value.code == 2 and f"{flag}: The" in capsys.readouterr().err

@@ -9,6 +9,7 @@ import torch
 
 from ssp_detect.data.preprocess import normalize
 from ssp_detect.detector import Detector
+from ssp_detect.errors import UsageError
 
 
 STRATUM_COLOURS = ("red", "orange", "gold", "limegreen", "deepskyblue", "violet", "white", "black")
@@ -36,7 +37,7 @@ def explain_figure(detector: Detector, image_path: str | Path, out_path: str | P
     elif pre.input == "patch":
         fig, detection = _patch_figure(detector, image_path, plt)
     else:
-        raise ValueError(f"Model {detector.loaded.name!r} is fed its input as {pre.input!r}; explain draws simple-patch models and ssp-strata only.")
+        raise UsageError(f"Model {detector.loaded.name!r} is fed its input as {pre.input!r}; explain draws simple-patch models and ssp-strata only.")
     fig.tight_layout()
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_path, dpi=110)

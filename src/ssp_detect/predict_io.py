@@ -18,6 +18,7 @@ from ssp_detect.data.decode import is_image_file
 from ssp_detect.data.preprocess import PatchOptions
 from ssp_detect.detector import Detection, Detector
 from ssp_detect.errors import UsageError
+from ssp_detect.verdict import DEFAULT_UNCERTAIN_BAND
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,11 @@ def iter_image_paths(inputs: Sequence[str], *, recursive: bool = False) -> Itera
             yield item
 
 
+def printable(text: str) -> str:
+    """``text`` on one line: control characters (a newline in a file name) escaped."""
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode() for ch in text)
+
+
 class ResultWriter:
     """Writes detections one by one as they arrive, in table, CSV, JSON or JSON-lines format."""
 
@@ -66,7 +72,7 @@ class ResultWriter:
         elif fmt == "json":
             stream.write("[")
         elif fmt == "table":
-            stream.write(f"{'label':<6} {'p_fake':>7}  {'patch (x,y)':<13} path\n")
+            stream.write(f"{'label':<9} {'p_fake':>7}  {'patch (x,y)':<13} path  [why uncertain]\n")
 
     def write(self, d: Detection) -> None:
         row = d.to_row()
@@ -76,11 +82,15 @@ class ResultWriter:
             self.stream.write(json.dumps(row) + "\n")
         elif self.fmt == "json":
             self.stream.write(("," if self.count else "") + "\n  " + json.dumps(row))
-        elif d.error:
-            self.stream.write(f"{'ERROR':<6} {'':>7}  {'':<13} {d.source}: {d.error}\n")
+        elif d.error:  # the sentence names the file
+            self.stream.write(f"{'ERROR':<9} {'':>7}  {'':<13} {printable(d.error)}\n")
         else:
             corner = f"({row['x']},{row['y']})"
-            self.stream.write(f"{d.label:<6} {d.p_fake:7.4f}  {corner:<13} {d.source}\n")
+            extra = f"  [{', '.join(d.reasons)}]" if d.reasons else ""
+            if d.stability:
+                s = d.stability
+                extra += f"  p_fake {s.p_min:.3f}-{s.p_max:.3f} over deliveries, most moved by {s.most_moved}"
+            self.stream.write(f"{d.label:<9} {d.p_fake:7.4f}  {corner:<13} {printable(d.source)}{extra}\n")
         self.count += 1
         if self.stream is sys.stdout:
             self.stream.flush()
@@ -114,6 +124,8 @@ def predict_to(
     patch: PatchOptions = PatchOptions(),
     batch_size: int = 32,
     threads: int = 2,
+    uncertain_band: float = DEFAULT_UNCERTAIN_BAND,
+    stability: bool = False,
 ) -> PredictCounts:
     """Score every image that ``inputs`` name (see :func:`iter_image_paths`) and stream one row per
     image, in input order, to ``output`` (default: standard output) in ``fmt``.
@@ -123,7 +135,8 @@ def predict_to(
 
     Args:
         weights: Checkpoint (ours or official); ``model_name`` names a foreign architecture.
-        device, precision, threshold, patch: As for :class:`~ssp_detect.detector.Detector`.
+        device, precision, threshold, patch, uncertain_band: As for :class:`~ssp_detect.detector.Detector`.
+        stability: Score each image after common deliveries too (see :mod:`ssp_detect.stability`).
         batch_size: Images per model batch.
         threads: Decoding threads.
     """
@@ -136,11 +149,11 @@ def predict_to(
         raise UsageError(f"Unknown output format {fmt!r}; choose one of {', '.join(FORMATS)}.")
     dev = distributed.setup(resolve_device(device))
     detector = Detector.from_checkpoint(weights, model_name=model_name, device=str(dev), precision=precision,
-                                        threshold=threshold, patch=patch)
+                                        threshold=threshold, patch=patch, uncertain_band=uncertain_band)
     paths = iter_image_paths(inputs, recursive=recursive)
     # Under torchrun each rank scores its share of every chunk; rank 0 writes them in input order.
     results = distributed.sharded_map(
-        paths, batch_size, lambda chunk: list(detector.predict_iter(chunk, batch_size=batch_size, workers=threads))
+        paths, batch_size, lambda chunk: list(detector.predict_iter(chunk, batch_size=batch_size, workers=threads, stability=stability))
     )
     scored = failed = 0
     if distributed.is_main():

@@ -43,7 +43,8 @@ def cmd_test(args: argparse.Namespace) -> int:
     runtime = options.eval_runtime(args, join_process_group=True)
     loaded = load_model(args.weights, model_name=args.arch)
     run = run_test(loaded, options.load_data(args), runtime, weights=args.weights, out=args.out,
-                   threshold=args.threshold, bootstrap=args.bootstrap, data=options.data_source(args, split=True))
+                   threshold=args.threshold, bootstrap=args.bootstrap, data=options.data_source(args, split=True),
+                   uncertain_band=args.uncertain_band)
     if run.paths:  # rank 0 wrote them
         print(markdown_table(run.summary))
         print(f"\nwritten: {', '.join(map(str, run.paths))}")

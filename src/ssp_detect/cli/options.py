@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from ssp_detect.data.layouts import LAYOUTS
 from ssp_detect.data.patch import MODES
 from ssp_detect.engine.runtime import DECODERS, PRECISIONS
+from ssp_detect.verdict import DEFAULT_UNCERTAIN_BAND, ScoreError, check_band, check_threshold
 
 if TYPE_CHECKING:
     from ssp_detect.data.layouts import Sample
@@ -155,8 +156,30 @@ def add_patch_options(p: argparse.ArgumentParser) -> None:
 
 
 def add_threshold_option(p: Target) -> None:
-    p.add_argument("--threshold", type=float,
-                   help="Decision threshold on p_fake (default: the checkpoint's, 0.5 unless calibrated).")
+    """The verdict options: ``--threshold`` and ``--uncertain-band``."""
+    p.add_argument("--threshold", type=unit_float,
+                   help="Decision threshold on p_fake, in [0, 1] (default: the checkpoint's, chosen for a "
+                   "false-positive rate when trained by ssp-detect; 0.5 for official weights).")
+    p.add_argument("--uncertain-band", type=band_float, default=DEFAULT_UNCERTAIN_BAND, metavar="B",
+                   help=f"Call a verdict 'uncertain' when p_fake is within B of the threshold (default "
+                   f"{DEFAULT_UNCERTAIN_BAND:g}; 0: off). Images without texture or smaller than the model's input are "
+                   "uncertain whatever B.")
+
+
+def unit_float(text: str) -> float:
+    """argparse type: a number in [0, 1]."""
+    try:
+        return check_threshold(text, "value")
+    except ScoreError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def band_float(text: str) -> float:
+    """argparse type: an uncertainty band in [0, 0.5]."""
+    try:
+        return check_band(text)
+    except ScoreError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def add_bootstrap_option(p: argparse.ArgumentParser, what: str) -> None:

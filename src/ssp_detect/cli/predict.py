@@ -6,7 +6,6 @@ import argparse
 import sys
 
 from ssp_detect.cli import options
-from ssp_detect.errors import UsageError
 from ssp_detect.predict_io import FORMATS
 
 
@@ -26,6 +25,10 @@ def add_predict_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", dest="threads", type=options.non_negative_int, help=argparse.SUPPRESS)  # the old name
     options.add_device_options(p)
     options.add_patch_options(p)
+    p.add_argument("--stability", action="store_true",
+                   help="Also score each image after common deliveries (JPEG 95/85/75, WebP 80, resize x0.75 and x0.5, "
+                   "a PNG round trip) in the same batch; report the lowest and highest p_fake and the delivery that "
+                   "moved it most; a verdict that flips becomes 'uncertain' (reason unstable).")
     p.add_argument("--strict", action="store_true", help="Exit non-zero if any image could not be read.")
     p.set_defaults(func=cmd_predict)
 
@@ -35,7 +38,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     counts = predict_to(args.weights, args.paths, fmt=args.format, output=args.output, recursive=args.recursive,
                         model_name=args.arch, device=args.device, precision=args.precision, threshold=args.threshold,
-                        patch=options.patch_options(args), batch_size=args.batch_size, threads=args.threads)
+                        patch=options.patch_options(args), batch_size=args.batch_size, threads=args.threads,
+                        uncertain_band=args.uncertain_band, stability=args.stability)
     if counts.main and args.output:
         print(f"{counts.scored} scored, {counts.failed} unreadable; results in {args.output}", file=sys.stderr)
     return 1 if counts.scored == 0 or (args.strict and counts.failed) else 0
@@ -50,7 +54,7 @@ def add_explain_parser(sub: argparse._SubParsersAction) -> None:
     options.add_weights_options(p)
     p.add_argument("--out", required=True, help="Output PNG.")
     options.add_device_options(p, precision=False)
-    p.add_argument("--threshold", type=float, help="Decision threshold (default: the checkpoint's).")
+    options.add_threshold_option(p)
     options.add_patch_options(p)
     p.set_defaults(func=cmd_explain)
 
@@ -60,14 +64,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from ssp_detect.explain import explain_figure
 
     detector = Detector.from_checkpoint(args.weights, model_name=args.arch, device=args.device,
-                                        threshold=args.threshold, patch=options.patch_options(args))
-    # explain_figure refuses other models with a plain ValueError, which main no longer turns into one
-    # line; until explain.py raises UsageError itself (it is outside this change), refuse them here
-    # with its condition and sentence.
-    feed, model = detector.preprocessor.input, detector.model
-    if not (feed == "patch" or (feed == "crop" and hasattr(model, "stratum_contributions"))):
-        raise UsageError(f"Model {detector.loaded.name!r} is fed its input as {feed!r}; explain draws simple-patch "
-                         "models and ssp-strata only.")
+                                        threshold=args.threshold, patch=options.patch_options(args),
+                                        uncertain_band=args.uncertain_band)
     d = explain_figure(detector, args.image, args.out)
     print(f"{d['label']} (p_fake {d['p_fake']:.4f}); figure written to {args.out}")
     return 0

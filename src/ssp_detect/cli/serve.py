@@ -18,7 +18,7 @@ def add_serve_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default="127.0.0.1", help="Address to listen on (default 127.0.0.1).")
     p.add_argument("--port", type=int, default=8000, help="Port (default 8000).")
     options.add_device_options(p)
-    p.add_argument("--threshold", type=float, help="Decision threshold (default: the checkpoint's).")
+    options.add_threshold_option(p)
     # The limits' types refuse what ServeLimits refuses, in one sentence, before anything is loaded.
     p.add_argument("--max-upload-mb", type=options.above_zero, default=d.max_upload_bytes / 1e6,
                    help=f"Largest accepted request body in MB (default {d.max_upload_bytes / 1e6:g}).")
@@ -42,7 +42,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                          max_files=args.max_files, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms)
     detector = Detector.from_checkpoint(args.weights, model_name=args.arch, device=args.device,
                                         precision=args.precision, threshold=args.threshold,
-                                        patch=options.patch_options(args), max_pixels=args.max_pixels)
+                                        patch=options.patch_options(args), max_pixels=args.max_pixels,
+                                        uncertain_band=args.uncertain_band)
     run_server(detector, host=args.host, port=args.port, limits=limits)
     return 0
 

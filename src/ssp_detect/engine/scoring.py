@@ -10,6 +10,7 @@ Under torchrun every rank scores its share and only rank 0 writes files.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,7 @@ from ssp_detect.engine.evaluate import Predictions, evaluate_model
 from ssp_detect.engine.runtime import DECODERS, default_workers, resolve_device, resolve_precision
 from ssp_detect.errors import UsageError
 from ssp_detect.models.loading import LoadedModel
+from ssp_detect.verdict import DEFAULT_UNCERTAIN_BAND
 
 log = logging.getLogger(__name__)
 
@@ -98,10 +100,12 @@ class EvalRuntime:
         desc: str = "test",
         degradation: Degradation | None = None,
         bootstrap: int = 0,
+        uncertain_band: float = DEFAULT_UNCERTAIN_BAND,
     ) -> tuple[dict[str, Any], Predictions]:
         """:func:`~ssp_detect.engine.evaluate.evaluate_model` with this runtime."""
         return evaluate_model(loaded, samples, **self.keywords(), threshold=threshold, desc=desc,
-                              degradation=degradation, decode=self.decode, bootstrap=bootstrap)
+                              degradation=degradation, decode=self.decode, bootstrap=bootstrap,
+                              uncertain_band=uncertain_band)
 
     def describe_patch(self, loaded: LoadedModel) -> str:
         """The simple-patch settings a model is fed with here, in words, for reports."""
@@ -120,6 +124,33 @@ class EvalRuntime:
     def describe_decode(self) -> str:
         """Where images are decoded, in words, for reports."""
         return "in the DataLoader workers" if self.decode == "workers" else f"on {self.device}"
+
+
+def _threshold_origin(calibration: dict[str, Any], override: float | None) -> str:
+    """How the threshold in a report was chosen, in words."""
+    if override is not None:
+        return "given with --threshold"
+    if calibration.get("method") == "target-fpr":
+        return (f"the checkpoint's, chosen for a false-positive rate of {calibration['target_fpr']:g} on "
+                f"{calibration.get('n_real', '?')} real images: reached {calibration['fpr']:.3f}, 95% interval "
+                f"{calibration['fpr_low']:.3f}-{calibration['fpr_high']:.3f}")
+    if calibration:
+        return "the checkpoint's, chosen for the best accuracy"
+    return "the checkpoint's default"
+
+
+def ensure_writable_folder(folder: str | Path, option: str) -> Path:
+    """Create ``folder`` and check that a file can be written there, before any work; a read-only,
+    full or unusable place is a :class:`UsageError` naming the folder and ``option``."""
+    path = Path(folder)
+    probe = path / f".ssp-write-check-{os.getpid()}"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as exc:
+        raise UsageError(f"Cannot write into {path} ({exc.strerror or exc}); choose another {option}.") from None
+    return path
 
 
 def check_names(names: Sequence[str] | None, weights: Sequence[str | Path]) -> None:
@@ -160,6 +191,7 @@ def run_test(
     threshold: float | None = None,
     bootstrap: int = 0,
     data: str = "",
+    uncertain_band: float = DEFAULT_UNCERTAIN_BAND,
 ) -> TestRun:
     """Test one checkpoint: score ``samples``, write ``results.md/.csv/.json`` into ``out`` (rank 0)
     and leave the process group, if any. Unreadable images are listed in the results; apply
@@ -174,15 +206,25 @@ def run_test(
         threshold: Decision threshold (default: the checkpoint's).
         bootstrap: Resamples of each AUC's 95% interval (0: none).
         data: The data, in words, for the report.
+        uncertain_band: Verdicts within this distance of the threshold are ``uncertain``; the report
+            gives the coverage and the accuracies on the decided images beside the plain metrics.
     """
     from ssp_detect.engine.report import write_summary
 
-    summary, _ = runtime.evaluate(loaded, samples, threshold=threshold, bootstrap=bootstrap)
+    if distributed.is_main():
+        ensure_writable_folder(out, "--out")  # before the work, so that nothing scored is lost
+    summary, preds = runtime.evaluate(loaded, samples, threshold=threshold, bootstrap=bootstrap,
+                                      uncertain_band=uncertain_band)
     paths: list[Path] = []
     if distributed.is_main():
+        calibration = loaded.meta.get("calibration") or {}
         notes = [f"weights: {weights} ({loaded.name}, {loaded.source}, sha256 {loaded.sha256[:12]})", f"data: {data}",
-                 f"simple patch: {runtime.describe_patch(loaded)}", f"decoding: {runtime.describe_decode()}"]
-        paths = write_summary(summary, out, title=f"Test of {Path(weights).name}", notes=notes)
+                 f"simple patch: {runtime.describe_patch(loaded)}", f"decoding: {runtime.describe_decode()}",
+                 f"threshold {summary['threshold']:.4f} ({_threshold_origin(calibration, threshold)}), temperature "
+                 f"{loaded.temperature:.3g}; uncertain within {uncertain_band:g} of the threshold, or without texture, "
+                 "or upscaled"]
+        paths = write_summary(summary, out, title=f"Test of {Path(weights).name}", notes=notes,
+                              reliability=(preds.label, preds.p_fake))
     distributed.teardown()
     return TestRun(summary, paths)
 
