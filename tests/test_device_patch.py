@@ -119,8 +119,8 @@ def test_workers_ship_jpeg_bytes_other_formats_as_pixels_and_refuse_what_load_rg
 
 def _mixed_tree(root, rng):
     """A GenImage tree of PNGs, plus JPEGs (one small, one greyscale), a truncated JPEG, a JPEG that
-    is not an image at all, and one whose header is fine but whose Huffman table is broken (it
-    reaches the batched decoder, which fails, and falls back to one error record)."""
+    is not an image at all, and one whose header is fine but whose Huffman table is broken (the
+    worker's check of the data refuses it before any device decoder sees it)."""
     make_genimage_tree(root, subsets=("sdv4",), n=3, splits=("val",))
     folder = root / GENIMAGE_SUBSETS["sdv4"] / "val"
     for i in range(3):
@@ -141,7 +141,10 @@ def _mixed_tree(root, rng):
 def _compare_decoders(tmp_path, checkpoint_path, device, mode):
     root = _mixed_tree(tmp_path / "g", np.random.default_rng(0))
     loaded, samples = load_model(checkpoint_path), load_samples(root, split="val")
-    assert EncodedImageDataset([s for s in samples if s.path.endswith("huff.jpg")])[0]["image"].dim() == 1  # it reaches the batched decoder
+    huff = next(s.path for s in samples if s.path.endswith("huff.jpg"))
+    with pytest.raises(ImageDecodeError) as refused:
+        load_rgb(huff)
+    assert EncodedImageDataset([Sample(huff, 1, "s")])[0] == {"index": 0, "error": str(refused.value)}
     run = {d: evaluate_model(loaded, samples, device=torch.device(device), precision="fp32", batch_size=4, patch=PatchOptions(mode), progress=False, decode=d)
            for d in ("workers", "device")}
     (s_w, p_w), (s_d, p_d) = run["workers"], run["device"]
