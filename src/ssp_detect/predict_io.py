@@ -10,7 +10,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from ssp_detect.data.decode import is_image_file
+from ssp_detect.data.decode import GLOB_CHARS
+from ssp_detect.data.layouts import list_image_files
 from ssp_detect.detector import Detection
 
 FORMATS = ("table", "csv", "json", "jsonl")
@@ -22,13 +23,15 @@ def iter_image_paths(inputs: Sequence[str], *, recursive: bool = False) -> Itera
     ``.csv`` lists (a ``path`` column, or the first column) into image paths, lazily.
 
     A named file is yielded even when its extension is unknown, so that it is reported, not lost.
-    A path that matches nothing is yielded too: the detector reports it as missing.
+    A path that matches nothing is yielded too, and so is a glob pattern that matches no file: the
+    detector reports them (missing, matches no file). Folders are listed by
+    :func:`~ssp_detect.data.layouts.list_image_files`: symlinked folders followed (each real folder
+    once), broken links listed so that they are reported.
     """
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            walker = p.rglob("*") if recursive else p.iterdir()
-            yield from sorted(str(f) for f in walker if f.is_file() and is_image_file(f))
+            yield from list_image_files(p, recursive=recursive)
         elif p.is_file() and p.suffix.lower() == ".csv":
             with p.open(newline="") as f:
                 rows = csv.reader(f)
@@ -40,8 +43,8 @@ def iter_image_paths(inputs: Sequence[str], *, recursive: bool = False) -> Itera
                     if row and row[col].strip():
                         q = Path(row[col].strip())
                         yield str(q if q.is_absolute() else p.parent / q)
-        elif any(ch in item for ch in "*?[") and not p.exists():
-            yield from sorted(glob.glob(item, recursive=recursive))
+        elif any(ch in item for ch in GLOB_CHARS) and not p.exists():
+            yield from sorted(glob.glob(item, recursive=recursive)) or [item]
         else:
             yield item
 
