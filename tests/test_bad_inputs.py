@@ -58,6 +58,11 @@ def _pillow_rgb(data: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
 
 
+def _between_scans() -> bytes:
+    data = _save(Image.fromarray(PIXELS), "JPEG", progressive=True)
+    return data[: data.index(b"\xff\xda", data.index(b"\xff\xda") + 2)] + b"\xff\xd9"  # the first scan only
+
+
 def _animated_gif() -> bytes:
     frames = [Image.fromarray(PIXELS).quantize(64), Image.fromarray(255 - PIXELS).quantize(64)]
     return _save(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
@@ -106,6 +111,8 @@ REFUSED: dict[str, tuple[str, Callable[[], bytes], type[ImageDecodeError], str]]
                          r"has 65000x65000 pixels, over the limit of 100,000,000"),
     "jpeg promising more rows": ("tall.jpg", lambda: _jpeg_header(W, H + 32), TruncatedImageError,
                                  r"is truncated or corrupt \(Corrupt JPEG data: premature end of data segment\)"),
+    "progressive jpeg cut between scans": ("scans.jpg", lambda: _between_scans(), TruncatedImageError,
+                                           r"is truncated or corrupt \(its progressive scans stop before the image is complete\)"),
     "png header cut": ("header.png", lambda: _save(Image.fromarray(PIXELS), "PNG")[:20], ImageDecodeError,
                        r"could not be decoded: it is truncated or corrupt \(Truncated File Read\)\."),
 }

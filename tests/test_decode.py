@@ -114,7 +114,9 @@ def _jpeg_variants(pixels: np.ndarray) -> dict[str, bytes]:
     }.items()}
     out["grey"] = _png_bytes(img.convert("L"), "JPEG")
     out["grey-progressive"] = _png_bytes(img.convert("L"), "JPEG", progressive=True)
+    out["pil-rgb"] = _png_bytes(img, "JPEG", keep_rgb=True)  # Adobe RGB, no YCbCr transform
     out["cv2-restart"] = cv2.imencode(".jpg", pixels[..., ::-1], [cv2.IMWRITE_JPEG_RST_INTERVAL, 3])[1].tobytes()
+    out["cv2-progressive"] = cv2.imencode(".jpg", pixels[..., ::-1], [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])[1].tobytes()
     out["mpo"] = _png_bytes(img, "MPO", save_all=True, append_images=[img.transpose(Image.Transpose.ROTATE_180)])
     return out
 
@@ -171,6 +173,20 @@ def test_a_cut_jpeg_is_filled_grey_and_that_grey_is_refused(rng):
     assert (filled[-16:] == 128).all()  # ...painting the missing rows grey
     with pytest.raises(TruncatedImageError, match="premature end of data segment"):
         load_rgb(cut)
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L", "CMYK"])
+def test_a_progressive_jpeg_cut_between_scans_is_refused(rng, mode):
+    # libjpeg draws the coarser image it has without a warning; the scan headers show what is missing.
+    data = _png_bytes(Image.fromarray(noisy_image(rng, (96, 128), noise=20.0)).convert(mode), "JPEG", progressive=True)
+    assert jpeg_data_loss(data) is None and not decode_image(data).truncated
+    scans = [i for i in range(len(data) - 1) if data[i : i + 2] == b"\xff\xda"]
+    assert len(scans) > 4
+    for start in scans[1:]:
+        cut = data[:start] + JPEG_END
+        with pytest.raises(TruncatedImageError, match="its progressive scans stop before the image is complete"):
+            load_rgb(cut)
+        assert decode_image(cut, allow_truncated=True).truncated and jpeg_data_loss(cut)
 
 
 def test_headers_that_promise_more_rows_than_the_data_hold(rng):

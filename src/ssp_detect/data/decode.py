@@ -18,6 +18,9 @@ whose header promises more rows black. A verdict on such pixels is a verdict on 
   Huffman or arithmetic code, a missing restart marker, an inconsistent progression) are errors.
   Harmless warnings (extraneous bytes before a marker, an unknown JFIF revision, ...) are not; the
   strict decoder stops at the first warning, so data lost after a harmless warning goes unnoticed.
+  A progressive JPEG cut between two scans (and given an end marker) draws no warning: libjpeg
+  shows the coarser image it has. Its scan headers tell: every coefficient of every component must
+  reach full precision (every encoder sends them all).
 - PNG: Pillow refuses a stream that is cut or damaged. A stream that ends early but cleanly (a
   header that promises more rows) is found by inflating the data again; that is done only when the
   row decoded last came out all zero, as missing rows do (or the file is interlaced).
@@ -36,6 +39,7 @@ import errno
 import io
 import logging
 import os
+import re
 import stat
 import struct
 import zlib
@@ -66,6 +70,9 @@ ORIENTATION_TAG = 0x0112
 # libjpeg's warnings that mean part of the image is not in the file (lower case, matched as parts).
 JPEG_DATA_LOSS = ("premature end", "bad huffman code", "bad arithmetic code", "instead of rst",
                   "inconsistent progression")
+_JPEG_MARKER = re.compile(rb"\xff+[\xc0-\xcf\xd8-\xfe]")  # after entropy-coded data: a marker, not RSTn or a stuffed byte
+_PROGRESSIVE_SOF = frozenset({0xC2, 0xC6, 0xCA, 0xCE})
+_ALL_COEFFICIENTS = (1 << 64) - 1
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
 _ADAM7 = ((0, 0, 8, 8), (0, 4, 8, 8), (4, 0, 8, 4), (0, 2, 4, 4), (2, 0, 4, 2), (0, 1, 2, 2), (1, 0, 2, 1))  # (y0, x0, dy, dx)
@@ -254,10 +261,46 @@ def _truncated(name: str, why: str) -> TruncatedImageError:
                                "to score it anyway.")
 
 
+def progression_gap(data: bytes) -> str | None:
+    """For a progressive JPEG, a sentence part saying that its scans stop before every DCT
+    coefficient of every component reached full precision (a file cut between two scans); None
+    when they do not, and for any other JPEG. Reads the marker segments only."""
+    pos, components, done = 2, [], {}
+    while pos + 4 <= len(data):
+        if data[pos] != 0xFF or data[pos + 1] in (0xFF, 0x01) or 0xD0 <= data[pos + 1] <= 0xD7:
+            pos += 1  # fill bytes, stray bytes, markers without a segment
+            continue
+        marker, (length,) = data[pos + 1], struct.unpack(">H", data[pos + 2 : pos + 4])
+        if marker == 0xD9:
+            break
+        segment = data[pos + 4 : pos + 2 + length]
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # a frame header
+            if marker not in _PROGRESSIVE_SOF:
+                return None
+            components = list(segment[6::3][: segment[5]]) if len(segment) > 5 else []
+        elif marker == 0xDA and len(segment) >= 1 + 2 * segment[0] + 3:
+            count = segment[0]
+            first, last, approx = segment[1 + 2 * count : 4 + 2 * count]
+            if approx & 0x0F == 0:  # this scan leaves its coefficients at full precision
+                band = ((1 << (last + 1)) - 1) ^ ((1 << first) - 1)
+                for c in segment[1 : 1 + 2 * count : 2]:
+                    done[c] = done.get(c, 0) | band
+            found = _JPEG_MARKER.search(data, pos + 2 + length)  # skip the scan's entropy-coded data
+            if found is None:
+                break
+            pos = found.start()
+            continue
+        pos += 2 + length
+    if components and any(done.get(c, 0) != _ALL_COEFFICIENTS for c in components):
+        return "its progressive scans stop before the image is complete"
+    return None
+
+
 def jpeg_data_loss(data: bytes) -> str | None:
-    """libjpeg's warning when part of a JPEG's image is not in ``data`` (see the module docstring),
-    else None: a strict decode at 1/8 scale, so all of the entropy-coded data are read but hardly
-    any pixel is computed. Raises ``ValueError`` when libjpeg-turbo cannot decode it at all."""
+    """Why part of a JPEG's image is not in ``data`` (libjpeg's warning, or
+    :func:`progression_gap`), else None: a strict decode at 1/8 scale, so all of the entropy-coded
+    data are read but hardly any pixel is computed. Raises ``ValueError`` when libjpeg-turbo cannot
+    decode it at all."""
     space = "CMYK" if simplejpeg.decode_jpeg_header(data)[2] in ("CMYK", "YCCK") else "GRAY"
     try:
         simplejpeg.decode_jpeg(data, colorspace=space, fastdct=True, fastupsample=True, min_height=1, min_width=1)
@@ -265,15 +308,16 @@ def jpeg_data_loss(data: bytes) -> str | None:
         if any(part in str(exc).lower() for part in JPEG_DATA_LOSS):
             return str(exc)
         simplejpeg.decode_jpeg(data, colorspace=space, min_height=1, min_width=1, strict=False)  # fatal: raises
-    return None
+    return progression_gap(data)
 
 
-def _decode_jpeg(data: bytes, grey: bool) -> tuple[np.ndarray, str | None]:
-    """An 8-bit YCbCr or greyscale JPEG -> (RGB uint8 pixels, libjpeg's data-loss warning or None).
-    Raises ``ValueError`` when libjpeg-turbo cannot decode it."""
+def _decode_jpeg(data: bytes, *, grey: bool, progressive: bool) -> tuple[np.ndarray, str | None]:
+    """An 8-bit YCbCr or greyscale JPEG -> (RGB uint8 pixels, why part of them is not in the file,
+    or None). Raises ``ValueError`` when libjpeg-turbo cannot decode it."""
     space = "GRAY" if grey else "RGB"
     try:
-        pixels, problem = simplejpeg.decode_jpeg(data, colorspace=space), None
+        pixels = simplejpeg.decode_jpeg(data, colorspace=space)
+        problem = progression_gap(data) if progressive else None
     except ValueError as exc:  # a warning (strict mode) or a fatal error: decode again leniently
         pixels = simplejpeg.decode_jpeg(data, colorspace=space, strict=False)
         problem = str(exc) if any(part in str(exc).lower() for part in JPEG_DATA_LOSS) else None
@@ -457,7 +501,7 @@ def decode_image(source: str | Path | bytes, *, max_pixels: int = DEFAULT_MAX_PI
     if img.format in JPEG_FORMATS and img.mode in ("RGB", "L"):
         orientation = exif_orientation(img)
         try:
-            pixels, problem = _decode_jpeg(data, grey=img.mode == "L")
+            pixels, problem = _decode_jpeg(data, grey=img.mode == "L", progressive=bool(img.info.get("progressive")))
         except ValueError as exc:  # not for libjpeg-turbo (e.g. a lossless JPEG): Pillow decides
             log.debug("%s: libjpeg-turbo refuses it (%s); decoding with Pillow", name, exc)
         else:
