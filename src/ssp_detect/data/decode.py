@@ -70,7 +70,7 @@ ORIENTATION_TAG = 0x0112
 # libjpeg's warnings that mean part of the image is not in the file (lower case, matched as parts).
 JPEG_DATA_LOSS = ("premature end", "bad huffman code", "bad arithmetic code", "instead of rst",
                   "inconsistent progression")
-_JPEG_MARKER = re.compile(rb"\xff+[\xc0-\xcf\xd8-\xfe]")  # after entropy-coded data: a marker, not RSTn or a stuffed byte
+_JPEG_MARKER = re.compile(rb"\xff[\xc0-\xcf\xd8-\xfe]")  # ends entropy-coded data: not RSTn nor a stuffed 0xFF
 _PROGRESSIVE_SOF = frozenset({0xC2, 0xC6, 0xCA, 0xCE})
 _ALL_COEFFICIENTS = (1 << 64) - 1
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
