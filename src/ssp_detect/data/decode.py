@@ -29,6 +29,10 @@ Such files raise :class:`TruncatedImageError`; ``allow_truncated=True`` decodes 
 missing part grey for JPEG, black for PNG) and says so (:attr:`DecodedImage.truncated`). Other
 formats that are cut or damaged raise :class:`ImageDecodeError`: their decoders give no pixels.
 
+Cost (``benchmarks/decode_check.py``): for a JPEG the check is the strict decode itself, which is
+faster than Pillow's (0.3-0.75x of the time for baseline JPEGs of 0.5-12 MP, about 1x for
+progressive ones); a PNG costs a look at one row, and a second inflate only when that row is black.
+
 Pillow's own decompression-bomb check (a global, 89.5 million pixels) is not used: the size is read
 from the header and ``max_pixels`` applied per call, so a caller may raise the limit per call.
 """

@@ -9,7 +9,8 @@ EXIF orientation, applied after the device decode; anything else (PNG, WebP, CMY
 short or damaged, one with data after its end, ...) goes through ``load_rgb`` in the worker, as in
 :class:`~ssp_detect.data.dataset.DetectionDataset`: its pixels travel, or its error. Whether a JPEG's
 data are all there is checked on the CPU, before any device decoder sees it (libjpeg-turbo reads
-all of the entropy-coded data at 1/8 scale, strict: about half the time of a full decode), so a
+all of the entropy-coded data at 1/8 scale, strict: about 45% of a full CPU decode for a baseline
+JPEG, 85-95% for a progressive one; ``benchmarks/decode_check.py``), so a
 JPEG cut short (with or without an end marker) is refused with ``load_rgb``'s
 :class:`~ssp_detect.data.decode.TruncatedImageError`, whatever a GPU decoder would make of it. When
 a batch holds a JPEG that torchvision cannot decode, each is decoded alone and ``load_rgb`` decodes
