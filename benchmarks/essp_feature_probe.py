@@ -1,6 +1,6 @@
 """Can knowing the degradation help ``ssp-strata`` under blur and JPEG? A probe of ESSP's two ideas.
 
-    python benchmarks/essp_feature_probe.py --data data/demo-medium
+    python -m benchmarks.essp_feature_probe --data data/demo-medium
 
 ESSP puts a perception module (is the image blurred? JPEG-compressed?) and an enhancement module
 (restore it) in front of an SSP detector. This probe asks, on the features of ``ssp-strata`` and
@@ -38,13 +38,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from ssp_detect.data.decode import load_rgb  # noqa: E402
-from ssp_detect.data.degradations import Degradation, TrainAugment, format_match_probabilities, gaussian_blur  # noqa: E402
-from ssp_detect.data.layouts import has_jpeg_history, load_samples  # noqa: E402
-from ssp_detect.engine.train import jpeg_histories  # noqa: E402
-from ssp_detect.models.strata import strata_features  # noqa: E402
+from ssp_detect.data.decode import load_rgb
+from ssp_detect.data.degradations import Degradation, TrainAugment, format_match_probabilities, gaussian_blur
+from ssp_detect.data.layouts import has_jpeg_history, load_samples
+from ssp_detect.engine.train import jpeg_histories
+from ssp_detect.models.strata import strata_features
 
 TRAIN_SUBSET = "esrgan_x4plus"
 TESTS = {"clean": Degradation(), "JPEG 75": Degradation("jpeg", 75), "blur 1": Degradation("blur", 1.0)}
@@ -63,10 +61,15 @@ def deblur_filter(sharp: np.ndarray, blurred: np.ndarray) -> torch.Tensor:
     k, m = DEBLUR_TAPS, DEBLUR_TAPS // 2
     gram = 1e-3 * torch.eye(k * k, dtype=torch.float64)
     rhs = torch.zeros(k * k, dtype=torch.float64)
+
+    def planes(images: np.ndarray, start: int) -> torch.Tensor:
+        """Images start to start + 7 (fewer at the end), one float64 plane per channel: (n * 3, 1, H, W)."""
+        chunk = torch.from_numpy(images[start:start + 8].astype(np.float64))
+        return chunk.permute(0, 3, 1, 2).reshape(-1, 1, *images.shape[1:3])
+
     for i in range(0, len(sharp), 8):  # normal equations, accumulated a few images at a time
-        planes = lambda a: torch.from_numpy(a[i:i + 8].astype(np.float64)).permute(0, 3, 1, 2).reshape(-1, 1, *a.shape[1:3])  # noqa: E731
-        columns = F.unfold(planes(blurred), k).permute(0, 2, 1).reshape(-1, k * k)
-        target = planes(sharp)[..., m:-m, m:-m].reshape(-1)
+        columns = F.unfold(planes(blurred, i), k).permute(0, 2, 1).reshape(-1, k * k)
+        target = planes(sharp, i)[..., m:-m, m:-m].reshape(-1)
         gram += columns.T @ columns
         rhs += columns.T @ target
     return torch.linalg.solve(gram, rhs).float().reshape(1, 1, k, k)
@@ -169,11 +172,11 @@ def main(argv: list[str] | None = None) -> int:
             p = predict(x_test[name], blur_pixels)
             cells.append(f"{100 * np.mean((p > 0.5) == y_test):.1f} / {100 * roc_auc_score(y_test, p):.1f}")
         print(f"| {title} | {' | '.join(cells)} |")
-    p_blur, p_jpeg = zip(*(perceive(tests["val"][1][name]) for name in TESTS))
+    p_blur, p_jpeg = zip(*(perceive(tests["val"][1][name]) for name in TESTS), strict=True)
     error = lambda a: np.abs(a.astype(np.float64) - val_clean).mean()  # noqa: E731
-    print(f"\npixel deblur on val blur 1: mean absolute error to the clean image {error(val_blurred):.2f} grey levels blurred, "
-          f"{error(apply_filter(val_blurred, deblur)):.2f} deblurred")
-    print("perception on val, mean p(blurred) / p(JPEG): " + ", ".join(f"{name} {b.mean():.2f} / {j.mean():.2f}" for name, b, j in zip(TESTS, p_blur, p_jpeg)))
+    print(f"\npixel deblur on val blur 1: mean absolute error to the clean image {error(val_blurred):.2f} grey levels "
+          f"blurred, {error(apply_filter(val_blurred, deblur)):.2f} deblurred")
+    print("perception on val, mean p(blurred) / p(JPEG): " + ", ".join(f"{name} {b.mean():.2f} / {j.mean():.2f}" for name, b, j in zip(TESTS, p_blur, p_jpeg, strict=True)))
     return 0
 
 

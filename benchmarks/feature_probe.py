@@ -1,6 +1,6 @@
 """Where in the image the real/fake signal lies once formats are matched: a linear probe.
 
-    python benchmarks/feature_probe.py --data data/demo-medium
+    python -m benchmarks.feature_probe --data data/demo-medium
 
 Pools the co-occurrence histograms of ``ssp-cooc`` over different parts of each image: the
 simplest patch (SSP's choice, as ``ssp-cooc`` sees it), and the k simplest of the 64 32x32 tiles of
@@ -25,15 +25,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from ssp_detect.data.decode import load_rgb  # noqa: E402
-from ssp_detect.data.degradations import jpeg_compress  # noqa: E402
-from ssp_detect.data.patch import select_simplest_patch  # noqa: E402
-from ssp_detect.data.preprocess import Preprocessor  # noqa: E402
-from ssp_detect.models import get_spec  # noqa: E402
-from ssp_detect.models.cooccurrence import cooccurrence_histograms  # noqa: E402
-from ssp_detect.models.strata import ranked_tiles  # noqa: E402
+from ssp_detect.data.decode import load_rgb
+from ssp_detect.data.degradations import jpeg_compress
+from ssp_detect.data.patch import select_simplest_patch
+from ssp_detect.data.preprocess import Preprocessor
+from ssp_detect.models import get_spec
+from ssp_detect.models.cooccurrence import cooccurrence_histograms
+from ssp_detect.models.strata import ranked_tiles
 
 TRAIN_SUBSET = "esrgan_x4plus"
 # Name -> (how many of the 64 tiles, simplest first, are kept; in how many texture strata).
@@ -73,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{manifest_path} does not exist; build a benchmark with: ssp data build-demo --out {root} --size medium", file=sys.stderr)
         return 2
     images = json.loads(manifest_path.read_text())["images"]
-    crop = Preprocessor.for_model(get_spec("ssp-strata"))
+    crop = Preprocessor.for_model(get_spec("ssp-strata").feed)
     torch.set_num_threads(1)
     rng = np.random.default_rng(args.seed)
 
@@ -100,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
             feats = [features(load_rgb(root / r["path"]), crop) for r in tqdm(part, desc=f"{subset} {split}", unit="img")]
             tests[subset, split] = (feats, np.array([int(r["label"] == "ai") for r in part]))
 
-    print(f"\nLogistic regression (C=0.1) on {root} {TRAIN_SUBSET}/train ({len(train)} images, fakes also JPEG-matched); AUC on unseen photos:\n")
+    print(f"\nLogistic regression (C=0.1) on {root} {TRAIN_SUBSET}/train ({len(train)} images, fakes also JPEG-matched); "
+          "AUC on unseen photos:\n")
     print("| pooling | features | " + " | ".join(f"{s} {sp}" for s, sp in tests) + " |")
     print("|---|---:|" + "---:|" * len(tests))
     for name in POOLINGS:

@@ -1,7 +1,7 @@
 """Training and inference throughput of every registered model on random input.
 
-    python benchmarks/models.py                  # CPU, batch 32
-    python benchmarks/models.py --device cuda --batch-size 256 --precision bf16
+    python -m benchmarks.models                  # CPU, batch 32
+    python -m benchmarks.models --device cuda --batch-size 256 --precision bf16
 
 Prints images/s for a training step (forward, backward, Adam) and an inference forward, with the
 parameter count, so the cost of each variant can be compared on the same machine in one run.
@@ -10,17 +10,13 @@ parameter count, so the cost of each variant can be compared on the same machine
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from ssp_detect.engine.runtime import autocast, place_model  # noqa: E402
-from ssp_detect.models.registry import create_model, get_spec, list_models  # noqa: E402
+from ssp_detect.engine.runtime import autocast, place_model
+from ssp_detect.models.registry import create_model, get_spec, list_models
 
 
 def throughput(name: str, device: torch.device, batch: int, reps: int, precision: str) -> tuple[float, float, float]:

@@ -7,7 +7,7 @@ and prints requests, errors, throughput, p50/p99 latency and the mean model batc
 mode, and the concurrent / sequential throughput ratio. Every request goes to 127.0.0.1 only, and
 each mode stops after ``--requests`` requests or ``--max-seconds`` seconds, whichever comes first.
 
-    python benchmarks/serve_load.py --requests 300 --concurrency 32
+    python -m benchmarks.serve_load --requests 300 --concurrency 32
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def make_random_checkpoint(path: Path, model: str) -> Path:
 
     net = create_model(model)
     save_checkpoint(path, {"model": model, "state_dict": net.state_dict(), "threshold": 0.5,
-                           "preprocess": get_spec(model).preprocess_config()})
+                           "preprocess": get_spec(model).feed.to_dict()})
     return path
 
 

@@ -1,7 +1,7 @@
 """Speed of ssp-detect against the official SSP pipeline, on the same files, in the same run.
 
-    python benchmarks/speed.py                       # CPU defaults, synthetic GenImage-like files
-    python benchmarks/speed.py --images 1000 --device cuda --batch-size 256
+    python -m benchmarks.speed                       # CPU defaults, synthetic GenImage-like files
+    python -m benchmarks.speed --images 1000 --device cuda --batch-size 256
 
 Phases (each in a fresh process, so peak memory is its own):
   decode      PIL decode of every file (the data path's ceiling)
@@ -22,14 +22,11 @@ import argparse
 import multiprocessing as mp
 import os
 import resource
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def make_files(folder: Path, n: int, seed: int = 0) -> list[str]:
@@ -73,9 +70,9 @@ def phase_select(paths, args):
     more on a short selection than on a long one)."""
     from PIL import Image
 
-    from benchmarks.official_reference import official_select_patch
     from ssp_detect.data.decode import load_rgb
     from ssp_detect.data.patch import select_simplest_patch
+    from tests.reference.official import official_select_patch
 
     def in_a_loop(decode, select, chosen):
         images = [decode(p) for p in chosen]
@@ -118,7 +115,7 @@ def phase_select(paths, args):
 def _official_loader(paths, args, shuffle=False):
     import torch
 
-    from benchmarks.official_reference import OfficialDataset
+    from tests.reference.official import OfficialDataset
 
     ds = OfficialDataset(paths, [i % 2 for i in range(len(paths))])
     return torch.utils.data.DataLoader(ds, batch_size=args.batch_size, shuffle=shuffle, num_workers=args.official_workers,
@@ -159,11 +156,11 @@ def _our_device_batches(paths, args, device):
 def phase_eval(paths, args):
     import torch
 
-    from benchmarks.official_reference import OfficialSSP
     from ssp_detect.engine.evaluate import predict_loader
     from ssp_detect.engine.runtime import place_model, resolve_precision
     from ssp_detect.models.checkpoint import official_to_ours
     from ssp_detect.models.registry import create_model, get_spec
+    from tests.reference.official import OfficialSSP
 
     device = torch.device(args.device)
     torch.manual_seed(0)
@@ -207,9 +204,9 @@ def phase_train(paths, args):
     import torch
     import torch.nn.functional as F
 
-    from benchmarks.official_reference import OfficialSSP
     from ssp_detect.engine.runtime import autocast, model_input, place_model, resolve_precision
     from ssp_detect.models.registry import create_model, get_spec
+    from tests.reference.official import OfficialSSP
 
     device = torch.device(args.device)
     steps = args.train_steps
@@ -271,6 +268,11 @@ def run_phase(name, paths, args):
     return result
 
 
+def _row(label: str, official: str = "", ours: str = "", ratio: str = "", peak: str = "") -> str:
+    """One row of the results table, the numbers already formatted."""
+    return f"| {label:<44} | {official:>12} | {ours:>12} | {ratio:>7} | {peak:>8} |"
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", type=int, default=96, help="files to generate (default 96; half PNG 512x512, half JPEG 500x375)")
@@ -297,26 +299,30 @@ def main(argv=None) -> int:
             paths = make_files(Path(tmp) / "files", args.images)
         res = {name: run_phase(name, paths, args) for name in args.phases}
 
+    ours_workers = args.workers if args.workers is not None else "cores - 1"
     print(f"\nssp-detect vs official pipeline: {len(paths)} files, device {args.device}, batch {args.batch_size}, "
-          f"{os.cpu_count()} CPU cores, official workers {args.official_workers}, ours {args.workers if args.workers is not None else 'cores - 1'}\n")
-    print(f"| {'path':<44} | {'official':>12} | {'ssp-detect':>12} | {'ratio':>7} | {'peak MB':>8} |")
+          f"{os.cpu_count()} CPU cores, official workers {args.official_workers}, ours {ours_workers}\n")
+    print(_row("path", "official", "ssp-detect", "ratio", "peak MB"))
     print(f"|{'-' * 46}|{'-' * 14}|{'-' * 14}|{'-' * 9}|{'-' * 10}|")
     if "decode" in res:
-        print(f"| {'decode alone (img/s, 1 process)':<44} | {'':>12} | {res['decode']['ours']:12.1f} | {'':>7} | {res['decode']['peak_mb']:8.0f} |")
+        d = res["decode"]
+        print(_row("decode alone (img/s, 1 process)", ours=f"{d['ours']:.1f}", peak=f"{d['peak_mb']:.0f}"))
     if "select" in res:
         s = res["select"]
-        print(f"| {'patch selection (ms per image)':<44} | {s['reference_ms']:12.2f} | {s['ours_ms']:12.2f} | {s['reference_ms'] / s['ours_ms']:6.1f}x | {s['peak_mb']:8.0f} |")
+        print(_row("patch selection (ms per image)", f"{s['reference_ms']:.2f}", f"{s['ours_ms']:.2f}",
+                   f"{s['reference_ms'] / s['ours_ms']:.1f}x", f"{s['peak_mb']:.0f}"))
         r, o = s["reference_after_decode_ms"], s["ours_after_decode_ms"]
-        print(f"| {'  each right after its decode (ms per image)':<44} | {r:12.2f} | {o:12.2f} | {r / o:6.1f}x | {'':>8} |")
-        print(f"| {'  exhaustive selection (ms per image)':<44} | {'':>12} | {s['exhaustive_ms']:12.2f} | {'':>7} | {'':>8} |")
+        print(_row("  each right after its decode (ms per image)", f"{r:.2f}", f"{o:.2f}", f"{r / o:.1f}x"))
+        print(_row("  exhaustive selection (ms per image)", ours=f"{s['exhaustive_ms']:.2f}"))
     for name, label in (("eval", "evaluation from files (img/s)"), ("train", "training from files (img/s)")):
         if name in res:
             r = res[name]
-            print(f"| {label:<44} | {r['reference']:12.1f} | {r['ours']:12.1f} | {r['ours'] / r['reference']:6.2f}x | {r['peak_mb']:8.0f} |")
+            print(_row(label, f"{r['reference']:.1f}", f"{r['ours']:.1f}", f"{r['ours'] / r['reference']:.2f}x", f"{r['peak_mb']:.0f}"))
     if "eval" in res:
         r = res["eval"]
-        print(f"| {'  ours, JPEGs decoded on the device (img/s)':<44} | {r['reference']:12.1f} | {r['ours_device_decode']:12.1f} | {r['ours_device_decode'] / r['reference']:6.2f}x | {'':>8} |")
-        print(f"| {'  model forward alone, ours (img/s)':<44} | {'':>12} | {r['model_alone']:12.1f} | {'':>7} | {'':>8} |")
+        print(_row("  ours, JPEGs decoded on the device (img/s)", f"{r['reference']:.1f}", f"{r['ours_device_decode']:.1f}",
+                   f"{r['ours_device_decode'] / r['reference']:.2f}x"))
+        print(_row("  model forward alone, ours (img/s)", ours=f"{r['model_alone']:.1f}"))
     # What bounds our evaluation: compare per-image costs of the stages.
     if {"decode", "select", "eval"} <= set(res):
         workers = max(1, args.workers if args.workers is not None else (os.cpu_count() or 2) - 1)

@@ -1,6 +1,6 @@
 """A zero-parameter reference detector: score = minus the simple patch's texture diversity.
 
-    python benchmarks/texture_baseline.py --data data/demo --splits train val val_matched
+    python -m benchmarks.texture_baseline --data data/demo --splits train val val_matched
 
 Says how much of a data set's real/fake signal a single hand-made statistic of the simple patch
 already carries (fakes tend to be smoother), so that a trained detector's AUC can be read against
@@ -10,17 +10,13 @@ it. Prints the AUC per subset and split.
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from ssp_detect.data.decode import load_rgb  # noqa: E402
-from ssp_detect.data.layouts import load_samples  # noqa: E402
-from ssp_detect.data.patch import select_simplest_patch  # noqa: E402
-from ssp_detect.engine.metrics import binary_metrics  # noqa: E402
+from ssp_detect.data.decode import load_rgb
+from ssp_detect.data.layouts import load_samples
+from ssp_detect.data.patch import select_simplest_patch
+from ssp_detect.engine.metrics import binary_metrics
 
 
 def main(argv: list[str] | None = None) -> int:

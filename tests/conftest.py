@@ -1,67 +1,13 @@
-"""Shared fixtures: tiny image trees and small checkpoints built in tmp_path."""
+"""Shared pytest fixtures; the plain helpers they use live in ``tests/helpers.py``."""
 
 from __future__ import annotations
 
-import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from PIL import Image
 
-from ssp_detect.models.checkpoint import save_checkpoint
-from ssp_detect.models.registry import create_model, get_spec
-
-
-def noisy_image(rng: np.random.Generator, size: tuple[int, int] = (64, 80), noise: float = 8.0) -> np.ndarray:
-    """A smooth gradient plus Gaussian noise of the given strength, RGB uint8 (H, W, 3)."""
-    h, w = size
-    base = np.linspace(40, 200, w)[None, :, None] + np.linspace(0, 30, h)[:, None, None]
-    img = base + rng.normal(0, noise, (h, w, 3)) if noise else base + np.zeros((h, w, 3))
-    return np.clip(img, 0, 255).astype(np.uint8)
-
-
-def numpy_seeded_corners(img: np.ndarray, seed: int, patch_size: int, n: int) -> np.ndarray:
-    """Seeded mode's candidate corners by their definition, with numpy's own generator: a CRC of
-    every 8th pixel, then ``default_rng([seed, crc, H, W])`` draws the y's, then the x's."""
-    h, w = img.shape[:2]
-    rng = np.random.default_rng([seed, zlib.crc32(np.ascontiguousarray(img[::8, ::8]).data), h, w])
-    ys = rng.integers(0, h - patch_size + 1, size=n)
-    return np.stack([ys, rng.integers(0, w - patch_size + 1, size=n)], axis=1)
-
-
-def write_image(path: Path, img: np.ndarray) -> Path:
-    """Save an RGB array to path (format from the suffix)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(img).save(path)
-    return path
-
-
-def make_genimage_tree(root: Path, subsets=("sdv4", "adm"), n: int = 6, seed: int = 0, splits=("train", "val")) -> Path:
-    """A GenImage-layout tree where real images are noisy and fake images are smooth.
-
-    Folder names are the official long names (``imagenet_ai_0419_sdv4``...).
-    """
-    from ssp_detect.data.layouts import GENIMAGE_SUBSETS
-
-    rng = np.random.default_rng(seed)
-    for subset in subsets:
-        folder = GENIMAGE_SUBSETS.get(subset, subset)
-        for split in splits:
-            for i in range(n):
-                write_image(root / folder / split / "nature" / f"r{i}.png", noisy_image(rng, noise=12.0))
-                write_image(root / folder / split / "ai" / f"f{i}.png", noisy_image(rng, noise=0.0))
-    return root
-
-
-def make_checkpoint(path: Path, model: str = "ssp-lite", threshold: float = 0.5, seed: int = 0) -> Path:
-    """Save a randomly initialised model as an ssp-detect checkpoint."""
-    torch.manual_seed(seed)
-    net = create_model(model)
-    save_checkpoint(path, {"model": model, "state_dict": net.state_dict(), "threshold": threshold,
-                           "preprocess": get_spec(model).preprocess_config()})
-    return path
+from tests.helpers import make_checkpoint
 
 
 @pytest.fixture
@@ -73,33 +19,3 @@ def rng() -> np.random.Generator:
 def checkpoint_path(tmp_path_factory) -> Path:
     """A random ssp-lite checkpoint shared by the tests of a session."""
     return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "model.pt")
-
-
-def train_test_predict(tmp_path: Path, model: str, lr: str) -> tuple[dict, str, list[dict]]:
-    """Train ``model`` from the CLI on a small noisy-real / smooth-fake tree (3 epochs), then
-    ``ssp test`` and ``ssp predict`` its best.pt; returns results.json, results.md and the
-    predicted rows (one per image)."""
-    import json
-
-    from ssp_detect.cli import main
-
-    tree = make_genimage_tree(tmp_path / "data", subsets=("sdv4",), n=12)
-    out = tmp_path / "run"
-    assert main(["train", "--data", str(tree), "--model", model, "--batch-size", "8", "--epochs", "3", "--lr", lr, "--workers", "0",
-                 "--train-eval-samples", "8", "--val-fraction", "0.2", "--no-progress", "--out", str(out)]) == 0
-    assert main(["test", "--weights", str(out / "best.pt"), "--data", str(tree), "--workers", "0", "--no-progress", "--out", str(tmp_path / "t")]) == 0
-    assert main(["predict", str(tree), "--recursive", "--weights", str(out / "best.pt"), "--format", "jsonl",
-                 "--output", str(tmp_path / "p.jsonl")]) == 0
-    rows = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
-    return json.loads((tmp_path / "t" / "results.json").read_text()), (tmp_path / "t" / "results.md").read_text(), rows
-
-
-def fit_full_batch(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, lr: float = 1e-2) -> float:
-    """Adam on BCE-with-logits over one fixed batch for ``steps`` steps; returns the last loss."""
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    for _ in range(steps):
-        optimizer.zero_grad()
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(x), y)
-        loss.backward()
-        optimizer.step()
-    return loss.item()

@@ -4,11 +4,11 @@ import json
 import numpy as np
 import pytest
 
-from conftest import make_checkpoint, make_genimage_tree, noisy_image, write_image
 from ssp_detect import Detector
 from ssp_detect.cli import main
 from ssp_detect.data.layouts import load_samples
 from ssp_detect.models.checkpoint import read_checkpoint_file
+from tests.helpers import make_checkpoint, make_genimage_tree, noisy_image, write_image
 
 
 @pytest.fixture
@@ -30,7 +30,7 @@ def test_predict_folder_csv_and_json(folder, checkpoint_path, tmp_path):
     bad = {r["path"].split("/")[-1]: r for r in rows if r["error"]}
     assert set(bad) == {"broken.jpg", "empty.png"} and bad["empty.png"]["p_fake"] == ""
     good = [r for r in rows if not r["error"]]
-    assert all(0 <= float(r["p_fake"]) <= 1 and r["label"] in ("real", "fake") and r["w"] == "32" for r in good)
+    assert all(0 <= float(r["p_fake"]) <= 1 and r["label"] in ("real", "fake", "uncertain") and r["w"] == "32" for r in good)
     out_json = tmp_path / "r.json"
     assert main(["predict", str(folder), "--recursive", "--weights", str(checkpoint_path), "--format", "json", "--output", str(out_json)]) == 0
     data = json.loads(out_json.read_text())
@@ -78,7 +78,7 @@ def test_calibrate_finds_the_known_threshold(tmp_path, rng, checkpoint_path):
     order = np.argsort(p)
     labels = np.zeros(8, int)
     labels[order[4:]] = 1
-    (tmp_path / "m.csv").write_text("path,label\n" + "".join(f"{x},{y}\n" for x, y in zip(paths, labels)))
+    (tmp_path / "m.csv").write_text("path,label\n" + "".join(f"{x},{y}\n" for x, y in zip(paths, labels, strict=True)))
     out = tmp_path / "cal.pt"
     args = ["calibrate", "--weights", str(checkpoint_path), "--data", str(tmp_path / "m.csv"), "--output", str(out), "--workers", "0", "--no-progress"]
     assert main(args) == 0
@@ -109,9 +109,9 @@ def test_user_errors_are_one_sentence_not_a_traceback(tmp_path, capsys, checkpoi
 
 
 def test_patch_size_and_candidate_count_come_from_the_checkpoint_and_the_flags(tmp_path, rng, capsys):
-    from conftest import numpy_seeded_corners
     from ssp_detect.data.preprocess import PatchOptions
     from ssp_detect.models.checkpoint import save_checkpoint
+    from tests.helpers import numpy_seeded_corners
 
     img = noisy_image(rng, (96, 120))
     default = Detector.from_checkpoint(make_checkpoint(tmp_path / "d.pt"))

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import fit_full_batch
 from ssp_detect.data.preprocess import normalize
 from ssp_detect.models import create_model, get_spec
 from ssp_detect.models.cooccurrence import BINS, NUM_FEATURES, cooccurrence_features
+from tests.helpers import fit_full_batch
 
 
 def _codes(residual: np.ndarray) -> np.ndarray:
@@ -106,7 +106,7 @@ def test_the_head_learns_noise_against_no_noise(rng):
 
 
 def test_trained_from_the_cli_it_tests_and_predicts(tmp_path):
-    from conftest import train_test_predict
+    from tests.helpers import train_test_predict
 
     res, _, rows = train_test_predict(tmp_path, "ssp-cooc", "1e-2")
     assert res["pooled"]["auc"] > 0.9  # noisy reals against smooth fakes

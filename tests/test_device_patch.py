@@ -8,7 +8,6 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import make_genimage_tree, noisy_image, write_image
 from ssp_detect.cli import main
 from ssp_detect.data import device_decode
 from ssp_detect.data.decode import ImageDecodeError, TruncatedImageError, apply_orientation, load_rgb
@@ -19,6 +18,7 @@ from ssp_detect.data.patch import select_simplest_patch
 from ssp_detect.data.preprocess import PatchOptions
 from ssp_detect.engine.evaluate import evaluate_model
 from ssp_detect.models.loading import load_model
+from tests.helpers import make_genimage_tree, noisy_image, write_image
 
 # torchvision 0.29 deprecates its image decoders in favour of TorchCodec; they still work.
 pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding capabilities of TorchVision:DeprecationWarning")
@@ -181,7 +181,7 @@ def test_device_decoding_refuses_whole_image_models_and_degradations(tmp_path, c
     from ssp_detect.data.degradations import Degradation
 
     loaded, samples = load_model(checkpoint_path), [Sample(str(write_image(tmp_path / "a.png", noisy_image(np.random.default_rng(0)))), 0, "s")]
-    whole = dataclasses.replace(loaded, preprocess={**loaded.preprocess, "input": "image"})
+    whole = dataclasses.replace(loaded, feed=dataclasses.replace(loaded.feed, input="image"))
     with pytest.raises(ValueError, match="Device decoding is for patch models"):
         evaluate_model(whole, samples, device=torch.device("cpu"), precision="fp32", progress=False, decode="device")
     with pytest.raises(ValueError, match="cannot be combined with device decoding"):
@@ -207,7 +207,7 @@ def test_device_decoding_on_cuda(tmp_path, checkpoint_path):
     np.testing.assert_allclose(p_d.p_fake[png], p_w.p_fake[png], rtol=0, atol=1e-5)
     jpegs = sorted((tmp_path / "g").rglob("?j*.jpg"))
     on_gpu = decode_jpegs([_jpeg_bytes(p) for p in jpegs], [str(p) for p in jpegs], torch.device("cuda"))
-    for path, pixels in zip(jpegs, on_gpu):
+    for path, pixels in zip(jpegs, on_gpu, strict=True):
         # torchvision's own test of nvJPEG against libjpeg-turbo: a mean difference below 2 grey levels.
         assert pixels.is_cuda and (pixels.cpu().permute(1, 2, 0).float() - torch.from_numpy(load_rgb(path)).float()).abs().mean() < 2
 

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from conftest import make_checkpoint, make_genimage_tree
+from tests.helpers import make_checkpoint, make_genimage_tree
 
 pytestmark = pytest.mark.slow
 
@@ -53,9 +53,9 @@ def test_two_process_training_runs_and_only_rank0_writes(tmp_path):
 
 
 def test_two_process_predict_writes_every_image_once_in_order(tmp_path):
-    from conftest import noisy_image, write_image
-
     import numpy as np
+
+    from tests.helpers import noisy_image, write_image
 
     rng = np.random.default_rng(0)
     paths = [write_image(tmp_path / "imgs" / f"{i:02d}.png", noisy_image(rng)) for i in range(7)]
@@ -70,7 +70,7 @@ def test_two_process_predict_writes_every_image_once_in_order(tmp_path):
     one = [json.loads(x) for x in (tmp_path / "one.jsonl").read_text().splitlines()]
     two = [json.loads(x) for x in (tmp_path / "two.jsonl").read_text().splitlines()]
     assert [x["path"] for x in two] == [x["path"] for x in one] == sorted(str(p) for p in [*paths, tmp_path / "imgs" / "08_bad.png"])
-    for a, b in zip(one, two):
+    for a, b in zip(one, two, strict=True):
         assert (a["error"] is None) == (b["error"] is None)
         if a["p_fake"] is not None:
             assert b["p_fake"] == pytest.approx(a["p_fake"], abs=1e-6)

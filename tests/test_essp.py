@@ -9,13 +9,13 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import make_genimage_tree
 from ssp_detect.cli import main
 from ssp_detect.data.degradations import gaussian_blur
 from ssp_detect.data.preprocess import Preprocessor, normalize
 from ssp_detect.models import create_model, get_spec, load_model
 from ssp_detect.models.checkpoint import read_checkpoint_file
 from ssp_detect.models.ssp import SSPNet
+from tests.helpers import make_genimage_tree
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ def _blur_batch(rng: np.random.Generator, n: int) -> tuple[torch.Tensor, torch.T
     spec = get_spec("essp-lite")
     sharp = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
     blurred = rng.random(n) < 0.5
-    seen = np.stack([gaussian_blur(s, 1.5) if b else s for s, b in zip(sharp, blurred)])
+    seen = np.stack([gaussian_blur(s, 1.5) if b else s for s, b in zip(sharp, blurred, strict=True)])
 
     def tensor(a: np.ndarray) -> torch.Tensor:
         return normalize(torch.from_numpy(np.ascontiguousarray(a.transpose(0, 3, 1, 2))), spec.mean, spec.std)
@@ -118,7 +118,7 @@ def test_essp_trains_through_the_cli_and_its_checkpoint_tests_and_predicts(tmp_p
     row = json.loads((tmp_path / "p.json").read_text())[0]
     # The same number by hand: seeded simple patch -> normalise -> ESSP -> sigmoid.
     loaded = load_model(out / "best.pt")
-    prepared = Preprocessor.for_model(loaded.preprocess)(np.asarray(Image.open(image).convert("RGB")))
+    prepared = Preprocessor.for_model(loaded.feed)(np.asarray(Image.open(image).convert("RGB")))
     with torch.no_grad():
-        p_fake = torch.sigmoid(loaded.model(normalize(torch.from_numpy(prepared.pixels)[None], loaded.spec.mean, loaded.spec.std))).item()
+        p_fake = torch.sigmoid(loaded.model(normalize(torch.from_numpy(prepared.pixels)[None], loaded.feed.mean, loaded.feed.std))).item()
     assert row["p_fake"] == pytest.approx(p_fake, abs=1e-6) and [row["x"], row["y"]] == list(prepared.box[:2])

@@ -10,7 +10,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ssp_detect.data.jpeg_quality import IJG_LUMINANCE_TABLE, estimate_jpeg_history, estimate_jpeg_quality, ijg_luminance_table
+from ssp_detect.data.jpeg_quality import (
+    IJG_LUMINANCE_TABLE,
+    estimate_jpeg_history,
+    estimate_jpeg_quality,
+    ijg_luminance_table,
+)
 
 
 @pytest.fixture(scope="module")

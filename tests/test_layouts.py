@@ -5,11 +5,11 @@ import pytest
 import torch
 from PIL import Image, features
 
-from conftest import make_genimage_tree, noisy_image, write_image
 from ssp_detect.data.dataset import DetectionDataset, collate, make_loader
 from ssp_detect.data.decode import load_rgb
 from ssp_detect.data.layouts import DatasetError, list_image_files, load_samples
 from ssp_detect.data.preprocess import Preprocessor
+from tests.helpers import make_genimage_tree, noisy_image, write_image
 
 
 def test_genimage_short_and_folder_names(tmp_path):
@@ -79,7 +79,7 @@ def test_seeded_patches_do_not_depend_on_workers_or_order(tmp_path):
     def boxes(loader):
         out = {}
         for b in loader:
-            out.update({int(i): tuple(bx.tolist()) for i, bx in zip(b["index"], b["box"])})
+            out.update({int(i): tuple(bx.tolist()) for i, bx in zip(b["index"], b["box"], strict=True)})
         return out
 
     ref = boxes(make_loader(ds, batch_size=5, workers=0))

@@ -3,10 +3,10 @@ import pytest
 import torch
 from torchvision.models import resnet50
 
-from benchmarks.official_reference import OfficialSSP
 from ssp_detect.data.preprocess import normalize
 from ssp_detect.models import CheckpointError, create_model, get_spec, list_models, load_model, register_model
 from ssp_detect.models.checkpoint import save_checkpoint
+from tests.reference.official import OfficialSSP
 
 
 def test_registry_lists_the_paper_models_and_refuses_duplicates():

@@ -3,18 +3,18 @@ import pytest
 import torch
 from PIL import Image
 
-from benchmarks.official_reference import official_select_patch, official_texture_score
-from conftest import numpy_seeded_corners
 from ssp_detect.data.patch import (
     candidate_scores,
-    image_corners,
     exhaustive_scores,
+    image_corners,
     random_corners,
     select_simplest_patch,
     texture_diversity,
     texture_diversity_batch,
     texture_diversity_tensor,
 )
+from tests.helpers import numpy_seeded_corners
+from tests.reference.official import official_select_patch, official_texture_score
 
 
 def test_texture_diversity_hand_computed():
@@ -129,7 +129,7 @@ def test_vectorised_random_mode_equals_the_official_per_crop_path(rng):
         gen = torch.Generator().manual_seed(k)
         _, (top, left), score = official_select_patch(Image.fromarray(img), gen)
         gen = torch.Generator().manual_seed(k)
-        from benchmarks.official_reference import official_crop_boxes
+        from tests.reference.official import official_crop_boxes
 
         corners = np.array(official_crop_boxes(img.shape[1], img.shape[0], 64, gen))
         ours = candidate_scores(img, corners, 32)

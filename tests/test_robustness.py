@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import make_checkpoint, make_genimage_tree
 from ssp_detect.cli import main
 from ssp_detect.data.degradations import Degradation
 from ssp_detect.data.layouts import load_samples
 from ssp_detect.engine.evaluate import evaluate_model
 from ssp_detect.engine.robustness import DIFFERENCE_FIELDS, SWEEPS, run_robustness
 from ssp_detect.models import load_model
+from tests.helpers import make_checkpoint, make_genimage_tree
 
 METRICS = ["n_real", "n_fake", "acc", "real_acc", "fake_acc", "ap", "auc"]
 
@@ -96,7 +96,8 @@ def test_report_names_the_input_of_each_model_when_they_differ(tree, checkpoints
     args = ["--data", str(tree), "--sweeps", "blur", "--bootstrap", "0", "--workers", "0", "--no-progress"]
     assert main(["robustness", "--weights", *map(str, checkpoints), str(strata), *args, "--out", str(out)]) == 0
     notes = (out / "robustness.md").read_text()
-    assert "simple patch: ssp-lite, essp-lite: 32x32, seeded mode (seed 0), lowest of 64 candidates; ssp-strata: none (centre 256x256 crop" in notes
+    assert ("simple patch: ssp-lite, essp-lite: 32x32, seeded mode (seed 0), lowest of 64 candidates; "
+            "ssp-strata: none (centre 256x256 crop") in notes
     repeated = ["--weights", str(checkpoints[0]), "--weights", str(checkpoints[1])]  # the option repeated: both models kept
     assert main(["robustness", *repeated, *args, "--out", str(tmp_path / "same")]) == 0
     same = (tmp_path / "same" / "robustness.md").read_text()

@@ -25,7 +25,7 @@ from PIL import Image
 
 from ssp_detect.detector import Detector
 from ssp_detect.serve import ServeLimits, create_app
-from tests.conftest import noisy_image
+from tests.helpers import noisy_image
 
 T = TypeVar("T")
 
@@ -152,6 +152,22 @@ def test_detect_one_file_matches_the_detector(client: TestClient, detector: Dete
     timings = body["timings_ms"]
     assert set(timings) == {"decode_and_patch", "queue_and_model", "total"}
     assert timings["total"] >= max(timings["decode_and_patch"], timings["queue_and_model"]) > 0
+
+
+def test_stability_field_reports_the_range_and_uncertain_reasons(client: TestClient, detector: Detector) -> None:
+    tiny = encode(noisy_image(np.random.default_rng(31), (20, 20), noise=8.0))
+    r = client.post("/v1/detect", files={"file": ("tiny.png", tiny, "image/png")}, data={"stability": "true"})
+    assert r.status_code == 200
+    (result,) = r.json()["results"]
+    expected = detector.predict(tiny, stability=True)
+    assert result["label"] == "uncertain" and result["reasons"] == list(expected.reasons) and "upscaled" in result["reasons"]
+    stability = result["stability"]
+    assert stability["p_min"] == pytest.approx(expected.stability.p_min, abs=1e-6)
+    assert stability["p_max"] == pytest.approx(expected.stability.p_max, abs=1e-6)
+    assert stability["most_moved"] == expected.stability.most_moved and stability["holds"] == expected.stability.holds
+    assert set(stability["p_fake"]) == set(expected.stability.p_fake)
+    plain = client.post("/v1/detect", files={"file": ("tiny.png", tiny, "image/png")}).json()["results"][0]
+    assert plain["stability"] is None and plain["p_fake"] == pytest.approx(result["p_fake"], abs=1e-6)
 
 
 def test_detect_several_files_in_both_fields_keeps_upload_order(client: TestClient, detector: Detector, images: list[bytes]) -> None:

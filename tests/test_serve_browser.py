@@ -20,7 +20,7 @@ from PIL import Image
 
 from ssp_detect.detector import Detector
 from ssp_detect.serve import create_app
-from tests.conftest import noisy_image, write_image
+from tests.helpers import noisy_image, write_image
 
 pytestmark = pytest.mark.browser
 
@@ -125,3 +125,23 @@ def test_small_image_box_is_scaled_from_the_resized_search(page, detector: Detec
     drawn = [int(v) for v in preview.get_attribute("data-drawn-box").split(",")]
     x, y, w, h = expected.box
     assert drawn == [round(x * width / 256), round(y * height / 256), round(w * width / 256), round(h * height / 256)]
+
+
+def test_uncertain_card_shows_its_reason_and_the_stability_range(page, detector: Detector, tmp_path: Path) -> None:
+    path = write_image(tmp_path / "small.png", noisy_image(np.random.default_rng(23), (20, 24), noise=6.0))
+    expected = detector.predict(path, stability=True)
+    assert expected.label == "uncertain" and "upscaled" in expected.reasons
+    page.check("#stability-input")
+    try:
+        page.set_input_files("#file-input", str(path))
+        card = page.locator('.result[data-filename="small.png"]')
+        card.locator('xpath=self::*[@data-status="done"]').wait_for(timeout=30_000)
+    finally:
+        page.uncheck("#stability-input")
+    assert card.locator(".verdict").inner_text().lower() == "uncertain"
+    assert card.get_attribute("data-reasons") == ",".join(expected.reasons)
+    assert "upscaled: the image is smaller" in card.locator("dd.reasons").inner_text()
+    stability = card.locator("dd.stability").inner_text()
+    assert f"{expected.stability.p_min:.3f}–{expected.stability.p_max:.3f}" in stability
+    assert expected.stability.most_moved in stability
+    assert card.get_attribute("data-stability") == ("holds" if expected.stability.holds else "flips")

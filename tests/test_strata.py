@@ -4,13 +4,13 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import fit_full_batch
 from ssp_detect.data.patch import texture_diversity
 from ssp_detect.data.preprocess import Preprocessor, normalize
 from ssp_detect.models import create_model, get_spec
 from ssp_detect.models.cooccurrence import NUM_FEATURES
 from ssp_detect.models.strata import ranked_tiles, strata_features, tiles_of
-from test_cooccurrence import reference_features
+from tests.helpers import fit_full_batch
+from tests.test_cooccurrence import reference_features
 
 
 def reference_strata(crop: np.ndarray, tile: int = 32, share: float = 0.5, strata: int = 2) -> np.ndarray:
@@ -73,7 +73,7 @@ def test_crops_that_do_not_tile_into_equal_groups_are_refused():
 
 
 def test_it_is_fed_the_centre_crop_at_native_resolution(rng):
-    pre = Preprocessor.for_model(get_spec("ssp-strata"))
+    pre = Preprocessor.for_model(get_spec("ssp-strata").feed)
     img = rng.integers(0, 256, (300, 517, 3), dtype=np.uint8)
     prepared = pre(img)
     x, y, w, h = prepared.box
@@ -105,7 +105,7 @@ def test_the_head_learns_noisy_tiles_against_smooth_ones(rng):
 
 
 def test_trained_from_the_cli_it_tests_and_predicts_with_the_crop_box(tmp_path):
-    from conftest import train_test_predict
+    from tests.helpers import train_test_predict
 
     res, report, rows = train_test_predict(tmp_path, "ssp-strata", "1e-2")
     assert res["pooled"]["auc"] > 0.9  # noisy reals against smooth fakes
@@ -135,8 +135,8 @@ def test_stratum_contributions_add_up_to_the_logit_and_name_the_tiles_read(rng):
 def test_explain_draws_the_strata_and_refuses_whole_image_models(tmp_path, capsys):
     from PIL import Image
 
-    from conftest import make_checkpoint, noisy_image, write_image
     from ssp_detect.cli import main
+    from tests.helpers import make_checkpoint, noisy_image, write_image
 
     image = write_image(tmp_path / "photo.png", noisy_image(np.random.default_rng(0), size=(300, 320)))
     out = tmp_path / "strata.png"

@@ -3,10 +3,10 @@ import json
 import pytest
 import torch
 
-from conftest import make_genimage_tree
 from ssp_detect.cli import main
 from ssp_detect.engine.train import poly_lr
 from ssp_detect.models.checkpoint import read_checkpoint_file
+from tests.helpers import make_genimage_tree
 
 
 def test_poly_schedule_is_the_official_one():
@@ -75,10 +75,10 @@ def test_config_preset_and_flags_order(tmp_path):
 
 
 def test_format_matching_takes_whole_jpeg_histories_from_the_manifest_or_the_files(tmp_path, rng):
-    from conftest import noisy_image, write_image
     from ssp_detect.config import build_config
     from ssp_detect.data.layouts import load_samples
     from ssp_detect.engine.train import make_augment
+    from tests.helpers import noisy_image, write_image
 
     root = tmp_path / "data"
     records = []
@@ -110,10 +110,10 @@ def test_format_matching_takes_whole_jpeg_histories_from_the_manifest_or_the_fil
 def test_validation_is_format_matched_like_training_without_the_degradations(tmp_path, rng):
     from PIL import Image
 
-    from conftest import noisy_image, write_image
     from ssp_detect.config import build_config
     from ssp_detect.data.layouts import load_samples
     from ssp_detect.engine.train import format_matching_of, make_augment
+    from tests.helpers import noisy_image, write_image
 
     root = tmp_path / "data"
     for i in range(8):

@@ -71,13 +71,7 @@ def _describe_patch(loaded, args: argparse.Namespace) -> str:
     """The simple-patch settings a run used, in words, for reports."""
     from ssp_detect.data.preprocess import Preprocessor
 
-    s = Preprocessor.for_model(loaded.preprocess, _patch(args)).settings()
-    if s["input"] == "image":
-        return f"none (whole image resized to {s['image_size']}x{s['image_size']})"
-    if s["input"] == "crop":
-        return f"none (centre {s['image_size']}x{s['image_size']} crop at native resolution; the model ranks its tiles itself)"
-    how = "every position" if s["patch_mode"] == "exhaustive" else f"lowest of {s['num_candidates']} candidates"
-    return f"{s['patch_size']}x{s['patch_size']}, {s['patch_mode']} mode (seed {args.seed}), {how}"
+    return Preprocessor.for_model(loaded.feed, _patch(args)).describe()
 
 
 def _describe_patches(names: list[str], models: list, args: argparse.Namespace) -> str:
@@ -451,7 +445,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     if loaded.source == "official":
         from ssp_detect.models.checkpoint import official_to_ours, unwrap_state_dict
 
-        raw = {"model": loaded.name, "state_dict": official_to_ours(unwrap_state_dict(raw)), "preprocess": loaded.spec.preprocess_config()}
+        raw = {"model": loaded.name, "state_dict": official_to_ours(unwrap_state_dict(raw)), "preprocess": loaded.feed.to_dict()}
     raw.pop("format", None)
     raw.pop("label_convention", None)
     raw["threshold"] = threshold
@@ -539,7 +533,7 @@ def add_data_parser(sub) -> None:
 
 
 def cmd_build_demo(args: argparse.Namespace) -> int:
-    from ssp_detect.data.demo import build_demo
+    from ssp_detect.demo import build_demo
 
     root = build_demo(args.out, size=args.size, seed=args.seed, device=args.device, progress=not args.no_progress, jpeg_fakes=args.jpeg_fakes)
     print(f"demo benchmark ready: {root} (provenance in {Path(root) / 'manifest.json'})")

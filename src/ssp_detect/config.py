@@ -51,6 +51,7 @@ class TrainConfig:
     repeats: int = 1
     stop_after: int | None = None
     select_metric: str = "acc"
+    target_fpr: float | None = 0.05
     # augmentation (official options, off by default), applied before patch selection
     blur_prob: float = 0.0
     blur_sig: list[float] = field(default_factory=lambda: [0.0, 1.0])

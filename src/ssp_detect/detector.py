@@ -1,8 +1,10 @@
 """The Python API for detection: ``Detector.from_checkpoint(path).predict(images)``.
 
 The ``ssp predict`` command and the HTTP service both use this object, so they cannot diverge.
-Data flow per image: source -> RGB uint8 -> simple patch (or resized image) -> uint8 batch ->
-normalised on the device -> logit -> p_fake -> label at the threshold.
+Data flow per image: source -> RGB uint8 -> simple patch (or resized image, or crop) -> uint8
+batch -> normalised on the device -> logit -> p_fake -> verdict (``real``, ``fake`` or
+``uncertain`` with its reasons, see :mod:`ssp_detect.verdict`). With ``stability=True`` the image's
+common deliveries (:mod:`ssp_detect.stability`) join the same batch.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from ssp_detect.data.decode import DEFAULT_MAX_PIXELS, ImageDecodeError, load_rg
 from ssp_detect.data.preprocess import PatchOptions, Prepared, Preprocessor
 from ssp_detect.engine.runtime import autocast, model_input, place_model, resolve_device, resolve_precision
 from ssp_detect.models.loading import LoadedModel, load_model
+from ssp_detect.stability import Stability, delivered
+from ssp_detect.verdict import DEFAULT_UNCERTAIN_BAND, ScoreError, check_band, check_finite, check_threshold, decide
 
 log = logging.getLogger(__name__)
 
@@ -31,12 +35,14 @@ ImageSource = Union[str, Path, bytes, np.ndarray, Image.Image]
 
 @dataclass(frozen=True)
 class Detection:
-    """The verdict on one image.
+    """The verdict on one image: the one result record of the Python API, ``ssp predict``'s rows and
+    the service's JSON.
 
     Attributes:
         source: The path, or a description of an in-memory image.
         p_fake: Probability that the image is AI-generated (None when it could not be scored).
-        label: ``fake`` when p_fake >= threshold, else ``real`` (None on error).
+        label: ``fake`` when p_fake >= threshold, ``real`` below, ``uncertain`` when any reason
+            says the number should not be trusted on its own (None on error).
         threshold: The decision threshold used.
         box: The simple patch (x, y, w, h) in the searched image's pixels; for whole-image models
             the full image.
@@ -44,6 +50,9 @@ class Detection:
         searched_size: (width, height) of the image the box refers to (256x256 when an image
             smaller than the patch was resized first, as in the official code).
         error: Why the image could not be scored, in one sentence; None on success.
+        reasons: Why the verdict is ``uncertain`` (see :data:`ssp_detect.verdict.REASONS`); empty
+            for a plain verdict.
+        stability: How p_fake moved over common deliveries, when a stability check was asked for.
     """
 
     source: str
@@ -54,13 +63,26 @@ class Detection:
     texture_score: int | None = None
     searched_size: tuple[int, int] | None = None
     error: str | None = None
+    reasons: tuple[str, ...] = ()
+    stability: Stability | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain types, for JSON."""
         d = asdict(self)
         d["box"] = list(self.box) if self.box else None
         d["searched_size"] = list(self.searched_size) if self.searched_size else None
+        d["reasons"] = list(self.reasons)
+        d["stability"] = self.stability.to_dict() if self.stability else None
         return d
+
+    def to_row(self) -> dict[str, Any]:
+        """One flat row (the box as x, y, w, h; the source as ``path``), for tables and CSV."""
+        x, y, w, h = self.box if self.box else (None, None, None, None)
+        return {"path": self.source, "p_fake": self.p_fake, "label": self.label, "threshold": self.threshold,
+                "x": x, "y": y, "w": w, "h": h, "texture_score": self.texture_score, "reasons": ";".join(self.reasons),
+                "p_min": self.stability.p_min if self.stability else None,
+                "p_max": self.stability.p_max if self.stability else None,
+                "most_moved": self.stability.most_moved if self.stability else None, "error": self.error}
 
 
 def describe_source(source: ImageSource) -> str:
@@ -85,6 +107,8 @@ class Detector:
         patch: Patch selection (default seeded, deterministic) and any override of the
             checkpoint's patch size and candidate count.
         max_pixels: Images with more pixels are refused.
+        uncertain_band: p_fake within this distance of the threshold gives ``uncertain``
+            (reason ``near-threshold``); 0 turns the band off.
     """
 
     def __init__(
@@ -96,12 +120,14 @@ class Detector:
         threshold: float | None = None,
         patch: PatchOptions = PatchOptions(),
         max_pixels: int = DEFAULT_MAX_PIXELS,
+        uncertain_band: float = DEFAULT_UNCERTAIN_BAND,
     ) -> None:
         self.loaded = loaded
         self.device = resolve_device(device)
         self.precision = resolve_precision(precision, self.device)
-        self.threshold = loaded.threshold if threshold is None else float(threshold)
-        self.preprocessor = Preprocessor.for_model(loaded.preprocess, patch)
+        self.threshold = check_threshold(loaded.threshold if threshold is None else threshold)
+        self.uncertain_band = check_band(uncertain_band)
+        self.preprocessor = Preprocessor.for_model(loaded.feed, patch)
         self.max_pixels = max_pixels
         self.model = place_model(loaded.model, self.device).eval()
 
@@ -118,6 +144,8 @@ class Detector:
             "weights_source": self.loaded.source,
             "checkpoint_sha256": self.loaded.sha256,
             "threshold": self.threshold,
+            "temperature": self.loaded.temperature,
+            "uncertain_band": self.uncertain_band,
             **self.preprocessor.settings(),
             "device": str(self.device),
             "precision": self.precision,
@@ -143,42 +171,84 @@ class Detector:
         if not prepared:
             return np.zeros(0, dtype=np.float64)
         pixels = torch.from_numpy(np.stack([p.pixels for p in prepared]))
-        x = model_input(pixels, self.device, self.loaded.spec.mean, self.loaded.spec.std)
+        x = model_input(pixels, self.device, self.loaded.feed.mean, self.loaded.feed.std)
         with autocast(self.device, self.precision):
             logits = self.model(x)
-        return torch.sigmoid(logits.float()).cpu().numpy().astype(np.float64)
+        p_fake = torch.sigmoid(logits.float() / self.loaded.temperature).cpu().numpy().astype(np.float64)
+        return check_finite(p_fake, f"checkpoint {self.loaded.sha256[:12]} ({self.loaded.name})")
 
-    def make_detection(self, source: ImageSource, prepared: Prepared | None, p: float | None, error: str | None) -> Detection:
+    def detect_decoded(self, img: np.ndarray, source: ImageSource = "<image>") -> tuple[Prepared, Detection]:
+        """Preprocess and score one decoded image: the model input and the verdict made from it, so
+        a caller that shows the input (``ssp explain``) shows exactly what was scored."""
+        prepared = self.preprocessor(img)
+        return prepared, self.make_detection(source, prepared, float(self.score([prepared])[0]), None)
+
+    def make_detection(
+        self,
+        source: ImageSource,
+        prepared: Prepared | None,
+        p: float | None,
+        error: str | None,
+        *,
+        stability: Stability | None = None,
+        reasons: Sequence[str] = (),
+    ) -> Detection:
+        """The verdict on one image from its model input and p_fake (or the error that stopped it)."""
         if prepared is None or p is None:
             return Detection(describe_source(source), None, None, self.threshold, error=error)
-        label = "fake" if p >= self.threshold else "real"
-        return Detection(describe_source(source), float(p), label, self.threshold, prepared.box, prepared.score, prepared.searched_size)
+        known = [*prepared.input_reasons, *reasons, *([] if stability is None or stability.holds else ["unstable"])]
+        label, why = decide(float(p), self.threshold, band=self.uncertain_band, reasons=known)
+        return Detection(describe_source(source), float(p), label, self.threshold, prepared.box, prepared.score,
+                         prepared.searched_size, reasons=why, stability=stability)
 
-    def _prepare_or_error(self, source: ImageSource) -> tuple[Prepared | None, str | None]:
+    def prepare_inputs(self, img: np.ndarray, *, stability: bool = False) -> list[Prepared]:
+        """The model input of a decoded image, followed with ``stability`` by that of each of its
+        common deliveries (:data:`~ssp_detect.stability.DELIVERIES`): all scored in one batch."""
+        return [self.preprocessor(img), *((self.preprocessor(d) for d in delivered(img)) if stability else ())]
+
+    def detection_from(self, source: ImageSource, inputs: Sequence[Prepared], p_fake: Sequence[float]) -> Detection:
+        """The verdict from :meth:`prepare_inputs`' inputs and their p_fake, with the stability check
+        when the deliveries were scored too."""
+        check = Stability.of(p_fake[0], list(p_fake[1:]), self.threshold) if len(inputs) > 1 else None
+        return self.make_detection(source, inputs[0], p_fake[0], None, stability=check)
+
+    def _prepare_or_error(self, source: ImageSource, stability: bool) -> tuple[list[Prepared] | None, str | None]:
         try:
-            return self.prepare(source), None
+            return self.prepare_inputs(self.decode(source), stability=stability), None
         except ImageDecodeError as exc:
             return None, str(exc)
 
-    def predict_iter(self, sources: Iterable[ImageSource], *, batch_size: int = 32, workers: int = 2) -> Iterator[Detection]:
+    def predict_iter(
+        self, sources: Iterable[ImageSource], *, batch_size: int = 32, workers: int = 2, stability: bool = False
+    ) -> Iterator[Detection]:
         """Stream detections for any number of images, in input order, with bounded memory.
 
         Decoding and patch selection run in ``workers`` threads; the model sees batches of
-        ``batch_size``. Unreadable images yield a Detection with ``error`` set.
+        ``batch_size`` images (times 8 with ``stability``: each image with its seven deliveries).
+        Unreadable images yield a Detection with ``error`` set.
         """
+        if batch_size < 1:
+            raise ScoreError(f"The batch size must be at least 1, not {batch_size}.")
         it = iter(sources)
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
             while chunk := list(itertools.islice(it, batch_size)):
-                results = list(pool.map(self._prepare_or_error, chunk))
-                good = [i for i, (prep, _) in enumerate(results) if prep is not None]
-                probs = self.score([results[i][0] for i in good])
-                p_by_index = dict(zip(good, probs.tolist()))
-                for i, source in enumerate(chunk):
-                    prep, err = results[i]
-                    yield self.make_detection(source, prep, p_by_index.get(i), err)
+                results = list(pool.map(lambda src: self._prepare_or_error(src, stability), chunk))
+                probs = iter(self.score([prep for preps, _ in results if preps is not None for prep in preps]).tolist())
+                for source, (preps, err) in zip(chunk, results):
+                    if preps is None:
+                        yield self.make_detection(source, None, None, err)
+                    else:
+                        yield self.detection_from(source, preps, [next(probs) for _ in preps])
 
-    def predict(self, images: ImageSource | Sequence[ImageSource], *, batch_size: int = 32) -> Detection | list[Detection]:
-        """Detect one image (returns a Detection) or a list of images (returns a list)."""
+    def predict(
+        self, images: ImageSource | Sequence[ImageSource], *, batch_size: int = 32, stability: bool = False
+    ) -> Detection | list[Detection]:
+        """Detect one image (returns a Detection) or a list of images (returns a list).
+
+        With ``stability`` each image is also scored after common deliveries (JPEG, WebP, resizing,
+        a PNG round trip; see :mod:`ssp_detect.stability`), in the same batch, and a verdict that
+        flips becomes ``uncertain`` with the reason ``unstable``.
+        """
         if isinstance(images, (list, tuple)):
-            return list(self.predict_iter(images, batch_size=batch_size))
-        return next(self.predict_iter([images], batch_size=1))
+            return list(self.predict_iter(images, batch_size=batch_size, stability=stability))
+        return next(self.predict_iter([images], batch_size=1, stability=stability))

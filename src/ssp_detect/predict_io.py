@@ -15,7 +15,6 @@ from ssp_detect.data.layouts import list_image_files
 from ssp_detect.detector import Detection
 
 FORMATS = ("table", "csv", "json", "jsonl")
-FIELDS = ("path", "p_fake", "label", "threshold", "x", "y", "w", "h", "texture_score", "error")
 
 
 def iter_image_paths(inputs: Sequence[str], *, recursive: bool = False) -> Iterator[str]:
@@ -49,12 +48,6 @@ def iter_image_paths(inputs: Sequence[str], *, recursive: bool = False) -> Itera
             yield item
 
 
-def _row(d: Detection) -> dict[str, Any]:
-    x, y, w, h = d.box if d.box else (None, None, None, None)
-    return {"path": d.source, "p_fake": d.p_fake, "label": d.label, "threshold": d.threshold, "x": x, "y": y, "w": w, "h": h,
-            "texture_score": d.texture_score, "error": d.error}
-
-
 class ResultWriter:
     """Writes detections one by one as they arrive, in table, CSV, JSON or JSON-lines format."""
 
@@ -63,7 +56,7 @@ class ResultWriter:
             raise ValueError(f"Unknown output format {fmt!r}; choose one of {', '.join(FORMATS)}.")
         self.stream, self.fmt, self.count = stream, fmt, 0
         if fmt == "csv":
-            self.csv = csv.DictWriter(stream, fieldnames=FIELDS)
+            self.csv = csv.DictWriter(stream, fieldnames=list(Detection("", None, None, 0.5).to_row()))
             self.csv.writeheader()
         elif fmt == "json":
             stream.write("[")
@@ -71,7 +64,7 @@ class ResultWriter:
             stream.write(f"{'label':<6} {'p_fake':>7}  {'patch (x,y)':<13} path\n")
 
     def write(self, d: Detection) -> None:
-        row = _row(d)
+        row = d.to_row()
         if self.fmt == "csv":
             self.csv.writerow({k: "" if v is None else v for k, v in row.items()})
         elif self.fmt == "jsonl":

@@ -41,6 +41,8 @@ class DetectionDataset(Dataset):
             module docstring); for training, so not together with ``degradation``.
         seed: Base seed of the per-item generators.
         max_pixels: Decompression-bomb limit.
+        input_checks: Add each item's ``texture`` level and ``upscaled`` flag (what makes a
+            verdict ``uncertain`` whatever the model says; see :mod:`ssp_detect.verdict`).
     """
 
     def __init__(
@@ -53,6 +55,7 @@ class DetectionDataset(Dataset):
         restoration_targets: bool = False,
         seed: int = 0,
         max_pixels: int = DEFAULT_MAX_PIXELS,
+        input_checks: bool = False,
     ) -> None:
         if restoration_targets and degradation is not None:
             raise ValueError("Restoration targets describe the training augmentation; do not combine them with a fixed evaluation degradation.")
@@ -66,6 +69,7 @@ class DetectionDataset(Dataset):
         # must still see the epoch that set_epoch selects (else every epoch replays epoch 0's draws).
         self._epoch = multiprocessing.RawValue("q", 0)
         self.max_pixels = max_pixels
+        self.input_checks = input_checks
 
     @property
     def epoch(self) -> int:
@@ -101,6 +105,8 @@ class DetectionDataset(Dataset):
             "box": prepared.box,
             "score": prepared.score,
         }
+        if self.input_checks:
+            item["texture"], item["upscaled"] = prepared.texture, prepared.upscaled
         if self.restoration_targets:
             clean = prepared.pixels if source is img else self.preprocessor.same_region(source, prepared)
             item["clean_pixels"] = torch.from_numpy(clean)
@@ -140,6 +146,9 @@ def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
     for key in ("clean_pixels", "degradation"):
         if key in good[0]:
             batch[key] = torch.stack([it[key] for it in good])
+    if "texture" in good[0]:
+        batch["texture"] = torch.tensor([it["texture"] for it in good], dtype=torch.float64)
+        batch["upscaled"] = torch.tensor([it["upscaled"] for it in good], dtype=torch.bool)
     return batch
 
 

@@ -34,7 +34,7 @@ from ssp_detect.data.dataset import empty_batch, item_rng, split_errors
 from ssp_detect.data.decode import DEFAULT_MAX_PIXELS, ImageDecodeError, load_rgb, read_device_jpeg
 from ssp_detect.data.device_patch import chw_tensor, select_patches_on_device
 from ssp_detect.data.layouts import Sample
-from ssp_detect.data.preprocess import Preprocessor
+from ssp_detect.data.preprocess import Preprocessor, patch_texture_level
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +177,9 @@ class DeviceDecodedBatches:
         index = encoded["index"][kept]
         rngs = [item_rng(pre.seed, 0, int(i)) for i in index] if pre.mode == "random" else None
         chosen = select_patches_on_device(images, pre.patch_size, pre.mode, num_candidates=pre.num_candidates, seed=pre.seed, rngs=rngs)
-        return {"pixels": chosen.patches, "label": encoded["label"][kept], "index": index, "box": chosen.boxes, "score": chosen.scores, "errors": errors}
+        texture = torch.tensor([patch_texture_level(s, pre.patch_size) for s in chosen.scores.tolist()], dtype=torch.float64)
+        return {"pixels": chosen.patches, "label": encoded["label"][kept], "index": index, "box": chosen.boxes, "score": chosen.scores,
+                "texture": texture, "upscaled": torch.tensor(chosen.resized, dtype=torch.bool), "errors": errors}
 
     def _decode(self, encoded: dict[str, Any]) -> tuple[list[torch.Tensor], list[int], list[tuple[int, str]]]:
         """The batch's images on the device, their positions in the batch, and all its errors."""

@@ -18,11 +18,21 @@ from ssp_detect.data.dataset import DetectionDataset, collate, make_loader
 from ssp_detect.data.degradations import Degradation
 from ssp_detect.data.device_decode import DeviceDecodedBatches, EncodedImageDataset, collate_encoded
 from ssp_detect.data.layouts import Sample
-from ssp_detect.data.preprocess import PatchOptions, Preprocessor
+from ssp_detect.data.preprocess import NO_TEXTURE_LEVEL, PatchOptions, Preprocessor
 from ssp_detect.engine import distributed
-from ssp_detect.engine.metrics import METRIC_NAMES, auc_interval, binary_metrics
+from ssp_detect.engine.metrics import (
+    METRIC_NAMES,
+    TRUST_METRIC_NAMES,
+    auc_interval,
+    binary_metrics,
+    selective_metrics,
+    trust_metrics,
+)
 from ssp_detect.engine.runtime import autocast, model_input, place_model
 from ssp_detect.models.loading import LoadedModel
+from ssp_detect.verdict import DEFAULT_UNCERTAIN_BAND, check_finite
+
+SELECTIVE_NAMES = ("coverage", "n_uncertain", "decided_acc", "decided_real_acc", "decided_fake_acc")
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +49,9 @@ class Predictions:
     p_fake: np.ndarray
     box: np.ndarray
     score: np.ndarray
+    logit: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    texture: np.ndarray | None = None
+    upscaled: np.ndarray | None = None
     errors: list[tuple[int, str]] = field(default_factory=list)
 
 
@@ -60,15 +73,17 @@ def predict_loader(
     precision: str = "fp32",
     progress: bool = True,
     desc: str = "eval",
+    temperature: float = 1.0,
 ) -> Predictions:
     """Run ``model`` over batches as :func:`~ssp_detect.data.dataset.collate` makes them (a loader
     built on :class:`DetectionDataset`, or :class:`DeviceDecodedBatches`); gathered over ranks under DDP.
 
-    Every rank returns the same, complete, de-duplicated predictions sorted by index.
+    Every rank returns the same, complete, de-duplicated predictions sorted by index. p_fake is
+    ``sigmoid(logit / temperature)`` (a calibrated checkpoint's temperature; 1 is the raw output).
     """
     was_training = model.training
     model.eval()
-    parts: dict[str, list[Any]] = {k: [] for k in ("index", "label", "p_fake", "box", "score")}
+    parts: dict[str, list[Any]] = {k: [] for k in ("index", "label", "p_fake", "box", "score", "logit")}
     errors: list[tuple[int, str]] = []
     for batch in tqdm(loader, desc=desc, disable=not progress or not distributed.is_main(), leave=False, unit="batch"):
         errors += batch["errors"]
@@ -77,9 +92,11 @@ def predict_loader(
         x = model_input(batch["pixels"], device, mean, std)
         with autocast(device, precision):
             logits = model(x)
-        parts["p_fake"].append(torch.sigmoid(logits.float()).cpu().numpy())
-        for key in ("index", "label", "box", "score"):
-            parts[key].append(batch[key].numpy())
+        parts["logit"].append(logits.float().cpu().numpy())
+        parts["p_fake"].append(torch.sigmoid(logits.float() / temperature).cpu().numpy())
+        for key in ("index", "label", "box", "score", "texture", "upscaled"):
+            if key in batch:
+                parts.setdefault(key, []).append(batch[key].numpy())
     model.train(was_training)
     arrays = {
         "index": np.concatenate(parts["index"]) if parts["index"] else np.zeros(0, dtype=np.int64),
@@ -87,19 +104,51 @@ def predict_loader(
         "p_fake": np.concatenate(parts["p_fake"]).astype(np.float64) if parts["p_fake"] else np.zeros(0),
         "box": np.concatenate(parts["box"]) if parts["box"] else np.zeros((0, 4), dtype=np.int64),
         "score": np.concatenate(parts["score"]) if parts["score"] else np.zeros(0, dtype=np.int64),
+        "logit": np.concatenate(parts["logit"]).astype(np.float64) if parts["logit"] else np.zeros(0),
     }
+    if parts.get("texture"):
+        arrays["texture"] = np.concatenate(parts["texture"])
+        arrays["upscaled"] = np.concatenate(parts["upscaled"])
     arrays, errors = distributed.gather_predictions(arrays, errors)
     order = np.argsort(arrays["index"], kind="stable")
     return Predictions(**{k: v[order] for k, v in arrays.items()}, errors=sorted(errors))
 
 
-def summarize(samples: Sequence[Sample], preds: Predictions, threshold: float = 0.5, *, bootstrap: int = 0) -> dict[str, Any]:
+def uncertain_mask(preds: Predictions, threshold: float, band: float) -> np.ndarray:
+    """Which images get the verdict ``uncertain`` (see :mod:`ssp_detect.verdict`): a region without
+    texture, an upscaled image, or p_fake within ``band`` of ``threshold``."""
+    near = np.abs(preds.p_fake - threshold) < band
+    if preds.texture is None:
+        return near
+    return near | (preds.texture < NO_TEXTURE_LEVEL) | preds.upscaled.astype(bool)
+
+
+def selective_summary(labels: np.ndarray, p_fake: np.ndarray, uncertain: np.ndarray, threshold: float) -> dict[str, float]:
+    """Coverage (share of images decided) and the accuracies on the decided images."""
+    s = selective_metrics(labels, p_fake, ~uncertain, threshold)
+    return {"coverage": s["coverage"], "n_uncertain": s["n_uncertain"], "decided_acc": s["acc"],
+            "decided_real_acc": s["real_acc"], "decided_fake_acc": s["fake_acc"]}
+
+
+def summarize(
+    samples: Sequence[Sample], preds: Predictions, threshold: float = 0.5, *, bootstrap: int = 0, band: float | None = None
+) -> dict[str, Any]:
     """Per-subset metrics, their mean over subsets, and the pooled metrics over all images.
+
+    Each block of metrics holds :data:`~ssp_detect.engine.metrics.METRIC_NAMES` (``real_acc`` and
+    ``fake_acc`` at ``threshold``, AUC, ...) and
+    :data:`~ssp_detect.engine.metrics.TRUST_METRIC_NAMES`: ``tpr@fpr1``, ``tpr@fpr5`` and
+    ``tpr@fpr10`` (the share of fakes caught at a false-positive rate of at most 1%, 5%, 10%) and
+    ``ece`` (expected calibration error of p_fake, 15 bins).
 
     Args:
         bootstrap: Resamples for a 95% interval of each AUC (``auc_low``, ``auc_high``); 0 for
             none. Images made from one source photo (``Sample.source``, from a data manifest) are
             resampled together; see :func:`~ssp_detect.engine.metrics.auc_interval`.
+        band: The uncertainty band of the verdicts; when given, each block also holds the
+            ``coverage`` (share of images given a real/fake verdict rather than ``uncertain``),
+            ``n_uncertain`` and the accuracies on the decided images (``decided_acc``,
+            ``decided_real_acc``, ``decided_fake_acc``). AUC and the rest stay on every image.
 
     Returns:
         ``{"subsets": {name: metrics}, "mean_over_subsets": metrics, "pooled": metrics,
@@ -108,16 +157,25 @@ def summarize(samples: Sequence[Sample], preds: Predictions, threshold: float = 
     """
     subset_of = np.array([samples[i].subset for i in preds.index]) if len(preds.index) else np.array([], dtype=str)
     groups = np.array([samples[i].group for i in preds.index], dtype=object) if bootstrap else None
+    uncertain = None if band is None else uncertain_mask(preds, threshold, band)
 
     def metrics(m: np.ndarray) -> dict[str, float]:
-        out = binary_metrics(preds.label[m], preds.p_fake[m], threshold)
+        labels, p_fake = preds.label[m], preds.p_fake[m]
+        out = binary_metrics(labels, p_fake, threshold) | trust_metrics(labels, p_fake)
+        if uncertain is not None:
+            out |= selective_summary(labels, p_fake, uncertain[m], threshold)
         if bootstrap:
-            out["auc_low"], out["auc_high"] = auc_interval(preds.label[m], preds.p_fake[m], groups[m], resamples=bootstrap)
+            out["auc_low"], out["auc_high"] = auc_interval(labels, p_fake, groups[m], resamples=bootstrap)
         return out
 
     names = sorted({s.subset for s in samples})
     subsets = {name: metrics(subset_of == name) for name in names if (subset_of == name).any()}
-    mean = {k: float(np.nanmean([v[k] for v in subsets.values()])) if subsets and not all(math.isnan(v[k]) for v in subsets.values()) else math.nan for k in METRIC_NAMES}
+
+    def mean_over_subsets(key: str) -> float:
+        values = [v[key] for v in subsets.values()]
+        return math.nan if all(math.isnan(v) for v in values) else float(np.nanmean(values))
+
+    mean = {k: mean_over_subsets(k) for k in METRIC_NAMES + TRUST_METRIC_NAMES + (SELECTIVE_NAMES if band is not None else ())}
     mean["n_real"] = int(sum(v["n_real"] for v in subsets.values()))
     mean["n_fake"] = int(sum(v["n_fake"] for v in subsets.values()))
     summary = {
@@ -150,9 +208,10 @@ def evaluate_model(
     degradation: Degradation | None = None,
     decode: str = "workers",
     bootstrap: int = 0,
+    uncertain_band: float = DEFAULT_UNCERTAIN_BAND,
 ) -> tuple[dict[str, Any], Predictions]:
     """Score ``samples`` with a loaded model and summarise them (see :func:`summarize`, which also
-    explains ``bootstrap``).
+    explains ``bootstrap`` and the coverage of verdicts within ``uncertain_band``).
 
     ``patch`` overrides the checkpoint's patch settings where set. ``degradation`` is applied to
     every image (real and fake alike) before patch selection. ``decode`` says where images are
@@ -160,11 +219,11 @@ def evaluate_model(
     (JPEGs by torchvision on ``device``, nvJPEG on CUDA, and the patches chosen there in one batch;
     see :mod:`ssp_detect.data.device_decode`), for patch models without a degradation.
     """
-    preprocessor = Preprocessor.for_model(loaded.preprocess, patch)
+    preprocessor = Preprocessor.for_model(loaded.feed, patch)
     pin_memory = device.type == "cuda"
     batches: Iterable[dict[str, Any]]
     if decode == "workers":
-        dataset = DetectionDataset(samples, preprocessor, degradation=degradation, seed=patch.seed)
+        dataset = DetectionDataset(samples, preprocessor, degradation=degradation, seed=patch.seed, input_checks=True)
         batches = make_eval_loader(dataset, batch_size=batch_size, workers=workers, pin_memory=pin_memory)
     elif decode == "device":
         if degradation is not None and not degradation.is_identity:
@@ -174,6 +233,9 @@ def evaluate_model(
     else:
         raise ValueError(f"Unknown decoding {decode!r}; choose one of {', '.join(DECODERS)}.")
     model = place_model(loaded.model, device)
-    preds = predict_loader(model, batches, device=device, mean=loaded.spec.mean, std=loaded.spec.std, precision=precision, progress=progress, desc=desc)
-    summary = summarize(samples, preds, loaded.threshold if threshold is None else threshold, bootstrap=bootstrap)
+    preds = predict_loader(model, batches, device=device, mean=loaded.feed.mean, std=loaded.feed.std, precision=precision, progress=progress, desc=desc,
+                           temperature=loaded.temperature)
+    check_finite(preds.p_fake, f"checkpoint {loaded.sha256[:12]} ({loaded.name})")
+    summary = summarize(samples, preds, loaded.threshold if threshold is None else threshold, bootstrap=bootstrap,
+                        band=uncertain_band)
     return summary, preds

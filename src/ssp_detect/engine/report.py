@@ -1,4 +1,5 @@
-"""Writing results as Markdown, CSV and JSON tables, and the cross-generator heatmap."""
+"""Writing results as Markdown, CSV and JSON tables, the reliability diagram and the cross-generator
+heatmap."""
 
 from __future__ import annotations
 
@@ -12,12 +13,27 @@ from typing import Any
 import numpy as np
 
 COLUMNS = ("n_real", "n_fake", "real_acc", "fake_acc", "acc", "ap", "auc", "eer", "best_acc", "best_threshold")
-_PERCENT = {"real_acc", "fake_acc", "acc", "ap", "auc", "eer", "best_acc"}
+TRUST_COLUMNS = ("tpr@fpr1", "tpr@fpr5", "tpr@fpr10", "ece")
+# The Markdown table leads with what a user meets at the threshold: reals passed, fakes caught.
+MARKDOWN_COLUMNS = ("real_acc", "fake_acc", "auc", "tpr@fpr5", "acc", "ap", "eer", "tpr@fpr1", "tpr@fpr10", "ece",
+                    "best_acc", "best_threshold", "n_real", "n_fake")
+# With verdicts that may be "uncertain": the share decided and the accuracies on the decided images.
+SELECTIVE_COLUMNS = ("coverage", "decided_real_acc", "decided_fake_acc", "decided_acc", "n_uncertain")
+_PERCENT = {"real_acc", "fake_acc", "acc", "ap", "auc", "eer", "best_acc", *TRUST_COLUMNS, *SELECTIVE_COLUMNS[:-1]}
 _HEADERS = {
     "n_real": "real", "n_fake": "fake", "real_acc": "real acc %", "fake_acc": "fake acc %", "acc": "acc@t %",
     "ap": "AP %", "auc": "AUC %", "eer": "EER %", "best_acc": "best acc %", "best_threshold": "best t",
+    "tpr@fpr1": "TPR@FPR1 %", "tpr@fpr5": "TPR@FPR5 %", "tpr@fpr10": "TPR@FPR10 %", "ece": "ECE %",
+    "coverage": "decided %", "decided_real_acc": "real acc decided %", "decided_fake_acc": "fake acc decided %",
+    "decided_acc": "acc decided %", "n_uncertain": "uncertain",
 }
 _INTERVAL = ("auc_low", "auc_high")
+_LEGEND = ("real acc: share of real images called real at t (100 minus the false-alarm rate); fake acc: share of fakes "
+           "caught at t; TPR@FPRx: share of fakes caught at the threshold, chosen on these same images, that calls at "
+           "most x% of the reals fake (a ranking measure like the AUC, not a promise at t); ECE: expected calibration "
+           "error of p_fake in 15 bins (0 when p_fake matches the observed share of fakes). decided: share of images "
+           "given a real or fake verdict rather than uncertain (no texture, upscaled, or p_fake near t); the decided "
+           "columns are the accuracies on those images only.")
 MEAN_ROW, POOLED_ROW = "mean over subsets", "pooled (all images)"
 
 
@@ -41,8 +57,14 @@ def summary_rows(summary: dict[str, Any]) -> list[tuple[str, dict[str, float]]]:
 
 
 def _columns(summary: dict[str, Any]) -> tuple[str, ...]:
-    """The table's columns: the AUC interval's bounds only when the summary has them."""
-    return COLUMNS + _INTERVAL if "auc_interval" in summary else COLUMNS
+    """The CSV's columns: the first ones in their historical order, then the operating-point and
+    calibration metrics, then the AUC interval's bounds only when the summary has them."""
+    return COLUMNS + TRUST_COLUMNS + _selective(summary) + (_INTERVAL if "auc_interval" in summary else ())
+
+
+def _selective(summary: dict[str, Any]) -> tuple[str, ...]:
+    """The coverage columns when the summary counted uncertain verdicts."""
+    return SELECTIVE_COLUMNS if "coverage" in summary["pooled"] else ()
 
 
 def _interval_cell(m: dict[str, float]) -> str:
@@ -51,14 +73,19 @@ def _interval_cell(m: dict[str, float]) -> str:
 
 
 def markdown_table(summary: dict[str, Any]) -> str:
-    """The per-subset table as Markdown (percentages with one decimal), with a column for the AUC's
-    95% interval when the summary has one."""
+    """The per-subset table as Markdown (percentages with one decimal) in :data:`MARKDOWN_COLUMNS`
+    order, with a column for the AUC's 95% interval after the AUC when the summary has one; a metric
+    the summary lacks shows as ``-``."""
     interval = "auc_interval" in summary
-    head = "| subset | " + " | ".join(_HEADERS[c] for c in COLUMNS) + (" | AUC 95% interval |" if interval else " |")
-    sep = "|---|" + "---:|" * (len(COLUMNS) + interval)
-    lines = [head, sep]
+    columns = MARKDOWN_COLUMNS[:2] + _selective(summary) + MARKDOWN_COLUMNS[2:]
+    headers = [_HEADERS[c] for c in columns]
+    if interval:
+        headers.insert(columns.index("auc") + 1, "AUC 95% interval")
+    lines = ["| subset | " + " | ".join(headers) + " |", "|---|" + "---:|" * len(headers)]
     for name, m in summary_rows(summary):
-        cells = [_fmt(c, m.get(c, math.nan)) for c in COLUMNS] + ([_interval_cell(m)] if interval else [])
+        cells = [_fmt(c, m.get(c, math.nan)) for c in columns]
+        if interval:
+            cells.insert(columns.index("auc") + 1, _interval_cell(m))
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -81,8 +108,68 @@ def write_json(path: Path, obj: Any) -> None:
     path.write_text(json.dumps(to_jsonable(obj), indent=2) + "\n")
 
 
-def write_summary(summary: dict[str, Any], out_dir: str | Path, *, stem: str = "results", title: str = "", notes: Sequence[str] = ()) -> list[Path]:
-    """Write ``<stem>.md``, ``<stem>.csv`` and ``<stem>.json`` into ``out_dir``."""
+def reliability_path(out_dir: str | Path, stem: str = "results") -> Path:
+    """Where :func:`write_summary` puts the reliability diagram: ``reliability.png`` beside
+    ``results.md``, ``<stem>_reliability.png`` for another stem (several summaries in one folder)."""
+    return Path(out_dir) / ("reliability.png" if stem == "results" else f"{stem}_reliability.png")
+
+
+def plot_reliability(labels: np.ndarray, p_fake: np.ndarray, path: str | Path, *, title: str = "Reliability of p_fake",
+                     bins: int = 15) -> Path:
+    """Write a reliability diagram as a PNG: the share of fakes against p_fake in ``bins``
+    equal-width bins (the diagonal is perfect calibration), the image count of each bin below, and
+    the expected calibration error in the title.
+
+    Drawn on a bare matplotlib ``Figure`` (the Agg renderer), so no pyplot backend is chosen or
+    changed. See :func:`~ssp_detect.engine.metrics.reliability_curve` for the bins.
+
+    Returns:
+        ``path``.
+    """
+    from matplotlib.figure import Figure
+
+    # Imported here, so that importing this module does not load scikit-learn.
+    from ssp_detect.engine.metrics import expected_calibration_error, reliability_curve
+
+    curve = reliability_curve(labels, p_fake, bins)
+    ece = expected_calibration_error(labels, p_fake, bins)
+    full = curve.counts > 0
+    fig = Figure(figsize=(5, 6))
+    top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    top.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1, label="calibrated")
+    top.bar(curve.centers[full], curve.observed[full], width=1 / bins, color="tab:blue", alpha=0.35,
+            edgecolor="tab:blue", label="share of fakes in the bin")
+    top.plot(curve.mean_predicted[full], curve.observed[full], marker="o", color="tab:blue",
+             label="at the bin's mean p_fake")
+    top.set_xlim(0, 1)
+    top.set_ylim(0, 1)
+    top.set_ylabel("share of fakes")
+    top.legend(loc="upper left", fontsize=8)
+    top.grid(alpha=0.3)
+    ece_text = "-" if math.isnan(ece) else f"{100 * ece:.1f}%"
+    top.set_title(f"{title}\nECE {ece_text}, {int(curve.counts.sum())} images, {bins} bins")
+    bottom.bar(curve.centers, curve.counts, width=1 / bins, color="grey", edgecolor="black", linewidth=0.5)
+    bottom.set_xlabel("p_fake")
+    bottom.set_ylabel("images")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    return path
+
+
+def write_summary(summary: dict[str, Any], out_dir: str | Path, *, stem: str = "results", title: str = "",
+                  notes: Sequence[str] = (), reliability: tuple[np.ndarray, np.ndarray] | None = None) -> list[Path]:
+    """Write ``<stem>.md``, ``<stem>.csv`` and ``<stem>.json`` into ``out_dir``.
+
+    Args:
+        reliability: (labels, p_fake) of the images summarised: also write their reliability
+            diagram (:func:`plot_reliability`) at :func:`reliability_path` and name it in the
+            Markdown.
+
+    Returns:
+        The paths written: Markdown, CSV, JSON, then the diagram when drawn.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     md = [f"# {title}" if title else "# Results", "", markdown_table(summary), ""]
@@ -90,6 +177,12 @@ def write_summary(summary: dict[str, Any], out_dir: str | Path, *, stem: str = "
     if "auc_interval" in summary:
         iv = summary["auc_interval"]
         md.append(f"AUC 95% interval: percentile bootstrap, {iv['resamples']} resamples of the {iv['resampled']} (each drawn with all its images).")
+    md += ["", _LEGEND]
+    written = []
+    if reliability is not None:
+        diagram = plot_reliability(*reliability, reliability_path(out, stem), title=title or "Reliability of p_fake")
+        md += ["", f"Reliability diagram (share of fakes against p_fake, all images summarised): `{diagram.name}`."]
+        written.append(diagram)
     md += [""] + [f"- {n}" for n in notes]
     if summary["unreadable"]:
         md += ["", "Unreadable images (skipped, not replaced):", ""] + [f"- `{u['path']}`: {u['error']}" for u in summary["unreadable"]]
@@ -101,7 +194,7 @@ def write_summary(summary: dict[str, Any], out_dir: str | Path, *, stem: str = "
         for name, m in summary_rows(summary):
             w.writerow([name, *("" if (v := to_jsonable(m.get(c, math.nan))) is None else v for c in columns)])
     write_json(out / f"{stem}.json", summary)
-    return [out / f"{stem}.{ext}" for ext in ("md", "csv", "json")]
+    return [out / f"{stem}.{ext}" for ext in ("md", "csv", "json")] + written
 
 
 def write_cross_eval(matrix: np.ndarray, train_names: Sequence[str], test_names: Sequence[str], out_dir: str | Path, *, metric: str = "acc", stem: str = "cross_eval") -> list[Path]:

@@ -38,6 +38,7 @@ from ssp_detect.data.jpeg_quality import DEFAULT_SUBSAMPLING
 from ssp_detect.data.layouts import Sample, has_jpeg_history, load_samples
 from ssp_detect.data.preprocess import PatchOptions, Preprocessor, normalize
 from ssp_detect.engine import distributed
+from ssp_detect.engine.calibrate import CalibrationError, calibrate
 from ssp_detect.engine.evaluate import make_eval_loader, predict_loader, summarize
 from ssp_detect.engine.runtime import autocast, default_workers, model_input, place_model, resolve_device, resolve_precision
 from ssp_detect.models.checkpoint import read_checkpoint_file, save_checkpoint
@@ -297,9 +298,9 @@ def _train(cfg: TrainConfig, device: torch.device, precision: str, out: Path, re
         raise TrainError(f"--repeats must be at least 1, not {cfg.repeats}.")
     # Each copy of an image has its own index, so its own random patch draws and augmentation.
     augment = make_augment(cfg, train_samples)
-    train_ds = DetectionDataset(train_samples * cfg.repeats, Preprocessor.for_model(spec, train_patch), augment=augment,
+    train_ds = DetectionDataset(train_samples * cfg.repeats, Preprocessor.for_model(spec.feed, train_patch), augment=augment,
                                 restoration_targets=has_training_loss(model), seed=cfg.seed)
-    eval_pre = Preprocessor.for_model(spec, eval_patch)
+    eval_pre = Preprocessor.for_model(spec.feed, eval_patch)
     # Validation and the training probe see the training data's format matching (the same draws
     # every epoch: their epoch stays 0), never its blur or JPEG degradations: with fakes left in
     # their raw format a holdout rewards "JPEG or not", and best.pt would be chosen for it.
@@ -336,7 +337,7 @@ def _train(cfg: TrainConfig, device: torch.device, precision: str, out: Path, re
     metrics = _MetricsLog(out / "metrics.jsonl", append=resume is not None)
     common = {"device": device, "precision": precision, "mean": spec.mean, "std": spec.std}
     loss_weights = {"perception_weight": cfg.perception_weight, "restoration_weight": cfg.restoration_weight} if has_training_loss(model) else {}
-    payload_base = {"model": cfg.model, "preprocess": spec.preprocess_config() | eval_pre.settings(), "threshold": 0.5, "train_config": cfg.to_dict()}
+    payload_base = {"model": cfg.model, "preprocess": eval_pre.feed.to_dict(), "threshold": 0.5, "train_config": cfg.to_dict()}
     result: dict[str, Any] = {"out": str(out), "best": str(out / "best.pt"), "last": str(out / "last.pt")}
     try:
         for epoch in range(start_epoch, cfg.epochs + 1):
@@ -378,4 +379,38 @@ def _train(cfg: TrainConfig, device: torch.device, precision: str, out: Path, re
     finally:
         metrics.close()
     result["history"] = history
+    result["calibration"] = calibrate_best(out / "best.pt", model, val_loader, cfg, val_what, common)
     return result
+
+
+def calibrate_best(
+    best_path: Path, model: nn.Module, val_loader: Any, cfg: TrainConfig, val_what: str, common: dict[str, Any]
+) -> dict[str, Any] | None:
+    """Calibrate ``best.pt`` on the validation images (never trained on): fit its temperature, then
+    choose its threshold on the calibrated p_fake for ``cfg.target_fpr`` (see
+    :func:`~ssp_detect.engine.calibrate.calibrate`), and store both with how they were chosen.
+
+    Returns the stored calibration, or None when there is no best.pt or the data cannot give it
+    (best.pt then keeps the threshold 0.5 and a warning says why).
+    """
+    distributed.barrier()
+    if not best_path.is_file():
+        return None
+    state = read_checkpoint_file(best_path)
+    model.load_state_dict(state["state_dict"])
+    preds = predict_loader(model, val_loader, progress=cfg.progress, desc="calibrate", **common)
+    try:
+        calibration = calibrate(preds.label, preds.logit, target_fpr=cfg.target_fpr, data=val_what)
+    except CalibrationError as exc:
+        log.warning("best.pt keeps the threshold 0.5: %s", exc)
+        return None
+    stored = calibration.to_dict()
+    if distributed.is_main():
+        save_checkpoint(best_path, state | {"threshold": calibration.choice.threshold,
+                                            "temperature": calibration.temperature, "calibration": stored})
+    log.info("best.pt calibrated on %s: temperature %.3f, threshold %.4f for a false-positive rate of %s "
+             "(reached %.3f, 95%% interval %.3f-%.3f, on %d real images)", val_what, calibration.temperature,
+             calibration.choice.threshold, cfg.target_fpr, calibration.choice.fpr, calibration.choice.fpr_low,
+             calibration.choice.fpr_high, calibration.choice.n_real)
+    distributed.barrier()
+    return stored

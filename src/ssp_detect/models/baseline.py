@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from ssp_detect.models.backbone import Norm, build_resnet
+from ssp_detect.data.preprocess import InputSpec
 from ssp_detect.models.registry import ModelSpec, register_model
 
 
@@ -27,7 +28,7 @@ register_model(
     ModelSpec(
         name="resnet50-baseline",
         builder=WholeImageNet,
-        input="image",
+        feed=InputSpec(input="image"),
         paper=True,
         description="The paper's ResNet-50 baseline: whole image resized to 256x256.",
     )
@@ -36,7 +37,7 @@ register_model(
     ModelSpec(
         name="baseline-lite",
         builder=partial(WholeImageNet, arch="compact", norm="group"),
-        input="image",
+        feed=InputSpec(input="image"),
         description="The whole-image baseline with ssp-lite's compact ResNet (GroupNorm): the CPU demo's like-for-like comparison.",
     )
 )

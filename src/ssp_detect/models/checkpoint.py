@@ -14,10 +14,14 @@ Our checkpoints are dicts of plain types and tensors (loadable with ``weights_on
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
 
 FORMAT = "ssp-detect/1"
 OUR_CONVENTION = "real=0,fake=1"
@@ -86,3 +90,30 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save({"format": FORMAT, "label_convention": OUR_CONVENTION, **payload}, tmp)
     tmp.replace(path)
+
+
+def load_backbone_weights(net: nn.Module, path: str | Path) -> None:
+    """Copy a local torchvision ResNet state dict (e.g. ImageNet weights) into ``net``.
+
+    The classifier (``fc.*``) is never copied. Tensors whose name or shape do not exist in ``net``
+    (a changed stem, BatchNorm statistics under GroupNorm) are skipped and logged.
+
+    Raises:
+        CheckpointError: the file is missing, unreadable, or not a matching ResNet state dict.
+    """
+    state = read_state_dict(path)
+    own = net.state_dict()
+    usable = {k: v for k, v in state.items() if not k.startswith("fc.") and k in own and own[k].shape == v.shape}
+    wanted = [k for k, v in own.items() if not k.startswith("fc.") and v.is_floating_point()]
+    covered = sum(1 for k in wanted if k in usable)
+    if covered < 0.8 * len(wanted):
+        raise CheckpointError(
+            f"{path} does not look like a torchvision ResNet state dict for this backbone "
+            f"({covered} of {len(wanted)} tensors match); pass the weights of a matching "
+            "torchvision ResNet (e.g. resnet50 ImageNet weights saved with torch.save(model.state_dict()))."
+        )
+    skipped = sorted(set(state) - set(usable) - {k for k in state if k.startswith("fc.")})
+    if skipped:
+        log.info("backbone weights: skipped %d tensors that do not fit: %s", len(skipped), ", ".join(skipped[:8]))
+    net.load_state_dict(usable, strict=False)
+    log.info("backbone weights: loaded %d tensors from %s", len(usable), path)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ssp_detect.data.preprocess import InputSpec
 from ssp_detect.models.registry import ModelSpec, register_model
 
 LEVELS = 2  # residuals are clipped to [-LEVELS, LEVELS]
@@ -118,8 +119,7 @@ register_model(
     ModelSpec(
         name="ssp-cooc",
         builder=CooccurrenceSSP,
-        mean=(0.0, 0.0, 0.0),
-        std=(1 / 255, 1 / 255, 1 / 255),
+        feed=InputSpec(mean=(0.0, 0.0, 0.0), std=(1 / 255, 1 / 255, 1 / 255)),
         description="Simple patch -> order 1-3 residuals quantised to +-2 -> spatial and cross-colour co-occurrence histograms -> linear (876 parameters); trains in seconds.",
     )
 )

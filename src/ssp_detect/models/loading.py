@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import hashlib
+import math
+from collections.abc import Callable
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
+from ssp_detect.data.preprocess import InputSpec
 from ssp_detect.models.checkpoint import CheckpointError, is_ours, official_to_ours, read_checkpoint_file, unwrap_state_dict
+from ssp_detect.verdict import check_threshold
 from ssp_detect.models.registry import ModelSpec, create_model, get_spec
 
 log = logging.getLogger(__name__)
@@ -28,8 +33,10 @@ class LoadedModel:
         threshold: Decision threshold on p_fake stored with the weights (0.5 if none).
         sha256: Hex digest of the weights file.
         meta: Everything else the checkpoint carried (train config, metrics, epoch, ...).
-        preprocess: How to feed it: the spec's preprocessing with the patch size and candidate
-            count the checkpoint was trained with (official weights: the paper's 32 and 64).
+        feed: How to feed it: the spec's, with what the checkpoint stored (the patch size and
+            candidate count it was trained with; official weights: the paper's 32 and 64).
+        temperature: p_fake = sigmoid(logit / temperature): fitted on held-out data at the end of
+            training or by ``ssp calibrate``; 1 (the raw output) for official weights.
     """
 
     model: nn.Module
@@ -39,14 +46,12 @@ class LoadedModel:
     threshold: float
     sha256: str
     meta: dict[str, Any] = field(default_factory=dict)
-    preprocess: dict[str, Any] = field(default_factory=dict)
+    feed: InputSpec | None = None
+    temperature: float = 1.0
 
     def __post_init__(self) -> None:
-        self.preprocess = self.spec.preprocess_config() | self.preprocess
-
-
-# Patch settings a checkpoint may carry that change how its model is fed.
-STORED_PATCH_SETTINGS = ("patch_size", "num_candidates")
+        if self.feed is None:
+            self.feed = self.spec.feed
 
 
 def file_sha256(path: str | Path) -> str:
@@ -81,19 +86,28 @@ def load_model(path: str | Path, *, model_name: str | None = None) -> LoadedMode
     state = unwrap_state_dict(raw)
     if is_ours(raw):
         name = model_name or raw["model"]
-        source, threshold = "ssp-detect", float(raw.get("threshold", 0.5))
+        source = "ssp-detect"
+        threshold = _stored_number(path, raw, "threshold", 0.5, check_threshold)
+        temperature = _stored_number(path, raw, "temperature", 1.0, _check_temperature)
         meta = {k: v for k, v in raw.items() if k not in ("state_dict", "optimizer", "rng")}
-        stored = raw.get("preprocess") or {}
-        preprocess = {k: stored[k] for k in STORED_PATCH_SETTINGS if stored.get(k) is not None}
+        stored = raw.get("preprocess")
     else:
         name = model_name or _infer_official_model(state)
         state = official_to_ours(state)
         source, threshold, meta = "official", 0.5, {"label_convention_in_file": "real=1,fake=0"}
-        preprocess = {}
+        temperature, stored = 1.0, None  # official weights keep their raw output (parity with the official code)
     try:
         spec = get_spec(name)
     except KeyError as exc:
         raise CheckpointError(f"{path}: {exc.args[0]}") from exc
+    broken = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if broken:
+        raise CheckpointError(f"{path} holds non-finite weights (NaN or infinity) in {len(broken)} tensor(s), e.g. {broken[0]}; "
+                              "the file is broken: retrain or use another checkpoint.")
+    try:
+        feed = InputSpec.from_dict(stored, spec.feed) if isinstance(stored, dict) else spec.feed
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path} stores preprocessing that cannot be used ({exc}); the file is damaged.") from exc
     model = create_model(name)
     try:
         result = model.load_state_dict(state, strict=False)
@@ -107,4 +121,19 @@ def load_model(path: str | Path, *, model_name: str | None = None) -> LoadedMode
         )
     model.eval()
     log.info("loaded %s (%s weights) from %s", name, source, path)
-    return LoadedModel(model, name, spec, source, threshold, file_sha256(path), meta, preprocess)
+    return LoadedModel(model, name, spec, source, threshold, file_sha256(path), meta, feed, temperature)
+
+
+def _check_temperature(value: float) -> float:
+    number = float(value)
+    if not (math.isfinite(number) and number > 0):
+        raise ValueError(f"a temperature must be a positive number, not {value!r}")
+    return number
+
+
+def _stored_number(path: str | Path, raw: dict[str, Any], key: str, default: float, check: Callable[[float], float]) -> float:
+    """A number stored in a checkpoint, checked; a bad one is a :class:`CheckpointError` naming the file."""
+    try:
+        return check(raw.get(key, default))
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path} stores an unusable {key} {raw.get(key)!r} ({exc}); recalibrate it with 'ssp calibrate'.") from exc

@@ -30,6 +30,7 @@ from torch import nn
 
 from ssp_detect.data.patch import SMALL_IMAGE_SIZE, texture_diversity_tensor
 from ssp_detect.models.cooccurrence import NUM_FEATURES, cooccurrence_histograms
+from ssp_detect.data.preprocess import InputSpec
 from ssp_detect.models.registry import ModelSpec, register_model
 
 TILE = 32
@@ -122,10 +123,7 @@ register_model(
     ModelSpec(
         name="ssp-strata",
         builder=TextureStrataSSP,
-        input="crop",
-        image_size=CROP,
-        mean=(0.0, 0.0, 0.0),
-        std=(1 / 255, 1 / 255, 1 / 255),
+        feed=InputSpec(input="crop", image_size=CROP, mean=(0.0, 0.0, 0.0), std=(1 / 255, 1 / 255, 1 / 255)),
         description="Centre 256x256 crop at native resolution -> 64 tiles ranked by SSP's texture score -> the simplest 32, ssp-cooc histograms per 16 -> linear (1,751 parameters).",
     )
 )

@@ -1,5 +1,6 @@
 // The ssp-detect web page: send each dropped or chosen image to POST v1/detect and show the
-// verdict, p_fake, the image with its simplest patch boxed and the patch enlarged.
+// verdict (real, fake or uncertain with its reasons), p_fake, the image with its simplest patch
+// boxed and the patch enlarged, and with the stability check the range of p_fake over deliveries.
 // Each file is its own request (a few in flight at once; the server batches them on the model),
 // so one unreadable or oversized file only fails its own card.
 "use strict";
@@ -7,6 +8,13 @@
 const PREVIEW_MAX = { width: 320, height: 240 };
 const BOX_COLOR = "#ff2d95";
 const MAX_IN_FLIGHT = 4;
+const REASON_TEXT = {
+  "no-texture": "the region the model reads is flat or saturated: no noise to judge",
+  "upscaled": "the image is smaller than the model's input and was enlarged",
+  "near-threshold": "p(fake) is close to the threshold",
+  "unstable": "the verdict flips after a common re-save or resize",
+  "truncated": "the file is cut short; part of the image was invented by the decoder",
+};
 
 const resultsEl = document.getElementById("results");
 const template = document.getElementById("result-template");
@@ -110,13 +118,38 @@ function showResult(card, result, bitmap) {
   card.querySelector(".meter-fill").style.width = `${(100 * result.p_fake).toFixed(1)}%`;
   card.querySelector(".meter-fill").dataset.label = result.label;
   card.querySelector(".meter-threshold").style.left = `${(100 * result.threshold).toFixed(1)}%`;
+  showReasons(card, result.reasons || []);
+  showStability(card, result.stability);
   drawPreview(card.querySelector("canvas.preview"), bitmap, result.box, result.searched_size);
   drawPatch(card.querySelector("canvas.patch"), bitmap, result.box, result.searched_size);
+}
+
+function reveal(card, name, text) {
+  const dd = card.querySelector(`dd.${name}`);
+  dd.textContent = text;
+  dd.hidden = false;
+  card.querySelector(`.${name}-term`).hidden = false;
+}
+
+function showReasons(card, reasons) {
+  card.dataset.reasons = reasons.join(",");
+  if (reasons.length) {
+    reveal(card, "reasons", reasons.map((r) => `${r}: ${REASON_TEXT[r] || r}`).join("; "));
+  }
+}
+
+function showStability(card, stability) {
+  if (!stability) return;
+  card.dataset.stability = stability.holds ? "holds" : "flips";
+  const range = `p(fake) ${stability.p_min.toFixed(3)}–${stability.p_max.toFixed(3)}`;
+  const verdict = stability.holds ? "verdict holds" : "verdict flips";
+  reveal(card, "stability", `${range} over re-saves and resizes; moved most by ${stability.most_moved}; ${verdict}`);
 }
 
 async function detect(file, card) {
   const form = new FormData();
   form.append("file", file, file.name);
+  if (document.getElementById("stability-input").checked) form.append("stability", "true");
   const [bitmap, response] = await Promise.all([
     loadBitmap(file),
     fetch("v1/detect", { method: "POST", body: form }).catch(() => null),

@@ -1,6 +1,6 @@
 """Build the offline demo benchmark: crops of real photos versus Real-ESRGAN fakes of the same crops.
 
-Everything comes from installed packages (see :mod:`ssp_detect.data.demo.sources`), so the
+Everything comes from installed packages (see :mod:`ssp_detect.demo.sources`), so the
 benchmark builds without a network. Layout (GenImage's, with one extra validation split)::
 
     out_dir/
@@ -16,7 +16,7 @@ How each image is made:
   source's camera processing and JPEG history, which the manifest records (estimated IJG
   quality, chroma subsampling). The nature folders of both subsets hold the same crops.
 - ai: the same region, downscaled x4 with PIL's bicubic filter, upscaled x4 by the subset's
-  Real-ESRGAN network (:func:`~ssp_detect.data.demo.rrdbnet.upscale`), stored as PNG under the
+  Real-ESRGAN network (:func:`~ssp_detect.demo.rrdbnet.upscale`), stored as PNG under the
   same file name as its real counterpart.
 - val_matched: the val reals unchanged, and the val fakes given the JPEG history of the val
   reals: the list of the reals' (quality, subsampling) pairs, one per real crop and None for a
@@ -57,8 +57,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from ssp_detect.data.degradations import jpeg_compress
-from ssp_detect.data.demo.rrdbnet import NCNN_PREPADDING, DemoBuildError, RRDBNet, load_generator, upscale
-from ssp_detect.data.demo.sources import Photo, available_photos
+from ssp_detect.demo.rrdbnet import NCNN_PREPADDING, DemoBuildError, RRDBNet, load_generator, upscale
+from ssp_detect.demo.sources import Photo, available_photos
 
 logger = logging.getLogger(__name__)
 

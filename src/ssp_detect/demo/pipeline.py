@@ -23,8 +23,8 @@ import numpy as np
 import torch
 
 from ssp_detect.config import build_config
-from ssp_detect.data.demo import DEMO_SUBSETS, build_demo
 from ssp_detect.data.layouts import load_samples
+from ssp_detect.demo.build import DEMO_SUBSETS, build_demo
 from ssp_detect.engine.evaluate import evaluate_model
 from ssp_detect.engine.report import markdown_table, write_cross_eval, write_json, write_summary
 from ssp_detect.engine.runtime import default_workers, resolve_device, resolve_precision

@@ -1,5 +1,6 @@
-"""A faithful re-implementation of the official SSP pipeline, written from the paper's facts
-(../shared/FACTS.md section 1) and independently of ssp_detect's own code.
+"""A faithful re-implementation of the official SSP pipeline, written from the paper (Chen, Yao, Niu,
+"A Single Simple Patch is All You Need for AI-generated Image Detection", arXiv 2402.01123) and the
+defaults of its official code release, independently of ssp_detect's own code.
 
 It serves two purposes: tests compare ssp_detect against it (patch choice, logits), and the
 benchmarks time it against ssp_detect on the same files. It keeps the official conventions:

@@ -1,0 +1,15 @@
+"""The offline demo: its benchmark and ``ssp demo``, the whole pipeline run on it.
+
+``build_demo(out_dir, size="small")`` writes a GenImage-style tree of real photo crops from installed
+packages versus Real-ESRGAN fakes, with the subsets in :data:`DEMO_SUBSETS`, a format-matched
+validation split and a provenance manifest; see :mod:`ssp_detect.demo.build` (photos in
+:mod:`~ssp_detect.demo.sources`, the generator port in :mod:`~ssp_detect.demo.rrdbnet`).
+``run_demo(out, data)`` builds or reuses it, trains, tests and writes a report folder; see
+:mod:`ssp_detect.demo.pipeline`.
+"""
+
+from ssp_detect.demo.build import DEMO_SUBSETS, SIZE_PRESETS, build_demo
+from ssp_detect.demo.pipeline import run_demo
+from ssp_detect.demo.rrdbnet import DemoBuildError
+
+__all__ = ["DEMO_SUBSETS", "SIZE_PRESETS", "DemoBuildError", "build_demo", "run_demo"]
