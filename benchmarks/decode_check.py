@@ -1,6 +1,6 @@
 """Cost of refusing made-up pixels: decode time per image before and after the truncation check.
 
-    PYTHONPATH=src python benchmarks/decode_check.py [--rounds 15]
+    python -m benchmarks.decode_check [--rounds 15]
 
 Files (in memory): camera photos from Debian's opencv-doc when installed (else a synthetic photo),
 re-encoded as baseline and progressive JPEG at 0.5, 2 and 12 megapixels, and as PNG at 0.25 and 2
@@ -20,17 +20,13 @@ import argparse
 import glob
 import io
 import statistics
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-
-from ssp_detect.data.decode import jpeg_data_loss, load_rgb, read_device_jpeg, to_rgb_array  # noqa: E402
+from ssp_detect.data.decode import jpeg_data_loss, load_rgb, read_device_jpeg, to_rgb_array
 
 
 def _photo() -> Image.Image:
@@ -91,7 +87,8 @@ def main(argv: list[str] | None = None) -> None:
                 fn(data)
                 times[m].append(time.perf_counter() - start)
         med = {m: statistics.median(t) * 1000 for m, t in times.items()}
-        print(f"{name:<28}" + "".join(f"{med[m]:>14.2f}" for m in methods) + f"   {med['load_rgb'] / med['pillow']:.2f}x")
+        ratio = med["load_rgb"] / med["pillow"]
+        print(f"{name:<28}" + "".join(f"{med[m]:>14.2f}" for m in methods) + f"   {ratio:.2f}x")
 
 
 if __name__ == "__main__":

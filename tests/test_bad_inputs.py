@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from PIL import Image, features
 
-from conftest import noisy_image
 from ssp_detect.data.decode import ImageDecodeError, TruncatedImageError, decode_image, load_rgb
+from tests.helpers import noisy_image
 
 H, W = 48, 64
 PIXELS = noisy_image(np.random.default_rng(7), (H, W), noise=20.0)
@@ -43,7 +43,8 @@ def _cut(data: bytes, pct: int, end: bytes) -> bytes:
 def _png_header(w: int, h: int) -> bytes:
     """A PNG whose header promises w x h pixels, followed by one row of data."""
     ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", zlib.compress(bytes(3 * w + 1))) + _chunk(b"IEND", b"")
+    row = _chunk(b"IDAT", zlib.compress(bytes(3 * w + 1)))
+    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + row + _chunk(b"IEND", b"")
 
 
 def _jpeg_header(w: int, h: int) -> bytes:
@@ -92,34 +93,41 @@ DECODED: dict[str, tuple[str, Callable[[], bytes], Callable[[bytes], np.ndarray]
     "palette png with transparency": ("palette.png", _palette_with_transparency,
                                       lambda _: np.asarray(Image.fromarray(PIXELS).quantize(16).convert("RGB"))),
     "greyscale jpeg": ("grey.jpg", lambda: _save(Image.fromarray(PIXELS[..., 1]), "JPEG"), _pillow_rgb),
-    "greyscale png": ("grey.png", lambda: _save(Image.fromarray(PIXELS[..., 1]), "PNG"), lambda _: np.repeat(PIXELS[..., 1:2], 3, axis=2)),
-    "animated gif": ("anim.gif", _animated_gif, lambda _: np.asarray(Image.fromarray(PIXELS).quantize(64).convert("RGB"))),
+    "greyscale png": ("grey.png", lambda: _save(Image.fromarray(PIXELS[..., 1]), "PNG"),
+                      lambda _: np.repeat(PIXELS[..., 1:2], 3, axis=2)),
+    "animated gif": ("anim.gif", _animated_gif,
+                     lambda _: np.asarray(Image.fromarray(PIXELS).quantize(64).convert("RGB"))),  # the first frame
     "heic": ("phone.heic", lambda: _save(Image.fromarray(PIXELS), "HEIF", quality=90), _pillow_rgb),
     "avif": ("phone.avif", lambda: _save(Image.fromarray(PIXELS), "AVIF", quality=90), _pillow_rgb),
-    "exif-rotated jpeg": ("rotated.jpg", _rotated_jpeg, lambda data: np.ascontiguousarray(np.rot90(_pillow_rgb(data), -1))),
+    "exif-rotated jpeg": ("rotated.jpg", _rotated_jpeg,
+                          lambda data: np.ascontiguousarray(np.rot90(_pillow_rgb(data), -1))),
 }
 
 # name -> (file name, bytes maker, error class, message after the file's path)
 REFUSED: dict[str, tuple[str, Callable[[], bytes], type[ImageDecodeError], str]] = {
     "zero bytes": ("zero.jpg", lambda: b"", ImageDecodeError, r"is empty \(0 bytes\)\."),
-    "empty jpeg (no image)": ("empty.jpg", lambda: b"\xff\xd8\xff\xd9", ImageDecodeError, r"is not an image format that Pillow can read\."),
+    "empty jpeg (no image)": ("empty.jpg", lambda: b"\xff\xd8\xff\xd9", ImageDecodeError,
+                              r"is not an image format that Pillow can read\."),
     "text named .jpg": ("notes.jpg", lambda: b"shopping list: eggs, milk\n" * 20, ImageDecodeError,
                         r"is not an image format that Pillow can read\."),
     "png bomb header": ("bomb.png", lambda: _png_header(100_000, 100_000), ImageDecodeError,
-                        r"has 100000x100000 pixels, over the limit of 100,000,000; resize it first or raise the pixel limit"),
+                        r"has 100000x100000 pixels, over the limit of 100,000,000; resize it first or raise the "
+                        r"pixel limit"),
     "jpeg bomb header": ("bomb.jpg", lambda: _jpeg_header(65_000, 65_000), ImageDecodeError,
                          r"has 65000x65000 pixels, over the limit of 100,000,000"),
     "jpeg promising more rows": ("tall.jpg", lambda: _jpeg_header(W, H + 32), TruncatedImageError,
                                  r"is truncated or corrupt \(Corrupt JPEG data: premature end of data segment\)"),
     "progressive jpeg cut between scans": ("scans.jpg", lambda: _between_scans(), TruncatedImageError,
-                                           r"is truncated or corrupt \(its progressive scans stop before the image is complete\)"),
+                                           r"is truncated or corrupt \(its progressive scans stop before the image "
+                                           r"is complete\)"),
     "png header cut": ("header.png", lambda: _save(Image.fromarray(PIXELS), "PNG")[:20], ImageDecodeError,
                        r"could not be decoded: it is truncated or corrupt \(Truncated File Read\)\."),
 }
 for _pct in (25, 50, 75):
     for _end, _label in ((b"", ""), (b"\xff\xd9", " + end marker")):
         REFUSED[f"baseline jpeg cut at {_pct}%{_label}"] = (
-            f"cut{_pct}{len(_end)}.jpg", lambda p=_pct, e=_end: _cut(_save(Image.fromarray(_big_photo()), "JPEG"), p, e),
+            f"cut{_pct}{len(_end)}.jpg",
+            lambda p=_pct, e=_end: _cut(_save(Image.fromarray(_big_photo()), "JPEG"), p, e),
             TruncatedImageError, r"is truncated or corrupt \(")
         REFUSED[f"progressive jpeg cut at {_pct}%{_label}"] = (
             f"prog{_pct}{len(_end)}.jpg",

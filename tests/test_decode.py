@@ -10,7 +10,6 @@ import pytest
 import simplejpeg
 from PIL import Image, ImageOps, features
 
-from conftest import noisy_image
 from ssp_detect.data import decode
 from ssp_detect.data.decode import (
     DecodedImage,
@@ -23,6 +22,7 @@ from ssp_detect.data.decode import (
     open_image,
     read_device_jpeg,
 )
+from tests.helpers import noisy_image
 
 CUTS = (10, 20, 30, 40, 50, 60, 70, 80, 90, 95)  # percent of the file kept
 JPEG_END = b"\xff\xd9"
@@ -97,7 +97,7 @@ def test_bad_bytes_raise_one_sentence(rng, data, match):
 
 def test_pixel_limit_and_missing_file(tmp_path):
     big = _png_bytes(Image.new("RGB", (200, 200)))
-    with pytest.raises(ImageDecodeError, match=r"has 200x200 pixels, over the limit of 10,000; resize it first or raise"):
+    with pytest.raises(ImageDecodeError, match=r"has 200x200 pixels, over the limit of 10,000; resize it first or"):
         load_rgb(big, max_pixels=10_000)
     with pytest.raises(ImageDecodeError, match="does not exist"):
         load_rgb(tmp_path / "nope.png")
@@ -153,7 +153,7 @@ def test_cut_files_are_refused_unless_allowed(rng, kind):
     for pct in CUTS:
         for tail in (b"", end):
             cut = data[: len(data) * pct // 100] + tail
-            with pytest.raises(TruncatedImageError, match=r"^uploaded data is truncated or corrupt \(.*allow_truncated"):
+            with pytest.raises(TruncatedImageError, match=r"^uploaded data is truncated or corrupt \(.*allow_trunc"):
                 load_rgb(cut)
             with pytest.raises(TruncatedImageError):
                 open_image(cut)
@@ -309,7 +309,8 @@ def test_heic_and_avif_decode(rng):
 def _big_png(w: int, h: int, *, complete: bool = True) -> bytes:
     """A greyscale PNG of w x h black pixels (small when compressed); only its first row without ``complete``."""
     raw = zlib.compress(bytes((w + 1) * (h if complete else 1)), 9)
-    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)) + _chunk(b"IDAT", raw) + PNG_END
+    ihdr = _chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
+    return b"\x89PNG\r\n\x1a\n" + ihdr + _chunk(b"IDAT", raw) + PNG_END
 
 
 def test_our_pixel_limit_replaces_pillows(monkeypatch):
@@ -319,7 +320,7 @@ def test_our_pixel_limit_replaces_pillows(monkeypatch):
         warnings.simplefilter("error")
         img = open_image(data, max_pixels=150_000_000, load=False)
         assert img.size == (10_000, 9_000)
-        with pytest.raises(ImageDecodeError, match=r"has 10000x9000 pixels, over the limit of 80,000,000; .*max_pixels"):
+        with pytest.raises(ImageDecodeError, match=r"has 10000x9000 pixels, over the limit of 80,000,000; .*max_pix"):
             open_image(data, max_pixels=80_000_000, load=False)
         bomb = _big_png(60_000, 60_000, complete=False)  # 3.6 GP promised: Pillow's own check would raise its error
         with pytest.raises(ImageDecodeError, match=r"has 60000x60000 pixels, over the limit of 100,000,000"):

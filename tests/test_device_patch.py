@@ -216,7 +216,8 @@ def test_device_orientation_is_the_cpu_orientation(rng):
     img = rng.integers(0, 256, (5, 7, 3), dtype=np.uint8)
     for orientation in range(0, 10):  # 0 and 9: not EXIF values, left as they are
         want = apply_orientation(img, orientation)
-        np.testing.assert_array_equal(orient_chw(torch.from_numpy(img).permute(2, 0, 1), orientation).permute(1, 2, 0).numpy(), want)
+        turned = orient_chw(torch.from_numpy(img).permute(2, 0, 1), orientation)
+        np.testing.assert_array_equal(turned.permute(1, 2, 0).numpy(), want)
 
 
 def test_rotated_and_cut_jpegs_on_the_device_path(tmp_path, rng):

@@ -2,9 +2,9 @@
 
 import pytest
 
-from conftest import noisy_image, write_image
 from ssp_detect.data.decode import ImageDecodeError, load_rgb
 from ssp_detect.predict_io import iter_image_paths
+from tests.helpers import noisy_image, write_image
 
 
 def test_folders_follow_links_and_report_broken_ones(tmp_path, rng):

@@ -101,7 +101,8 @@ def collate_encoded(items: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def decode_jpegs(data: Sequence[torch.Tensor], paths: Sequence[str], device: torch.device, *, max_pixels: int = DEFAULT_MAX_PIXELS,
+def decode_jpegs(data: Sequence[torch.Tensor], paths: Sequence[str], device: torch.device, *,
+                 max_pixels: int = DEFAULT_MAX_PIXELS,
                  orientations: Sequence[int] | None = None) -> list[torch.Tensor | ImageDecodeError]:
     """Decode JPEG files' bytes to RGB uint8 (3, H, W) tensors on ``device``, as displayed.
 
@@ -120,11 +121,12 @@ def decode_jpegs(data: Sequence[torch.Tensor], paths: Sequence[str], device: tor
         return []
     turns = list(orientations) if orientations is not None else [1] * len(data)
     try:
-        return [orient_chw(im, o) for im, o in zip(decode_jpeg(list(data), mode=ImageReadMode.RGB, device=device), turns)]
+        batch = decode_jpeg(list(data), mode=ImageReadMode.RGB, device=device)
+        return [orient_chw(im, o) for im, o in zip(batch, turns, strict=True)]
     except RuntimeError as exc:
         log.debug("batched JPEG decoding failed (%s); decoding the %d files one by one", exc, len(data))
     decoded: list[torch.Tensor | ImageDecodeError] = []
-    for one, path, orientation in zip(data, paths, turns):
+    for one, path, orientation in zip(data, paths, turns, strict=True):
         try:
             decoded.append(orient_chw(decode_jpeg(one, mode=ImageReadMode.RGB, device=device), orientation))
         except RuntimeError:
@@ -188,8 +190,9 @@ class DeviceDecodedBatches:
         paths = [self.dataset.samples[int(encoded["index"][i])].path for i in jpegs]
         errors = list(encoded["errors"])
         turns = [encoded["orientation"][i] for i in jpegs] if "orientation" in encoded else None
-        decoded = decode_jpegs([encoded["image"][i] for i in jpegs], paths, self.device, max_pixels=self.dataset.max_pixels, orientations=turns)
-        for i, result in zip(jpegs, decoded):
+        decoded = decode_jpegs([encoded["image"][i] for i in jpegs], paths, self.device,
+                               max_pixels=self.dataset.max_pixels, orientations=turns)
+        for i, result in zip(jpegs, decoded, strict=True):
             if isinstance(result, ImageDecodeError):
                 errors.append((int(encoded["index"][i]), str(result)))
             else:
