@@ -56,6 +56,8 @@ import pillow_heif
 import simplejpeg
 from PIL import Image, ImageFile, features
 
+from ssp_detect.errors import SSPError
+
 log = logging.getLogger(__name__)
 
 pillow_heif.register_heif_opener()
@@ -83,7 +85,7 @@ _PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
 _ADAM7 = ((0, 0, 8, 8), (0, 4, 8, 8), (4, 0, 8, 4), (0, 2, 4, 4), (2, 0, 4, 2), (0, 1, 2, 2), (1, 0, 2, 1))
 
 
-class ImageDecodeError(ValueError):
+class ImageDecodeError(SSPError, ValueError):
     """An image that cannot be decoded; ``str()`` is one sentence naming the source."""
 
 
