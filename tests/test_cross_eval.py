@@ -57,7 +57,7 @@ def test_runtime_is_resolved_once_and_checked():
                              patch=PatchOptions("exhaustive"))
     assert rt.device == torch.device("cpu") and rt.precision == "fp32" and rt.workers >= 0
     assert rt.keywords() == {"device": rt.device, "precision": "fp32", "batch_size": 8, "workers": rt.workers,
-                             "patch": PatchOptions("exhaustive"), "progress": True}
+                             "patch": PatchOptions("exhaustive"), "progress": True, "allow_truncated": False}
     for bad in ({"batch_size": 0}, {"workers": -1}, {"decode": "gpu"}, {"precision": "fp16"}):
         with pytest.raises(UsageError):
             EvalRuntime.resolve(device="cpu", **bad)

@@ -10,8 +10,8 @@ from PIL import Image
 
 from ssp_detect.cli import main
 from ssp_detect.data import device_decode
-from ssp_detect.data.decode import ImageDecodeError, load_rgb
-from ssp_detect.data.device_decode import EncodedImageDataset, decode_jpegs
+from ssp_detect.data.decode import ImageDecodeError, TruncatedImageError, apply_orientation, load_rgb
+from ssp_detect.data.device_decode import EncodedImageDataset, collate_encoded, decode_jpegs, orient_chw
 from ssp_detect.data.device_patch import select_patches_on_device
 from ssp_detect.data.layouts import GENIMAGE_SUBSETS, Sample, load_samples
 from ssp_detect.data.patch import select_simplest_patch
@@ -119,8 +119,8 @@ def test_workers_ship_jpeg_bytes_other_formats_as_pixels_and_refuse_what_load_rg
 
 def _mixed_tree(root, rng):
     """A GenImage tree of PNGs, plus JPEGs (one small, one greyscale), a truncated JPEG, a JPEG that
-    is not an image at all, and one whose header is fine but whose Huffman table is broken (it
-    reaches the batched decoder, which fails, and falls back to one error record)."""
+    is not an image at all, and one whose header is fine but whose Huffman table is broken (the
+    worker's check of the data refuses it before any device decoder sees it)."""
     make_genimage_tree(root, subsets=("sdv4",), n=3, splits=("val",))
     folder = root / GENIMAGE_SUBSETS["sdv4"] / "val"
     for i in range(3):
@@ -141,7 +141,10 @@ def _mixed_tree(root, rng):
 def _compare_decoders(tmp_path, checkpoint_path, device, mode):
     root = _mixed_tree(tmp_path / "g", np.random.default_rng(0))
     loaded, samples = load_model(checkpoint_path), load_samples(root, split="val")
-    assert EncodedImageDataset([s for s in samples if s.path.endswith("huff.jpg")])[0]["image"].dim() == 1  # it reaches the batched decoder
+    huff = next(s.path for s in samples if s.path.endswith("huff.jpg"))
+    with pytest.raises(ImageDecodeError) as refused:
+        load_rgb(huff)
+    assert EncodedImageDataset([Sample(huff, 1, "s")])[0] == {"index": 0, "error": str(refused.value)}
     run = {d: evaluate_model(loaded, samples, device=torch.device(device), precision="fp32", batch_size=4, patch=PatchOptions(mode), progress=False, decode=d)
            for d in ("workers", "device")}
     (s_w, p_w), (s_d, p_d) = run["workers"], run["device"]
@@ -207,3 +210,32 @@ def test_device_decoding_on_cuda(tmp_path, checkpoint_path):
     for path, pixels in zip(jpegs, on_gpu, strict=True):
         # torchvision's own test of nvJPEG against libjpeg-turbo: a mean difference below 2 grey levels.
         assert pixels.is_cuda and (pixels.cpu().permute(1, 2, 0).float() - torch.from_numpy(load_rgb(path)).float()).abs().mean() < 2
+
+
+def test_device_orientation_is_the_cpu_orientation(rng):
+    img = rng.integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    for orientation in range(0, 10):  # 0 and 9: not EXIF values, left as they are
+        want = apply_orientation(img, orientation)
+        turned = orient_chw(torch.from_numpy(img).permute(2, 0, 1), orientation)
+        np.testing.assert_array_equal(turned.permute(1, 2, 0).numpy(), want)
+
+
+def test_rotated_and_cut_jpegs_on_the_device_path(tmp_path, rng):
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    turned = tmp_path / "turned.jpg"
+    Image.fromarray(noisy_image(rng, (48, 80))).save(turned, exif=exif.tobytes())
+    ds = EncodedImageDataset([Sample(str(turned), 1, "s")])
+    assert ds[0]["orientation"] == 6 and ds[0]["image"].dim() == 1
+    batch = collate_encoded([ds[0]])
+    out = decode_jpegs(batch["image"], [str(turned)], torch.device("cpu"), orientations=batch["orientation"])
+    np.testing.assert_array_equal(out[0].permute(1, 2, 0).numpy(), load_rgb(turned))  # displayed upright, as on the CPU
+    # Cut at any point of its scan, with or without an end marker: refused in the worker with load_rgb's message.
+    full = write_image(tmp_path / "full.jpg", noisy_image(rng, (240, 320), noise=20.0)).read_bytes()
+    for k, pct in enumerate((10, 30, 50, 70, 90, 99)):
+        for tail in (b"", b"\xff\xd9"):
+            cut = tmp_path / f"cut{k}{len(tail)}.jpg"
+            cut.write_bytes(full[: len(full) * pct // 100] + tail)
+            with pytest.raises(TruncatedImageError) as refused:
+                load_rgb(cut)
+            assert EncodedImageDataset([Sample(str(cut), 1, "s")])[0] == {"index": 0, "error": str(refused.value)}

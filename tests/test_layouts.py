@@ -1,9 +1,13 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
+from PIL import Image, features
 
 from ssp_detect.data.dataset import DetectionDataset, collate, make_loader
-from ssp_detect.data.layouts import DatasetError, load_samples
+from ssp_detect.data.decode import load_rgb
+from ssp_detect.data.layouts import DatasetError, list_image_files, load_samples
 from ssp_detect.data.preprocess import Preprocessor
 from tests.helpers import make_genimage_tree, noisy_image, write_image
 
@@ -93,3 +97,50 @@ def test_seeded_patches_do_not_depend_on_workers_or_order(tmp_path):
 def test_collate_of_only_failures():
     out = collate([{"index": 3, "error": "x.png is empty (0 bytes)."}])
     assert out["pixels"] is None and out["errors"] == [(3, "x.png is empty (0 bytes).")]
+
+
+def _linked_tree(root, rng):
+    """root/a/x.jpg, root/a/up -> root (a loop), root/linked -> other (y.png, z.heic, w.avif),
+    root/dangling.jpg -> nowhere, root/self.jpg -> itself, root/gone -> a missing folder,
+    root/notes.txt and root/old.txt -> nowhere (not images)."""
+    write_image(root / "a" / "x.jpg", noisy_image(rng))
+    other = root.parent / "other"
+    for name in ("y.png", "z.heic", "w.avif"):
+        (other / name).parent.mkdir(parents=True, exist_ok=True)
+        (other / name).write_bytes(b"")  # names only: listing does not decode
+    (root / "a" / "up").symlink_to(root)
+    (root / "linked").symlink_to(other)
+    (root / "dangling.jpg").symlink_to(root / "nowhere.jpg")
+    (root / "self.jpg").symlink_to(root / "self.jpg")
+    (root / "gone").symlink_to(root / "missing-folder")
+    (root / "notes.txt").write_text("not an image")
+    (root / "old.txt").symlink_to(root / "nowhere.txt")
+    return root
+
+
+def test_listing_follows_linked_folders_once_and_lists_broken_links(tmp_path, rng):
+    root = _linked_tree(tmp_path / "root", rng)
+    got = [p[len(str(root)) + 1 :] for p in list_image_files(root)]
+    assert got == ["a/x.jpg", "dangling.jpg", "gone", "linked/w.avif", "linked/y.png", "linked/z.heic", "self.jpg"]
+    top = [p[len(str(root)) + 1 :] for p in list_image_files(root, recursive=False)]
+    assert top == ["dangling.jpg", "gone", "self.jpg"]
+    # Two links to one folder: it is listed once, under the name that comes first.
+    (root / "b").symlink_to(root / "a")
+    assert [p for p in list_image_files(root) if p.endswith("x.jpg")] == [str(root / "a" / "x.jpg")]
+
+
+def test_layouts_see_linked_folders_and_phone_formats(tmp_path, rng):
+    pixels = noisy_image(rng)
+    real, fake = tmp_path / "real", tmp_path / "fake"
+    write_image(real / "a.png", pixels)
+    (tmp_path / "store").mkdir()
+    Image.fromarray(pixels).save(tmp_path / "store" / "b.heic")
+    (real / "phone").symlink_to(tmp_path / "store")
+    write_image(fake / "c.jpg", pixels)
+    if features.check("avif"):
+        Image.fromarray(pixels).save(fake / "d.avif")
+    samples = load_samples(real=real, fake=fake)
+    names = sorted(Path(s.path).name for s in samples)
+    assert names == sorted(["a.png", "b.heic", "c.jpg"] + (["d.avif"] if features.check("avif") else []))
+    for s in samples:
+        assert load_rgb(s.path).shape == (64, 80, 3)

@@ -235,3 +235,32 @@ def test_predict_cli_shows_reasons_and_stability_in_every_format(tmp_path, capsy
         with pytest.raises(SystemExit) as stop:  # argparse: one line on stderr, exit status 2
             main(["predict", str(tiny), "--weights", weights, flag, bad])
         assert stop.value.code == 2 and f"{flag}: The" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_truncated_files_are_refused_and_scored_only_when_allowed(tmp_path, capsys, fmt):
+    import io
+    import json
+
+    from PIL import Image
+
+    from ssp_detect.cli import main
+
+    buf = io.BytesIO()
+    Image.fromarray(noisy_image(np.random.default_rng(11), (160, 160), 8.0)).save(buf, fmt)
+    data = buf.getvalue()
+    weights = str(make_checkpoint(tmp_path / "m.pt", "ssp-cooc"))
+    for share in (0.3, 0.6, 0.9):
+        cut = data[: int(share * len(data))] + (b"\xff\xd9" if fmt == "JPEG" else b"")
+        path = tmp_path / f"cut{int(share * 100)}.{fmt.lower()}"
+        path.write_bytes(cut)
+        assert main(["predict", str(path), "--weights", weights, "--format", "json"]) == 1  # nothing scored
+        (row,) = json.loads(capsys.readouterr().out)
+        assert row["p_fake"] is None and "truncated or corrupt" in row["error"]
+        assert main(["predict", str(path), "--weights", weights, "--format", "json", "--allow-truncated"]) == 0
+        (row,) = json.loads(capsys.readouterr().out)
+        assert row["label"] == "uncertain" and "truncated" in row["reasons"] and 0 <= row["p_fake"] <= 1
+    whole = tmp_path / f"whole.{fmt.lower()}"
+    whole.write_bytes(data)
+    assert main(["predict", str(whole), "--weights", weights, "--format", "json"]) == 0
+    assert "truncated" not in json.loads(capsys.readouterr().out)[0]["reasons"]

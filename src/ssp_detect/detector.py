@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ssp_detect.data.decode import DEFAULT_MAX_PIXELS, ImageDecodeError, load_rgb, to_rgb_array
+from ssp_detect.data.decode import DEFAULT_MAX_PIXELS, DecodedImage, ImageDecodeError, decode_image, to_rgb_array
 from ssp_detect.data.preprocess import PatchOptions, Prepared, Preprocessor
 from ssp_detect.engine.runtime import autocast, model_input, place_model, resolve_device, resolve_precision
 from ssp_detect.models.loading import LoadedModel, load_model
@@ -109,6 +109,8 @@ class Detector:
         max_pixels: Images with more pixels are refused.
         uncertain_band: p_fake within this distance of the threshold gives ``uncertain``
             (reason ``near-threshold``); 0 turns the band off.
+        allow_truncated: Score a file whose image data ends early (the decoder makes the rest up)
+            instead of refusing it; its verdict is ``uncertain`` with the reason ``truncated``.
     """
 
     def __init__(
@@ -121,12 +123,14 @@ class Detector:
         patch: PatchOptions = PatchOptions(),
         max_pixels: int = DEFAULT_MAX_PIXELS,
         uncertain_band: float = DEFAULT_UNCERTAIN_BAND,
+        allow_truncated: bool = False,
     ) -> None:
         self.loaded = loaded
         self.device = resolve_device(device)
         self.precision = resolve_precision(precision, self.device)
         self.threshold = check_threshold(loaded.threshold if threshold is None else threshold)
         self.uncertain_band = check_band(uncertain_band)
+        self.allow_truncated = allow_truncated
         self.preprocessor = Preprocessor.for_model(loaded.feed, patch)
         self.max_pixels = max_pixels
         self.model = place_model(loaded.model, self.device).eval()
@@ -151,15 +155,21 @@ class Detector:
             "precision": self.precision,
         }
 
-    def decode(self, source: ImageSource) -> np.ndarray:
-        """Any supported source -> RGB uint8 (H, W, 3); raises :class:`ImageDecodeError`."""
+    def read(self, source: ImageSource, *, max_pixels: int | None = None) -> DecodedImage:
+        """Any supported source -> its RGB uint8 pixels as displayed, and whether the decoder had to
+        make part of them up (only with ``allow_truncated``); raises :class:`ImageDecodeError`."""
         if isinstance(source, Image.Image):
-            return to_rgb_array(source)
+            return DecodedImage(to_rgb_array(source))
         if isinstance(source, np.ndarray):
             if source.ndim != 3 or source.shape[2] != 3 or source.dtype != np.uint8:
-                raise ImageDecodeError(f"Array of shape {source.shape} and dtype {source.dtype} is not an RGB uint8 image (H, W, 3).")
-            return source
-        return load_rgb(source, max_pixels=self.max_pixels)
+                raise ImageDecodeError(f"Array of shape {source.shape} and dtype {source.dtype} is not an RGB uint8 "
+                                       "image (H, W, 3).")
+            return DecodedImage(source)
+        return decode_image(source, max_pixels=max_pixels or self.max_pixels, allow_truncated=self.allow_truncated)
+
+    def decode(self, source: ImageSource) -> np.ndarray:
+        """Any supported source -> RGB uint8 (H, W, 3) as displayed; raises :class:`ImageDecodeError`."""
+        return self.read(source).pixels
 
     def prepare(self, source: ImageSource) -> Prepared:
         """Decode and preprocess one image (CPU work, thread-safe)."""
@@ -206,15 +216,20 @@ class Detector:
         common deliveries (:data:`~ssp_detect.stability.DELIVERIES`): all scored in one batch."""
         return [self.preprocessor(img), *((self.preprocessor(d) for d in delivered(img)) if stability else ())]
 
-    def detection_from(self, source: ImageSource, inputs: Sequence[Prepared], p_fake: Sequence[float]) -> Detection:
+    def detection_from(
+        self, source: ImageSource, inputs: Sequence[Prepared], p_fake: Sequence[float], *, truncated: bool = False
+    ) -> Detection:
         """The verdict from :meth:`prepare_inputs`' inputs and their p_fake, with the stability check
-        when the deliveries were scored too."""
+        when the deliveries were scored too; ``truncated`` adds that reason (see :meth:`read`)."""
         check = Stability.of(p_fake[0], list(p_fake[1:]), self.threshold) if len(inputs) > 1 else None
-        return self.make_detection(source, inputs[0], p_fake[0], None, stability=check)
+        reasons = ("truncated",) if truncated else ()
+        return self.make_detection(source, inputs[0], p_fake[0], None, stability=check, reasons=reasons)
 
-    def _prepare_or_error(self, source: ImageSource, stability: bool) -> tuple[list[Prepared] | None, str | None]:
+    def _prepare_or_error(self, source: ImageSource, stability: bool) -> tuple[list[Prepared] | None, str | bool]:
+        """The model inputs of one source and whether it was truncated, or None and the error."""
         try:
-            return self.prepare_inputs(self.decode(source), stability=stability), None
+            decoded = self.read(source)
+            return self.prepare_inputs(decoded.pixels, stability=stability), decoded.truncated
         except ImageDecodeError as exc:
             return None, str(exc)
 
@@ -234,11 +249,11 @@ class Detector:
             while chunk := list(itertools.islice(it, batch_size)):
                 results = list(pool.map(lambda src: self._prepare_or_error(src, stability), chunk))
                 probs = iter(self.score([prep for preps, _ in results if preps is not None for prep in preps]).tolist())
-                for source, (preps, err) in zip(chunk, results):
+                for source, (preps, outcome) in zip(chunk, results):
                     if preps is None:
-                        yield self.make_detection(source, None, None, err)
+                        yield self.make_detection(source, None, None, str(outcome))
                     else:
-                        yield self.detection_from(source, preps, [next(probs) for _ in preps])
+                        yield self.detection_from(source, preps, [next(probs) for _ in preps], truncated=bool(outcome))
 
     def predict(
         self, images: ImageSource | Sequence[ImageSource], *, batch_size: int = 32, stability: bool = False

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from ssp_detect.data.decode import is_image_file
+from ssp_detect.data.decode import GLOB_CHARS
+from ssp_detect.data.layouts import list_image_files
 from ssp_detect.data.preprocess import PatchOptions
 from ssp_detect.detector import Detection, Detector
 from ssp_detect.errors import UsageError
@@ -30,13 +31,15 @@ def iter_image_paths(inputs: Sequence[str], *, recursive: bool = False) -> Itera
     ``.csv`` lists (a ``path`` column, or the first column) into image paths, lazily.
 
     A named file is yielded even when its extension is unknown, so that it is reported, not lost.
-    A path that matches nothing is yielded too: the detector reports it as missing.
+    A path that matches nothing is yielded too, and so is a glob pattern that matches no file: the
+    detector reports them (missing, matches no file). Folders are listed by
+    :func:`~ssp_detect.data.layouts.list_image_files`: symlinked folders followed (each real folder
+    once), broken links listed so that they are reported.
     """
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            walker = p.rglob("*") if recursive else p.iterdir()
-            yield from sorted(str(f) for f in walker if f.is_file() and is_image_file(f))
+            yield from list_image_files(p, recursive=recursive)
         elif p.is_file() and p.suffix.lower() == ".csv":
             with p.open(newline="") as f:
                 rows = csv.reader(f)
@@ -48,8 +51,8 @@ def iter_image_paths(inputs: Sequence[str], *, recursive: bool = False) -> Itera
                     if row and row[col].strip():
                         q = Path(row[col].strip())
                         yield str(q if q.is_absolute() else p.parent / q)
-        elif any(ch in item for ch in "*?[") and not p.exists():
-            yield from sorted(glob.glob(item, recursive=recursive))
+        elif any(ch in item for ch in GLOB_CHARS) and not p.exists():
+            yield from sorted(glob.glob(item, recursive=recursive)) or [item]
         else:
             yield item
 
@@ -126,6 +129,7 @@ def predict_to(
     threads: int = 2,
     uncertain_band: float = DEFAULT_UNCERTAIN_BAND,
     stability: bool = False,
+    allow_truncated: bool = False,
 ) -> PredictCounts:
     """Score every image that ``inputs`` name (see :func:`iter_image_paths`) and stream one row per
     image, in input order, to ``output`` (default: standard output) in ``fmt``.
@@ -135,7 +139,8 @@ def predict_to(
 
     Args:
         weights: Checkpoint (ours or official); ``model_name`` names a foreign architecture.
-        device, precision, threshold, patch, uncertain_band: As for :class:`~ssp_detect.detector.Detector`.
+        device, precision, threshold, patch, uncertain_band, allow_truncated: As for
+            :class:`~ssp_detect.detector.Detector`.
         stability: Score each image after common deliveries too (see :mod:`ssp_detect.stability`).
         batch_size: Images per model batch.
         threads: Decoding threads.
@@ -149,7 +154,8 @@ def predict_to(
         raise UsageError(f"Unknown output format {fmt!r}; choose one of {', '.join(FORMATS)}.")
     dev = distributed.setup(resolve_device(device))
     detector = Detector.from_checkpoint(weights, model_name=model_name, device=str(dev), precision=precision,
-                                        threshold=threshold, patch=patch, uncertain_band=uncertain_band)
+                                        threshold=threshold, patch=patch, uncertain_band=uncertain_band,
+                                        allow_truncated=allow_truncated)
     paths = iter_image_paths(inputs, recursive=recursive)
     # Under torchrun each rank scores its share of every chunk; rank 0 writes them in input order.
     results = distributed.sharded_map(

@@ -119,7 +119,14 @@ def add_runtime_options(p: argparse.ArgumentParser, *, decode: bool = False) -> 
     g.add_argument("--workers", type=non_negative_int,
                    help="DataLoader worker processes (default: CPU cores - 1, at most 16).")
     g.add_argument("--batch-size", type=positive_int, default=64, help="Images per batch (default 64).")
+    add_allow_truncated_option(g)
     add_progress_option(g)
+
+
+def add_allow_truncated_option(p: Target) -> None:
+    p.add_argument("--allow-truncated", action="store_true",
+                   help="Score images whose data ends early (the decoder makes the missing part up) instead of "
+                   "listing them as unreadable; their verdicts are 'uncertain' with the reason truncated.")
 
 
 def add_arch_option(p: Target) -> None:
@@ -209,7 +216,7 @@ def eval_runtime(args: argparse.Namespace, *, join_process_group: bool = False) 
     return EvalRuntime.resolve(
         device=args.device, precision=args.precision, batch_size=args.batch_size, workers=args.workers,
         patch=patch_options(args), progress=args.progress, decode=getattr(args, "decode", "workers"),
-        join_process_group=join_process_group,
+        join_process_group=join_process_group, allow_truncated=args.allow_truncated,
     )
 
 

@@ -29,6 +29,7 @@ def add_predict_parser(sub: argparse._SubParsersAction) -> None:
                    help="Also score each image after common deliveries (JPEG 95/85/75, WebP 80, resize x0.75 and x0.5, "
                    "a PNG round trip) in the same batch; report the lowest and highest p_fake and the delivery that "
                    "moved it most; a verdict that flips becomes 'uncertain' (reason unstable).")
+    options.add_allow_truncated_option(p)
     p.add_argument("--strict", action="store_true", help="Exit non-zero if any image could not be read.")
     p.set_defaults(func=cmd_predict)
 
@@ -39,7 +40,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     counts = predict_to(args.weights, args.paths, fmt=args.format, output=args.output, recursive=args.recursive,
                         model_name=args.arch, device=args.device, precision=args.precision, threshold=args.threshold,
                         patch=options.patch_options(args), batch_size=args.batch_size, threads=args.threads,
-                        uncertain_band=args.uncertain_band, stability=args.stability)
+                        uncertain_band=args.uncertain_band, stability=args.stability,
+                        allow_truncated=args.allow_truncated)
     if counts.main and args.output:
         print(f"{counts.scored} scored, {counts.failed} unreadable; results in {args.output}", file=sys.stderr)
     return 1 if counts.scored == 0 or (args.strict and counts.failed) else 0
@@ -55,6 +57,7 @@ def add_explain_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="Output PNG.")
     options.add_device_options(p, precision=False)
     options.add_threshold_option(p)
+    options.add_allow_truncated_option(p)
     options.add_patch_options(p)
     p.set_defaults(func=cmd_explain)
 
@@ -65,7 +68,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
     detector = Detector.from_checkpoint(args.weights, model_name=args.arch, device=args.device,
                                         threshold=args.threshold, patch=options.patch_options(args),
-                                        uncertain_band=args.uncertain_band)
+                                        uncertain_band=args.uncertain_band, allow_truncated=args.allow_truncated)
     d = explain_figure(detector, args.image, args.out)
     print(f"{d['label']} (p_fake {d['p_fake']:.4f}); figure written to {args.out}")
     return 0

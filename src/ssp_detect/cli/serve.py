@@ -19,6 +19,7 @@ def add_serve_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=8000, help="Port (default 8000).")
     options.add_device_options(p)
     options.add_threshold_option(p)
+    options.add_allow_truncated_option(p)
     # The limits' types refuse what ServeLimits refuses, in one sentence, before anything is loaded.
     p.add_argument("--max-upload-mb", type=options.above_zero, default=d.max_upload_bytes / 1e6,
                    help=f"Largest accepted request body in MB (default {d.max_upload_bytes / 1e6:g}).")
@@ -43,7 +44,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     detector = Detector.from_checkpoint(args.weights, model_name=args.arch, device=args.device,
                                         precision=args.precision, threshold=args.threshold,
                                         patch=options.patch_options(args), max_pixels=args.max_pixels,
-                                        uncertain_band=args.uncertain_band)
+                                        uncertain_band=args.uncertain_band, allow_truncated=args.allow_truncated)
     run_server(detector, host=args.host, port=args.port, limits=limits)
     return 0
 

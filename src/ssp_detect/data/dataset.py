@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from ssp_detect.data.decode import DEFAULT_MAX_PIXELS, ImageDecodeError, load_rgb
+from ssp_detect.data.decode import DEFAULT_MAX_PIXELS, ImageDecodeError, decode_image
 from ssp_detect.data.degradations import Degradation, TrainAugment
 from ssp_detect.data.layouts import Sample, has_jpeg_history
 from ssp_detect.data.preprocess import Preprocessor
@@ -41,8 +41,10 @@ class DetectionDataset(Dataset):
             module docstring); for training, so not together with ``degradation``.
         seed: Base seed of the per-item generators.
         max_pixels: Decompression-bomb limit.
-        input_checks: Add each item's ``texture`` level and ``upscaled`` flag (what makes a
-            verdict ``uncertain`` whatever the model says; see :mod:`ssp_detect.verdict`).
+        input_checks: Add each item's ``texture`` level and ``upscaled`` and ``truncated`` flags
+            (what makes a verdict ``uncertain`` whatever the model says; see :mod:`ssp_detect.verdict`).
+        allow_truncated: Score images whose data ends early (the decoder makes the rest up) instead
+            of listing them as unreadable.
     """
 
     def __init__(
@@ -56,6 +58,7 @@ class DetectionDataset(Dataset):
         seed: int = 0,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         input_checks: bool = False,
+        allow_truncated: bool = False,
     ) -> None:
         if restoration_targets and degradation is not None:
             raise ValueError("Restoration targets describe the training augmentation; do not combine them with a fixed evaluation degradation.")
@@ -70,6 +73,7 @@ class DetectionDataset(Dataset):
         self._epoch = multiprocessing.RawValue("q", 0)
         self.max_pixels = max_pixels
         self.input_checks = input_checks
+        self.allow_truncated = allow_truncated
 
     @property
     def epoch(self) -> int:
@@ -86,9 +90,10 @@ class DetectionDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         sample = self.samples[index]
         try:
-            img = load_rgb(sample.path, max_pixels=self.max_pixels)
+            decoded = decode_image(sample.path, max_pixels=self.max_pixels, allow_truncated=self.allow_truncated)
         except ImageDecodeError as exc:
             return {"index": index, "error": str(exc)}
+        img = decoded.pixels
         needs_rng = self.augment is not None or self.degradation is not None or self.preprocessor.mode == "random"
         rng = item_rng(self.seed, self.epoch, index) if needs_rng else None
         source, applied = img, (False, False)
@@ -106,7 +111,7 @@ class DetectionDataset(Dataset):
             "score": prepared.score,
         }
         if self.input_checks:
-            item["texture"], item["upscaled"] = prepared.texture, prepared.upscaled
+            item["texture"], item["upscaled"], item["truncated"] = prepared.texture, prepared.upscaled, decoded.truncated
         if self.restoration_targets:
             clean = prepared.pixels if source is img else self.preprocessor.same_region(source, prepared)
             item["clean_pixels"] = torch.from_numpy(clean)
@@ -149,6 +154,7 @@ def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
     if "texture" in good[0]:
         batch["texture"] = torch.tensor([it["texture"] for it in good], dtype=torch.float64)
         batch["upscaled"] = torch.tensor([it["upscaled"] for it in good], dtype=torch.bool)
+        batch["truncated"] = torch.tensor([it["truncated"] for it in good], dtype=torch.bool)
     return batch
 
 

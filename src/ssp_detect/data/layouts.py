@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +17,8 @@ from typing import Any
 
 from ssp_detect.data.decode import is_image_file
 from ssp_detect.errors import SSPError
+
+log = logging.getLogger(__name__)
 
 REAL, FAKE = 0, 1
 
@@ -84,8 +88,54 @@ def manifest_records(root: Path) -> dict[str, dict[str, Any]]:
     }
 
 
+def _may_be_images(name: str) -> bool:
+    """A broken link's name that could stand for an image or a folder of them."""
+    return not Path(name).suffix or is_image_file(name)
+
+
+def list_image_files(folder: str | Path, *, recursive: bool = True) -> list[str]:
+    """The image files in ``folder`` (in all its subfolders with ``recursive``), sorted.
+
+    Symlinked folders are followed, each real folder once (so a link back to a parent adds nothing
+    and ends no walk in a loop). A broken link (dangling, or looping on itself) named like an image
+    or with no extension is listed too, so that it is reported as unreadable rather than skipped;
+    so is a subfolder that cannot be listed (permission denied).
+    """
+    found: list[str] = []
+    seen: set[str] = set()
+    pending = [str(folder)]  # depth first, in name order: which of two links to a folder is listed is fixed
+    while pending:
+        current = pending.pop()
+        real = os.path.realpath(current)
+        if real in seen:
+            log.debug("%s: already listed as %s", current, real)
+            continue
+        seen.add(real)
+        try:
+            entries = sorted(os.scandir(current), key=lambda e: e.name)
+        except PermissionError:
+            found.append(current)
+            continue
+        subfolders = []
+        for entry in entries:
+            try:
+                is_dir, is_file = entry.is_dir(), entry.is_file()
+            except OSError:  # e.g. a link that loops on itself
+                is_dir = is_file = False
+            if is_dir:
+                subfolders.append(entry.path)
+            elif is_file:
+                if is_image_file(entry.name):
+                    found.append(entry.path)
+            elif entry.is_symlink() and _may_be_images(entry.name):
+                found.append(entry.path)
+        if recursive:
+            pending += reversed(subfolders)
+    return sorted(found)
+
+
 def _images_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and is_image_file(p))
+    return [Path(p) for p in list_image_files(folder)]
 
 
 def _subset_name(folder_name: str) -> str:

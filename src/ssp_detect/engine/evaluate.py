@@ -51,6 +51,7 @@ class Predictions:
     logit: np.ndarray = field(default_factory=lambda: np.zeros(0))
     texture: np.ndarray | None = None
     upscaled: np.ndarray | None = None
+    truncated: np.ndarray | None = None
     errors: list[tuple[int, str]] = field(default_factory=list)
 
 
@@ -93,7 +94,7 @@ def predict_loader(
             logits = model(x)
         parts["logit"].append(logits.float().cpu().numpy())
         parts["p_fake"].append(torch.sigmoid(logits.float() / temperature).cpu().numpy())
-        for key in ("index", "label", "box", "score", "texture", "upscaled"):
+        for key in ("index", "label", "box", "score", "texture", "upscaled", "truncated"):
             if key in batch:
                 parts.setdefault(key, []).append(batch[key].numpy())
     model.train(was_training)
@@ -105,9 +106,9 @@ def predict_loader(
         "score": np.concatenate(parts["score"]) if parts["score"] else np.zeros(0, dtype=np.int64),
         "logit": np.concatenate(parts["logit"]).astype(np.float64) if parts["logit"] else np.zeros(0),
     }
-    if parts.get("texture"):
-        arrays["texture"] = np.concatenate(parts["texture"])
-        arrays["upscaled"] = np.concatenate(parts["upscaled"])
+    for key in ("texture", "upscaled", "truncated"):
+        if parts.get(key):
+            arrays[key] = np.concatenate(parts[key])
     arrays, errors = distributed.gather_predictions(arrays, errors)
     order = np.argsort(arrays["index"], kind="stable")
     return Predictions(**{k: v[order] for k, v in arrays.items()}, errors=sorted(errors))
@@ -115,11 +116,13 @@ def predict_loader(
 
 def uncertain_mask(preds: Predictions, threshold: float, band: float) -> np.ndarray:
     """Which images get the verdict ``uncertain`` (see :mod:`ssp_detect.verdict`): a region without
-    texture, an upscaled image, or p_fake within ``band`` of ``threshold``."""
-    near = np.abs(preds.p_fake - threshold) < band
-    if preds.texture is None:
-        return near
-    return near | (preds.texture < NO_TEXTURE_LEVEL) | preds.upscaled.astype(bool)
+    texture, an upscaled or truncated image, or p_fake within ``band`` of ``threshold``."""
+    uncertain = np.abs(preds.p_fake - threshold) < band
+    if preds.texture is not None:
+        uncertain |= (preds.texture < NO_TEXTURE_LEVEL) | preds.upscaled.astype(bool)
+    if preds.truncated is not None:
+        uncertain |= preds.truncated.astype(bool)
+    return uncertain
 
 
 def selective_summary(labels: np.ndarray, p_fake: np.ndarray, uncertain: np.ndarray, threshold: float) -> dict[str, float]:
@@ -208,6 +211,7 @@ def evaluate_model(
     decode: str = "workers",
     bootstrap: int = 0,
     uncertain_band: float = DEFAULT_UNCERTAIN_BAND,
+    allow_truncated: bool = False,
 ) -> tuple[dict[str, Any], Predictions]:
     """Score ``samples`` with a loaded model and summarise them (see :func:`summarize`, which also
     explains ``bootstrap`` and the coverage of verdicts within ``uncertain_band``).
@@ -222,7 +226,8 @@ def evaluate_model(
     pin_memory = device.type == "cuda"
     batches: Iterable[dict[str, Any]]
     if decode == "workers":
-        dataset = DetectionDataset(samples, preprocessor, degradation=degradation, seed=patch.seed, input_checks=True)
+        dataset = DetectionDataset(samples, preprocessor, degradation=degradation, seed=patch.seed, input_checks=True,
+                                   allow_truncated=allow_truncated)
         batches = make_eval_loader(dataset, batch_size=batch_size, workers=workers, pin_memory=pin_memory)
     elif decode == "device":
         if degradation is not None and not degradation.is_identity:

@@ -104,6 +104,7 @@ def run_robustness(
     patch: PatchOptions = PatchOptions(),
     progress: bool = True,
     bootstrap: int = 0,
+    allow_truncated: bool = False,
 ) -> list[dict[str, Any]]:
     """Score every model under every setting of the chosen sweeps.
 
@@ -113,7 +114,7 @@ def run_robustness(
         sweeps: Names from :data:`SWEEPS`.
         jpeg_method: JPEG library of the JPEG sweep.
         interpolation: PIL filter of the scale sweep.
-        device, precision, batch_size, workers, patch, progress: As for
+        device, precision, batch_size, workers, patch, progress, allow_truncated: As for
             :func:`~ssp_detect.engine.evaluate.evaluate_model`.
         bootstrap: With two models or more and ``bootstrap`` > 0, every model after the first is
             compared with the first on the same images at each setting: the differences in AUC and
@@ -144,7 +145,8 @@ def run_robustness(
                 if key not in scored:
                     bar.set_postfix_str(f"{model_name}: {sweep} {label}")
                     summary, preds = evaluate_model(loaded, samples, device=device, precision=precision, batch_size=batch_size, workers=workers,
-                                                    patch=patch, progress=progress, desc=f"{sweep} {label}", degradation=key)
+                                                    patch=patch, progress=progress, desc=f"{sweep} {label}", degradation=key,
+                                                    allow_truncated=allow_truncated)
                     scored[key] = summary["pooled"] | {"n_unreadable": summary["n_unreadable"]}
                     if compare:
                         if position == 0:

@@ -45,6 +45,8 @@ class EvalRuntime:
         patch: Patch selection and any override of the checkpoint's patch size and candidates.
         progress: Show progress bars.
         decode: Where images are decoded, one of :data:`~ssp_detect.engine.runtime.DECODERS`.
+        allow_truncated: Score images whose data ends early instead of listing them as unreadable
+            (their verdicts count as uncertain); the device decoder always refuses them.
     """
 
     device: torch.device
@@ -54,6 +56,7 @@ class EvalRuntime:
     patch: PatchOptions = field(default_factory=PatchOptions)
     progress: bool = True
     decode: str = "workers"
+    allow_truncated: bool = False
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -75,6 +78,7 @@ class EvalRuntime:
         progress: bool = True,
         decode: str = "workers",
         join_process_group: bool = False,
+        allow_truncated: bool = False,
     ) -> EvalRuntime:
         """Resolve the options as a user gives them: ``auto`` device and precision, workers None
         for :func:`~ssp_detect.engine.runtime.default_workers`; ``join_process_group`` joins the
@@ -83,13 +87,15 @@ class EvalRuntime:
         if join_process_group:
             dev = distributed.setup(dev)
         n_workers = default_workers() if workers is None else workers
-        return cls(dev, resolve_precision(precision, dev), batch_size, n_workers, patch, progress, decode)
+        return cls(dev, resolve_precision(precision, dev), batch_size, n_workers, patch, progress, decode,
+                   allow_truncated)
 
     def keywords(self) -> dict[str, Any]:
         """The keywords that :func:`~ssp_detect.engine.robustness.run_robustness` shares with
         :func:`~ssp_detect.engine.evaluate.evaluate_model` (everything but ``decode``)."""
         return {"device": self.device, "precision": self.precision, "batch_size": self.batch_size,
-                "workers": self.workers, "patch": self.patch, "progress": self.progress}
+                "workers": self.workers, "patch": self.patch, "progress": self.progress,
+                "allow_truncated": self.allow_truncated}
 
     def evaluate(
         self,

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from ssp_detect.data.decode import ImageDecodeError, load_rgb
+from ssp_detect.data.decode import ImageDecodeError
 from ssp_detect.data.patch import SMALL_IMAGE_SIZE
 from ssp_detect.data.preprocess import Prepared
 from ssp_detect.detector import Detector
@@ -47,12 +47,12 @@ class DetectionService:
         if self._decode_pool is not None:
             self._decode_pool.shutdown(wait=False, cancel_futures=True)
 
-    def prepare_upload(self, filename: str, data: bytes, stability: bool = False) -> tuple[list[Prepared] | None, str | None]:
-        """Decode one upload and prepare its model inputs (with its deliveries when ``stability``);
-        an unreadable file gives its error sentence instead."""
+    def prepare_upload(self, filename: str, data: bytes, stability: bool = False) -> tuple[list[Prepared] | None, str | bool]:
+        """Decode one upload and prepare its model inputs (with its deliveries when ``stability``) and
+        say whether it was truncated; an unreadable file gives None and its error sentence instead."""
         try:
-            img = load_rgb(data, max_pixels=self.limits.max_pixels)
-            return self.detector.prepare_inputs(img, stability=stability), None
+            decoded = self.detector.read(data, max_pixels=self.limits.max_pixels)
+            return self.detector.prepare_inputs(decoded.pixels, stability=stability), decoded.truncated
         except ImageDecodeError as exc:
             # The decoder names in-memory data "uploaded data"; name the file instead.
             return None, str(exc).replace("uploaded data", f"Upload {filename!r}", 1)
@@ -75,11 +75,12 @@ class DetectionService:
         probs = iter(await self.batcher.score(inputs) if inputs else [])
         scored = time.perf_counter()
         results = []
-        for (name, _), (preps, error) in zip(uploads, outcomes):
+        for (name, _), (preps, outcome) in zip(uploads, outcomes):
             if preps is None:
-                detection = self.detector.make_detection(name, None, None, error)
+                detection = self.detector.make_detection(name, None, None, str(outcome))
             else:
-                detection = self.detector.detection_from(name, preps, [next(probs) for _ in preps])
+                detection = self.detector.detection_from(name, preps, [next(probs) for _ in preps],
+                                                         truncated=bool(outcome))
             result = detection.to_dict()
             results.append({"filename": result.pop("source"), **result})
         timings = {
