@@ -51,7 +51,10 @@ DEBLUR_TAPS = 7
 
 def features(images: list[np.ndarray] | np.ndarray) -> np.ndarray:
     """``ssp-strata``'s features of 256x256 RGB images, in batches."""
-    out = [strata_features(torch.from_numpy(np.stack(images[i:i + 64])).permute(0, 3, 1, 2).float()).numpy() for i in range(0, len(images), 64)]
+    out = [
+        strata_features(torch.from_numpy(np.stack(images[i : i + 64])).permute(0, 3, 1, 2).float()).numpy()
+        for i in range(0, len(images), 64)
+    ]
     return np.concatenate(out)
 
 
@@ -64,7 +67,7 @@ def deblur_filter(sharp: np.ndarray, blurred: np.ndarray) -> torch.Tensor:
 
     def planes(images: np.ndarray, start: int) -> torch.Tensor:
         """Images start to start + 7 (fewer at the end), one float64 plane per channel: (n * 3, 1, H, W)."""
-        chunk = torch.from_numpy(images[start:start + 8].astype(np.float64))
+        chunk = torch.from_numpy(images[start : start + 8].astype(np.float64))
         return chunk.permute(0, 3, 1, 2).reshape(-1, 1, *images.shape[1:3])
 
     for i in range(0, len(sharp), 8):  # normal equations, accumulated a few images at a time
@@ -93,14 +96,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0, help="Seed of the augmentation draws.")
     args = ap.parse_args(argv)
     if not (Path(args.data) / "manifest.json").is_file():
-        print(f"{args.data} is not a demo benchmark; build one with: ssp data build-demo --out {args.data} --size medium", file=sys.stderr)
+        print(
+            f"{args.data} is not a demo benchmark; build one with: ssp data build-demo --out {args.data} --size medium",
+            file=sys.stderr,
+        )
         return 2
     rng = np.random.default_rng(args.seed)
 
     train = load_samples(args.data, layout="auto", split="train", subsets=[TRAIN_SUBSET])
     shares = [np.mean([has_jpeg_history(s) for s in train if s.label == label]) for label in (0, 1)]
-    augment = TrainAugment(blur_prob=0.5, blur_sig=(0.0, 3.0), jpg_prob=0.5, jpg_qual=(30, 100),
-                           format_match_probs=format_match_probabilities(*shares), format_match_histories=tuple(jpeg_histories(train)))
+    augment = TrainAugment(
+        blur_prob=0.5,
+        blur_sig=(0.0, 3.0),
+        jpg_prob=0.5,
+        jpg_qual=(30, 100),
+        format_match_probs=format_match_probabilities(*shares),
+        format_match_histories=tuple(jpeg_histories(train)),
+    )
     degraded, clean, labels, applied = [], [], [], []
     for sample in train:
         img = load_rgb(sample.path)
@@ -120,7 +132,11 @@ def main(argv: list[str] | None = None) -> int:
         samples = load_samples(args.data, layout="auto", split=split, subsets=[TRAIN_SUBSET])
         images = [load_rgb(s.path) for s in samples]
         pixels = {name: np.stack([d(img, rng) for img in images]) for name, d in TESTS.items()}
-        tests[split] = (np.array([s.label for s in samples]), {name: features(p) for name, p in pixels.items()}, pixels["blur 1"])
+        tests[split] = (
+            np.array([s.label for s in samples]),
+            {name: features(p) for name, p in pixels.items()},
+            pixels["blur 1"],
+        )
         if split == "val":
             val_clean, val_blurred = pixels["clean"], pixels["blur 1"]
 
@@ -131,7 +147,11 @@ def main(argv: list[str] | None = None) -> int:
         return perception[0].predict_proba(x)[:, 1], perception[1].predict_proba(x)[:, 1]
 
     robust = head(x_train, y)
-    experts = {"clean": head(x_train[undegraded], y[undegraded]), "blur": head(x_train[blurred], y[blurred]), "jpeg": head(x_train[jpeg_only], y[jpeg_only])}
+    experts = {
+        "clean": head(x_train[undegraded], y[undegraded]),
+        "blur": head(x_train[blurred], y[blurred]),
+        "jpeg": head(x_train[jpeg_only], y[jpeg_only]),
+    }
 
     def mixture(x: np.ndarray) -> np.ndarray:
         p_blur, p_jpeg = perceive(x)
@@ -144,11 +164,15 @@ def main(argv: list[str] | None = None) -> int:
 
     def restore(x: np.ndarray) -> np.ndarray:
         p_blur, p_jpeg = perceive(x)
-        return x + p_blur[:, None] * (restore_blur.predict(x) - x) + ((1 - p_blur) * p_jpeg)[:, None] * (restore_jpeg.predict(x) - x)
+        return (
+            x
+            + p_blur[:, None] * (restore_blur.predict(x) - x)
+            + ((1 - p_blur) * p_jpeg)[:, None] * (restore_jpeg.predict(x) - x)
+        )
 
     on_restored = head(restore(x_train), y)
     on_clean = head(c_train, y)
-    sources = np.stack(clean[::args.copies])
+    sources = np.stack(clean[:: args.copies])
     deblur = deblur_filter(sources, np.stack([gaussian_blur(img, 1.0) for img in sources]))
 
     # Title -> (predict from features and the blurred pixels, the one test it applies to or None).
@@ -157,7 +181,10 @@ def main(argv: list[str] | None = None) -> int:
         "experts by perception": (lambda x, _: mixture(x), None),
         "feature restoration": (lambda x, _: on_restored.predict_proba(restore(x))[:, 1], None),
         "JPEG restoration, oracle": (lambda x, _: on_clean.predict_proba(restore_jpeg.predict(x))[:, 1], "JPEG 75"),
-        "pixel deblur, oracle sigma": (lambda x, blur_pixels: on_clean.predict_proba(features(apply_filter(blur_pixels, deblur)))[:, 1], "blur 1"),
+        "pixel deblur, oracle sigma": (
+            lambda x, blur_pixels: on_clean.predict_proba(features(apply_filter(blur_pixels, deblur)))[:, 1],
+            "blur 1",
+        ),
     }
     columns = [(split, name) for split in tests for name in TESTS]
     print(f"| model | {' | '.join(f'{split} {name}' for split, name in columns)} |")
@@ -174,9 +201,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {title} | {' | '.join(cells)} |")
     p_blur, p_jpeg = zip(*(perceive(tests["val"][1][name]) for name in TESTS), strict=True)
     error = lambda a: np.abs(a.astype(np.float64) - val_clean).mean()  # noqa: E731
-    print(f"\npixel deblur on val blur 1: mean absolute error to the clean image {error(val_blurred):.2f} grey levels "
-          f"blurred, {error(apply_filter(val_blurred, deblur)):.2f} deblurred")
-    print("perception on val, mean p(blurred) / p(JPEG): " + ", ".join(f"{name} {b.mean():.2f} / {j.mean():.2f}" for name, b, j in zip(TESTS, p_blur, p_jpeg, strict=True)))
+    print(
+        f"\npixel deblur on val blur 1: mean absolute error to the clean image {error(val_blurred):.2f} grey levels "
+        f"blurred, {error(apply_filter(val_blurred, deblur)):.2f} deblurred"
+    )
+    print(
+        "perception on val, mean p(blurred) / p(JPEG): "
+        + ", ".join(f"{name} {b.mean():.2f} / {j.mean():.2f}" for name, b, j in zip(TESTS, p_blur, p_jpeg, strict=True))
+    )
     return 0
 
 

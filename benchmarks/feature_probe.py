@@ -36,8 +36,15 @@ from ssp_detect.models.strata import ranked_tiles
 TRAIN_SUBSET = "esrgan_x4plus"
 # Name -> (how many of the 64 tiles, simplest first, are kept; in how many texture strata).
 TILE_POOLINGS = {
-    "8 simplest tiles": (8, 1), "16 simplest tiles": (16, 1), "32 simplest tiles": (32, 1), "48 simplest tiles": (48, 1), "all 64 tiles": (64, 1),
-    "32 simplest tiles, 2 strata": (32, 2), "all 64 tiles, 2 strata": (64, 2), "all 64 tiles, 4 strata": (64, 4), "all 64 tiles, 8 strata": (64, 8),
+    "8 simplest tiles": (8, 1),
+    "16 simplest tiles": (16, 1),
+    "32 simplest tiles": (32, 1),
+    "48 simplest tiles": (48, 1),
+    "all 64 tiles": (64, 1),
+    "32 simplest tiles, 2 strata": (32, 2),
+    "all 64 tiles, 2 strata": (64, 2),
+    "all 64 tiles, 4 strata": (64, 4),
+    "all 64 tiles, 8 strata": (64, 8),
 }
 POOLINGS = ("simplest patch", *TILE_POOLINGS)
 
@@ -68,7 +75,10 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(args.data)
     manifest_path = root / "manifest.json"
     if not manifest_path.is_file():
-        print(f"{manifest_path} does not exist; build a benchmark with: ssp data build-demo --out {root} --size medium", file=sys.stderr)
+        print(
+            f"{manifest_path} does not exist; build a benchmark with: ssp data build-demo --out {root} --size medium",
+            file=sys.stderr,
+        )
         return 2
     images = json.loads(manifest_path.read_text())["images"]
     crop = Preprocessor.for_model(get_spec("ssp-strata").feed)
@@ -76,7 +86,11 @@ def main(argv: list[str] | None = None) -> int:
     rng = np.random.default_rng(args.seed)
 
     train = [r for r in images if r["subset"] == TRAIN_SUBSET and r["split"] == "train"]
-    histories = [(r["jpeg_quality"], r["jpeg_subsampling"] or "4:2:0") for r in train if r["label"] == "nature" and r["jpeg_quality"]]
+    histories = [
+        (r["jpeg_quality"], r["jpeg_subsampling"] or "4:2:0")
+        for r in train
+        if r["label"] == "nature" and r["jpeg_quality"]
+    ]
     share = len(histories) / sum(r["label"] == "nature" for r in train)
     rows, labels, weights = [], [], []
     for r in tqdm(train, desc="training features", unit="img"):
@@ -95,11 +109,15 @@ def main(argv: list[str] | None = None) -> int:
     for subset in sorted({r["subset"] for r in images}, key=lambda name: (name != TRAIN_SUBSET, name)):
         for split in ("val", "val_matched"):
             part = [r for r in images if r["subset"] == subset and r["split"] == split]
-            feats = [features(load_rgb(root / r["path"]), crop) for r in tqdm(part, desc=f"{subset} {split}", unit="img")]
+            feats = [
+                features(load_rgb(root / r["path"]), crop) for r in tqdm(part, desc=f"{subset} {split}", unit="img")
+            ]
             tests[subset, split] = (feats, np.array([int(r["label"] == "ai") for r in part]))
 
-    print(f"\nLogistic regression (C=0.1) on {root} {TRAIN_SUBSET}/train ({len(train)} images, fakes also JPEG-matched); "
-          "AUC on unseen photos:\n")
+    print(
+        f"\nLogistic regression (C=0.1) on {root} {TRAIN_SUBSET}/train ({len(train)} images, fakes also JPEG-matched); "
+        "AUC on unseen photos:\n"
+    )
     print("| pooling | features | " + " | ".join(f"{s} {sp}" for s, sp in tests) + " |")
     print("|---|---:|" + "---:|" * len(tests))
     for name in POOLINGS:

@@ -31,9 +31,15 @@ HOST = "127.0.0.1"
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--weights", type=Path, default=None, help="checkpoint to serve (default: a random ssp-lite model)")
-    parser.add_argument("--model", default="ssp-lite", help="registered model of the random checkpoint when --weights is not given")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    parser.add_argument(
+        "--weights", type=Path, default=None, help="checkpoint to serve (default: a random ssp-lite model)"
+    )
+    parser.add_argument(
+        "--model", default="ssp-lite", help="registered model of the random checkpoint when --weights is not given"
+    )
     parser.add_argument("--device", default="auto", help="device of the served model: auto, cpu, cuda or cuda:N")
     parser.add_argument("--requests", type=int, default=300, help="requests per mode")
     parser.add_argument("--concurrency", type=int, default=32, help="concurrent clients of the concurrent mode")
@@ -51,8 +57,15 @@ def make_random_checkpoint(path: Path, model: str) -> Path:
     from ssp_detect.models.registry import create_model, get_spec
 
     net = create_model(model)
-    save_checkpoint(path, {"model": model, "state_dict": net.state_dict(), "threshold": 0.5,
-                           "preprocess": get_spec(model).feed.to_dict()})
+    save_checkpoint(
+        path,
+        {
+            "model": model,
+            "state_dict": net.state_dict(),
+            "threshold": 0.5,
+            "preprocess": get_spec(model).feed.to_dict(),
+        },
+    )
     return path
 
 
@@ -84,7 +97,9 @@ def synthetic_images(n: int, size: int, seed: int = 0) -> list[bytes]:
     return out
 
 
-async def wait_until_healthy(base_url: str, process: multiprocessing.process.BaseProcess, timeout: float = 180.0) -> None:
+async def wait_until_healthy(
+    base_url: str, process: multiprocessing.process.BaseProcess, timeout: float = 180.0
+) -> None:
     deadline = time.monotonic() + timeout
     async with httpx.AsyncClient(base_url=base_url) as client:
         while time.monotonic() < deadline:
@@ -134,7 +149,9 @@ async def run_mode(
             issued += 1
             sent = time.perf_counter()
             try:
-                ok = (await client.post("/v1/detect", files={"file": ("load.png", data, "image/png")})).status_code == 200
+                ok = (
+                    await client.post("/v1/detect", files={"file": ("load.png", data, "image/png")})
+                ).status_code == 200
             except httpx.HTTPError:
                 ok = False
             latencies.append((time.perf_counter() - sent) * 1000)
@@ -156,7 +173,9 @@ async def load_test(base_url: str, args: argparse.Namespace) -> list[ModeResult]
             (await client.post("/v1/detect", files={"file": ("warm.png", data)})).raise_for_status()
         budget = (args.requests, args.max_seconds)
         sequential = await run_mode("sequential (1 client)", client, images, 1, *budget)
-        concurrent = await run_mode(f"concurrent ({args.concurrency} clients)", client, images, args.concurrency, *budget)
+        concurrent = await run_mode(
+            f"concurrent ({args.concurrency} clients)", client, images, args.concurrency, *budget
+        )
     return [sequential, concurrent]
 
 
@@ -165,8 +184,10 @@ def print_table(results: list[ModeResult]) -> None:
     print(header)
     print("-" * len(header))
     for r in results:
-        print(f"{r.mode:<26} {r.requests:>8} {r.errors:>6} {r.throughput:>8.1f} "
-              f"{r.percentile(50):>8.1f} {r.percentile(99):>8.1f} {r.mean_batch:>10.2f}")
+        print(
+            f"{r.mode:<26} {r.requests:>8} {r.errors:>6} {r.throughput:>8.1f} "
+            f"{r.percentile(50):>8.1f} {r.percentile(99):>8.1f} {r.mean_batch:>10.2f}"
+        )
     sequential, concurrent = results
     if sequential.throughput > 0:
         print(f"\nthroughput ratio concurrent / sequential: {concurrent.throughput / sequential.throughput:.2f}x")
@@ -184,8 +205,10 @@ def main(argv: list[str] | None = None) -> int:
         base_url = f"http://{HOST}:{port}"
         try:
             asyncio.run(wait_until_healthy(base_url, process))
-            print(f"server {base_url} ({weights.name}), {args.image_size}x{args.image_size} PNG per request, "
-                  f"max batch {args.max_batch}, max wait {args.max_wait_ms} ms\n")
+            print(
+                f"server {base_url} ({weights.name}), {args.image_size}x{args.image_size} PNG per request, "
+                f"max batch {args.max_batch}, max wait {args.max_wait_ms} ms\n"
+            )
             print_table(asyncio.run(load_test(base_url, args)))
         finally:
             process.terminate()

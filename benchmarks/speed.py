@@ -92,14 +92,21 @@ def phase_select(paths, args):
 
     chosen = paths[: args.select_images]
     official_decode = lambda p: Image.open(p).convert("RGB")  # noqa: E731
-    ours, exhaustive = (lambda im: select_simplest_patch(im, 32, "seeded")), (lambda im: select_simplest_patch(im, 32, "exhaustive"))
+    ours, exhaustive = (
+        (lambda im: select_simplest_patch(im, 32, "seeded")),
+        (lambda im: select_simplest_patch(im, 32, "exhaustive")),
+    )
     official_select_patch(official_decode(chosen[0]))  # warm-up: first calls pay one-off library set-up
     ours(load_rgb(chosen[0]))
     # Rounds alternate the two paths, and each figure is the median of its rounds: this shared
     # machine's speed drifts by tens of percent from one second to the next.
     rounds = [
-        (in_a_loop(official_decode, official_select_patch, chosen), in_a_loop(load_rgb, ours, chosen),
-         after_decode(official_decode, official_select_patch, chosen), after_decode(load_rgb, ours, chosen))
+        (
+            in_a_loop(official_decode, official_select_patch, chosen),
+            in_a_loop(load_rgb, ours, chosen),
+            after_decode(official_decode, official_select_patch, chosen),
+            after_decode(load_rgb, ours, chosen),
+        )
         for _ in range(args.select_rounds)
     ]
     medians = np.median(np.array(rounds), axis=0)
@@ -118,8 +125,13 @@ def _official_loader(paths, args, shuffle=False):
     from tests.reference.official import OfficialDataset
 
     ds = OfficialDataset(paths, [i % 2 for i in range(len(paths))])
-    return torch.utils.data.DataLoader(ds, batch_size=args.batch_size, shuffle=shuffle, num_workers=args.official_workers,
-                                       pin_memory=args.device != "cpu")
+    return torch.utils.data.DataLoader(
+        ds,
+        batch_size=args.batch_size,
+        shuffle=shuffle,
+        num_workers=args.official_workers,
+        pin_memory=args.device != "cpu",
+    )
 
 
 def _our_samples(paths):
@@ -139,7 +151,13 @@ def _our_loader(paths, args, mode):
     from ssp_detect.data.preprocess import Preprocessor
 
     ds = DetectionDataset(_our_samples(paths), Preprocessor(mode=mode))
-    return make_loader(ds, batch_size=args.batch_size, workers=_our_workers(args), shuffle=mode == "random", pin_memory=args.device != "cpu")
+    return make_loader(
+        ds,
+        batch_size=args.batch_size,
+        workers=_our_workers(args),
+        shuffle=mode == "random",
+        pin_memory=args.device != "cpu",
+    )
 
 
 def _our_device_batches(paths, args, device):
@@ -148,8 +166,13 @@ def _our_device_batches(paths, args, device):
     from ssp_detect.data.device_decode import DeviceDecodedBatches, EncodedImageDataset, collate_encoded
     from ssp_detect.data.preprocess import Preprocessor
 
-    loader = make_loader(EncodedImageDataset(_our_samples(paths)), batch_size=args.batch_size, workers=_our_workers(args), pin_memory=args.device != "cpu",
-                         collate_fn=collate_encoded)
+    loader = make_loader(
+        EncodedImageDataset(_our_samples(paths)),
+        batch_size=args.batch_size,
+        workers=_our_workers(args),
+        pin_memory=args.device != "cpu",
+        collate_fn=collate_encoded,
+    )
     return DeviceDecodedBatches(loader, Preprocessor(mode="seeded"), device)
 
 
@@ -180,9 +203,20 @@ def phase_eval(paths, args):
         model.load_state_dict(official_to_ours(ref.state_dict()))
         model = place_model(model, device).eval()
         spec = get_spec("ssp")
-        for key, batches in (("ours", _our_loader(paths, args, "seeded")), ("ours_device_decode", _our_device_batches(paths, args, device))):
+        for key, batches in (
+            ("ours", _our_loader(paths, args, "seeded")),
+            ("ours_device_decode", _our_device_batches(paths, args, device)),
+        ):
             t = time.perf_counter()
-            preds = predict_loader(model, batches, device=device, mean=spec.mean, std=spec.std, precision=resolve_precision("auto", device), progress=False)
+            preds = predict_loader(
+                model,
+                batches,
+                device=device,
+                mean=spec.mean,
+                std=spec.std,
+                precision=resolve_precision("auto", device),
+                progress=False,
+            )
             out[key] = len(preds.index) / (time.perf_counter() - t)
     # Model alone (no data path), for the bound analysis.
     x = torch.randn(args.batch_size, 3, 32, 32, device=device)
@@ -275,14 +309,18 @@ def _row(label: str, official: str = "", ours: str = "", ratio: str = "", peak: 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--images", type=int, default=96, help="files to generate (default 96; half PNG 512x512, half JPEG 500x375)")
+    ap.add_argument(
+        "--images", type=int, default=96, help="files to generate (default 96; half PNG 512x512, half JPEG 500x375)"
+    )
     ap.add_argument("--data", help="use the images of this folder instead of generated ones")
     ap.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--workers", type=int, help="our DataLoader workers (default: cores - 1)")
     ap.add_argument("--official-workers", type=int, default=4, help="the official default, 4")
     ap.add_argument("--select-images", type=int, default=60, help="images for the selection phase")
-    ap.add_argument("--select-rounds", type=int, default=5, help="timing rounds of the selection phase; the median is shown")
+    ap.add_argument(
+        "--select-rounds", type=int, default=5, help="timing rounds of the selection phase; the median is shown"
+    )
     ap.add_argument("--train-steps", type=int, default=3, help="training steps per path")
     ap.add_argument("--model-reps", type=int, default=2, help="batches for the model-alone timing")
     ap.add_argument("--threads", type=int, help="torch threads per process (default: torch's)")
@@ -300,8 +338,10 @@ def main(argv=None) -> int:
         res = {name: run_phase(name, paths, args) for name in args.phases}
 
     ours_workers = args.workers if args.workers is not None else "cores - 1"
-    print(f"\nssp-detect vs official pipeline: {len(paths)} files, device {args.device}, batch {args.batch_size}, "
-          f"{os.cpu_count()} CPU cores, official workers {args.official_workers}, ours {ours_workers}\n")
+    print(
+        f"\nssp-detect vs official pipeline: {len(paths)} files, device {args.device}, batch {args.batch_size}, "
+        f"{os.cpu_count()} CPU cores, official workers {args.official_workers}, ours {ours_workers}\n"
+    )
     print(_row("path", "official", "ssp-detect", "ratio", "peak MB"))
     print(f"|{'-' * 46}|{'-' * 14}|{'-' * 14}|{'-' * 9}|{'-' * 10}|")
     if "decode" in res:
@@ -309,28 +349,55 @@ def main(argv=None) -> int:
         print(_row("decode alone (img/s, 1 process)", ours=f"{d['ours']:.1f}", peak=f"{d['peak_mb']:.0f}"))
     if "select" in res:
         s = res["select"]
-        print(_row("patch selection (ms per image)", f"{s['reference_ms']:.2f}", f"{s['ours_ms']:.2f}",
-                   f"{s['reference_ms'] / s['ours_ms']:.1f}x", f"{s['peak_mb']:.0f}"))
+        print(
+            _row(
+                "patch selection (ms per image)",
+                f"{s['reference_ms']:.2f}",
+                f"{s['ours_ms']:.2f}",
+                f"{s['reference_ms'] / s['ours_ms']:.1f}x",
+                f"{s['peak_mb']:.0f}",
+            )
+        )
         r, o = s["reference_after_decode_ms"], s["ours_after_decode_ms"]
         print(_row("  each right after its decode (ms per image)", f"{r:.2f}", f"{o:.2f}", f"{r / o:.1f}x"))
         print(_row("  exhaustive selection (ms per image)", ours=f"{s['exhaustive_ms']:.2f}"))
     for name, label in (("eval", "evaluation from files (img/s)"), ("train", "training from files (img/s)")):
         if name in res:
             r = res[name]
-            print(_row(label, f"{r['reference']:.1f}", f"{r['ours']:.1f}", f"{r['ours'] / r['reference']:.2f}x", f"{r['peak_mb']:.0f}"))
+            print(
+                _row(
+                    label,
+                    f"{r['reference']:.1f}",
+                    f"{r['ours']:.1f}",
+                    f"{r['ours'] / r['reference']:.2f}x",
+                    f"{r['peak_mb']:.0f}",
+                )
+            )
     if "eval" in res:
         r = res["eval"]
-        print(_row("  ours, JPEGs decoded on the device (img/s)", f"{r['reference']:.1f}", f"{r['ours_device_decode']:.1f}",
-                   f"{r['ours_device_decode'] / r['reference']:.2f}x"))
+        print(
+            _row(
+                "  ours, JPEGs decoded on the device (img/s)",
+                f"{r['reference']:.1f}",
+                f"{r['ours_device_decode']:.1f}",
+                f"{r['ours_device_decode'] / r['reference']:.2f}x",
+            )
+        )
         print(_row("  model forward alone, ours (img/s)", ours=f"{r['model_alone']:.1f}"))
     # What bounds our evaluation: compare per-image costs of the stages.
     if {"decode", "select", "eval"} <= set(res):
         workers = max(1, args.workers if args.workers is not None else (os.cpu_count() or 2) - 1)
-        stages = {"decode": 1 / res["decode"]["ours"] / workers, "selection": res["select"]["ours_ms"] / 1e3 / workers,
-                  "model": 1 / res["eval"]["model_alone"]}
+        stages = {
+            "decode": 1 / res["decode"]["ours"] / workers,
+            "selection": res["select"]["ours_ms"] / 1e3 / workers,
+            "model": 1 / res["eval"]["model_alone"],
+        }
         bound = max(stages, key=stages.get)
-        print("\nper-image cost of each stage of our evaluation (s, data stages divided by workers): "
-              + ", ".join(f"{k} {v:.4f}" for k, v in stages.items()) + f" -> bound by {bound}")
+        print(
+            "\nper-image cost of each stage of our evaluation (s, data stages divided by workers): "
+            + ", ".join(f"{k} {v:.4f}" for k, v in stages.items())
+            + f" -> bound by {bound}"
+        )
     return 0
 
 

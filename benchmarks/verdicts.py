@@ -31,7 +31,9 @@ from ssp_detect.verdict import DEFAULT_UNCERTAIN_BAND
 BANDS = (0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3)
 
 
-def rates(labels: np.ndarray, p_fake: np.ndarray, threshold: float, decided: np.ndarray) -> tuple[float, float, float, float]:
+def rates(
+    labels: np.ndarray, p_fake: np.ndarray, threshold: float, decided: np.ndarray
+) -> tuple[float, float, float, float]:
     """(false alarms on decided reals, fakes caught among decided fakes, accuracy on decided, coverage)."""
     calls = p_fake >= threshold
     real, fake = decided & (labels == 0), decided & (labels == 1)
@@ -50,18 +52,39 @@ def report(split: str, preds: Predictions, threshold: float, temperature: float)
     raw = apply_temperature(preds.logit, 1.0)
     calibrated = apply_temperature(preds.logit, temperature)
     everyone = np.ones(len(labels), dtype=bool)
-    lines = [f"### split `{split}`: {int((labels == 0).sum())} real, {int((labels == 1).sum())} fake", "",
-             "| verdicts | reals called fake % | fakes caught % | accuracy % | decided % |", "|---|---:|---:|---:|---:|"]
+    lines = [
+        f"### split `{split}`: {int((labels == 0).sum())} real, {int((labels == 1).sum())} fake",
+        "",
+        "| verdicts | reals called fake % | fakes caught % | accuracy % | decided % |",
+        "|---|---:|---:|---:|---:|",
+    ]
     lines.append(row("before: raw p_fake, threshold 0.5", rates(labels, raw, 0.5, everyone)))
-    lines.append(row(f"after: T {temperature:.3g}, stored threshold {threshold:.3f}", rates(labels, calibrated, threshold, everyone)))
-    scored = Predictions(preds.index, labels, calibrated, preds.box, preds.score, preds.logit, preds.texture, preds.upscaled)
+    lines.append(
+        row(
+            f"after: T {temperature:.3g}, stored threshold {threshold:.3f}",
+            rates(labels, calibrated, threshold, everyone),
+        )
+    )
+    scored = Predictions(
+        preds.index, labels, calibrated, preds.box, preds.score, preds.logit, preds.texture, preds.upscaled
+    )
     decided = ~uncertain_mask(scored, threshold, DEFAULT_UNCERTAIN_BAND)
-    lines.append(row(f"after, uncertain apart (band {DEFAULT_UNCERTAIN_BAND})", rates(labels, calibrated, threshold, decided)))
-    lines += ["", "| band | reals called fake % | fakes caught % | accuracy % | decided % |", "|---:|---:|---:|---:|---:|"]
+    lines.append(
+        row(f"after, uncertain apart (band {DEFAULT_UNCERTAIN_BAND})", rates(labels, calibrated, threshold, decided))
+    )
+    lines += [
+        "",
+        "| band | reals called fake % | fakes caught % | accuracy % | decided % |",
+        "|---:|---:|---:|---:|---:|",
+    ]
     for band in BANDS:
         lines.append(row(f"{band:g}", rates(labels, calibrated, threshold, ~uncertain_mask(scored, threshold, band))))
     texture = preds.texture
-    lines += ["", "| texture level (grey levels) | p5 | p50 | p95 | under the no-texture level |", "|---|---:|---:|---:|---:|"]
+    lines += [
+        "",
+        "| texture level (grey levels) | p5 | p50 | p95 | under the no-texture level |",
+        "|---|---:|---:|---:|---:|",
+    ]
     for name, part in (("real", labels == 0), ("fake", labels == 1)):
         p5, p50, p95 = np.percentile(texture[part], [5, 50, 95])
         flat = int((texture[part] < NO_TEXTURE_LEVEL).sum())
@@ -78,12 +101,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--splits", nargs="+", default=["val", "val_matched"])
     args = ap.parse_args(argv)
     loaded = load_model(args.weights)
-    print(f"`{args.weights}` ({loaded.name}): stored threshold {loaded.threshold:.4f}, temperature {loaded.temperature:.3g}; "
-          f"calibration: {loaded.meta.get('calibration', 'none')}\n")
+    print(
+        f"`{args.weights}` ({loaded.name}): stored threshold {loaded.threshold:.4f}, temperature "
+        f"{loaded.temperature:.3g}; "
+        f"calibration: {loaded.meta.get('calibration', 'none')}\n"
+    )
     for split in args.splits:
         samples = load_samples(args.data, split=split, subsets=args.subsets)
-        _, preds = evaluate_model(loaded, samples, device=torch.device("cpu"), precision="fp32", batch_size=32, workers=0,
-                                  patch=PatchOptions(), progress=False, uncertain_band=0.0)
+        _, preds = evaluate_model(
+            loaded,
+            samples,
+            device=torch.device("cpu"),
+            precision="fp32",
+            batch_size=32,
+            workers=0,
+            patch=PatchOptions(),
+            progress=False,
+            uncertain_band=0.0,
+        )
         print("\n".join(report(split, preds, loaded.threshold, loaded.temperature)) + "\n")
     return 0
 

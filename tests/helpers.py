@@ -61,8 +61,15 @@ def make_checkpoint(path: Path, model: str = "ssp-lite", threshold: float = 0.5,
     """Save a randomly initialised model as an ssp-detect checkpoint."""
     torch.manual_seed(seed)
     net = create_model(model)
-    save_checkpoint(path, {"model": model, "state_dict": net.state_dict(), "threshold": threshold,
-                           "preprocess": get_spec(model).feed.to_dict()})
+    save_checkpoint(
+        path,
+        {
+            "model": model,
+            "state_dict": net.state_dict(),
+            "threshold": threshold,
+            "preprocess": get_spec(model).feed.to_dict(),
+        },
+    )
     return path
 
 
@@ -76,11 +83,66 @@ def train_test_predict(tmp_path: Path, model: str, lr: str) -> tuple[dict, str, 
 
     tree = make_genimage_tree(tmp_path / "data", subsets=("sdv4",), n=12)
     out = tmp_path / "run"
-    assert main(["train", "--data", str(tree), "--model", model, "--batch-size", "8", "--epochs", "3", "--lr", lr, "--workers", "0",
-                 "--train-eval-samples", "8", "--val-fraction", "0.2", "--no-progress", "--out", str(out)]) == 0
-    assert main(["test", "--weights", str(out / "best.pt"), "--data", str(tree), "--workers", "0", "--no-progress", "--out", str(tmp_path / "t")]) == 0
-    assert main(["predict", str(tree), "--recursive", "--weights", str(out / "best.pt"), "--format", "jsonl",
-                 "--output", str(tmp_path / "p.jsonl")]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(tree),
+                "--model",
+                model,
+                "--batch-size",
+                "8",
+                "--epochs",
+                "3",
+                "--lr",
+                lr,
+                "--workers",
+                "0",
+                "--train-eval-samples",
+                "8",
+                "--val-fraction",
+                "0.2",
+                "--no-progress",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "test",
+                "--weights",
+                str(out / "best.pt"),
+                "--data",
+                str(tree),
+                "--workers",
+                "0",
+                "--no-progress",
+                "--out",
+                str(tmp_path / "t"),
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "predict",
+                str(tree),
+                "--recursive",
+                "--weights",
+                str(out / "best.pt"),
+                "--format",
+                "jsonl",
+                "--output",
+                str(tmp_path / "p.jsonl"),
+            ]
+        )
+        == 0
+    )
     rows = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
     return json.loads((tmp_path / "t" / "results.json").read_text()), (tmp_path / "t" / "results.md").read_text(), rows
 

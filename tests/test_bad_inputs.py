@@ -85,58 +85,111 @@ def _palette_with_transparency() -> bytes:
 DECODED: dict[str, tuple[str, Callable[[], bytes], Callable[[bytes], np.ndarray]]] = {
     "png named .jpg": ("png.jpg", lambda: _save(Image.fromarray(PIXELS), "PNG"), lambda _: PIXELS),
     "jpeg named .png": ("jpeg.png", lambda: _save(Image.fromarray(PIXELS), "JPEG"), _pillow_rgb),
-    "1-bit png": ("bilevel.png", lambda: _save(Image.fromarray(PIXELS[..., 0] > 128), "PNG"),
-                  lambda _: np.repeat(np.where(PIXELS[..., :1] > 128, 255, 0).astype(np.uint8), 3, axis=2)),
-    "16-bit png": ("deep.png", lambda: _save(Image.fromarray(PIXELS[..., 0].astype(np.uint16) * 257), "PNG"),
-                   lambda _: np.repeat(PIXELS[..., :1], 3, axis=2)),
+    "1-bit png": (
+        "bilevel.png",
+        lambda: _save(Image.fromarray(PIXELS[..., 0] > 128), "PNG"),
+        lambda _: np.repeat(np.where(PIXELS[..., :1] > 128, 255, 0).astype(np.uint8), 3, axis=2),
+    ),
+    "16-bit png": (
+        "deep.png",
+        lambda: _save(Image.fromarray(PIXELS[..., 0].astype(np.uint16) * 257), "PNG"),
+        lambda _: np.repeat(PIXELS[..., :1], 3, axis=2),
+    ),
     "cmyk jpeg": ("cmyk.jpg", lambda: _save(Image.fromarray(PIXELS).convert("CMYK"), "JPEG"), _pillow_rgb),
-    "palette png with transparency": ("palette.png", _palette_with_transparency,
-                                      lambda _: np.asarray(Image.fromarray(PIXELS).quantize(16).convert("RGB"))),
+    "palette png with transparency": (
+        "palette.png",
+        _palette_with_transparency,
+        lambda _: np.asarray(Image.fromarray(PIXELS).quantize(16).convert("RGB")),
+    ),
     "greyscale jpeg": ("grey.jpg", lambda: _save(Image.fromarray(PIXELS[..., 1]), "JPEG"), _pillow_rgb),
-    "greyscale png": ("grey.png", lambda: _save(Image.fromarray(PIXELS[..., 1]), "PNG"),
-                      lambda _: np.repeat(PIXELS[..., 1:2], 3, axis=2)),
-    "animated gif": ("anim.gif", _animated_gif,
-                     lambda _: np.asarray(Image.fromarray(PIXELS).quantize(64).convert("RGB"))),  # the first frame
+    "greyscale png": (
+        "grey.png",
+        lambda: _save(Image.fromarray(PIXELS[..., 1]), "PNG"),
+        lambda _: np.repeat(PIXELS[..., 1:2], 3, axis=2),
+    ),
+    "animated gif": (
+        "anim.gif",
+        _animated_gif,
+        lambda _: np.asarray(Image.fromarray(PIXELS).quantize(64).convert("RGB")),
+    ),  # the first frame
     "heic": ("phone.heic", lambda: _save(Image.fromarray(PIXELS), "HEIF", quality=90), _pillow_rgb),
     "avif": ("phone.avif", lambda: _save(Image.fromarray(PIXELS), "AVIF", quality=90), _pillow_rgb),
-    "exif-rotated jpeg": ("rotated.jpg", _rotated_jpeg,
-                          lambda data: np.ascontiguousarray(np.rot90(_pillow_rgb(data), -1))),
+    "exif-rotated jpeg": (
+        "rotated.jpg",
+        _rotated_jpeg,
+        lambda data: np.ascontiguousarray(np.rot90(_pillow_rgb(data), -1)),
+    ),
 }
 
 # name -> (file name, bytes maker, error class, message after the file's path)
 REFUSED: dict[str, tuple[str, Callable[[], bytes], type[ImageDecodeError], str]] = {
     "zero bytes": ("zero.jpg", lambda: b"", ImageDecodeError, r"is empty \(0 bytes\)\."),
-    "empty jpeg (no image)": ("empty.jpg", lambda: b"\xff\xd8\xff\xd9", ImageDecodeError,
-                              r"is not an image format that Pillow can read\."),
-    "text named .jpg": ("notes.jpg", lambda: b"shopping list: eggs, milk\n" * 20, ImageDecodeError,
-                        r"is not an image format that Pillow can read\."),
-    "png bomb header": ("bomb.png", lambda: _png_header(100_000, 100_000), ImageDecodeError,
-                        r"has 100000x100000 pixels, over the limit of 100,000,000; resize it first or raise the "
-                        r"pixel limit"),
-    "jpeg bomb header": ("bomb.jpg", lambda: _jpeg_header(65_000, 65_000), ImageDecodeError,
-                         r"has 65000x65000 pixels, over the limit of 100,000,000"),
-    "jpeg promising more rows": ("tall.jpg", lambda: _jpeg_header(W, H + 32), TruncatedImageError,
-                                 r"is truncated or corrupt \(Corrupt JPEG data: premature end of data segment\)"),
-    "progressive jpeg cut between scans": ("scans.jpg", lambda: _between_scans(), TruncatedImageError,
-                                           r"is truncated or corrupt \(its progressive scans stop before the image "
-                                           r"is complete\)"),
-    "png header cut": ("header.png", lambda: _save(Image.fromarray(PIXELS), "PNG")[:20], ImageDecodeError,
-                       r"could not be decoded: it is truncated or corrupt \(Truncated File Read\)\."),
+    "empty jpeg (no image)": (
+        "empty.jpg",
+        lambda: b"\xff\xd8\xff\xd9",
+        ImageDecodeError,
+        r"is not an image format that Pillow can read\.",
+    ),
+    "text named .jpg": (
+        "notes.jpg",
+        lambda: b"shopping list: eggs, milk\n" * 20,
+        ImageDecodeError,
+        r"is not an image format that Pillow can read\.",
+    ),
+    "png bomb header": (
+        "bomb.png",
+        lambda: _png_header(100_000, 100_000),
+        ImageDecodeError,
+        r"has 100000x100000 pixels, over the limit of 100,000,000; resize it first or raise the "
+        r"pixel limit",
+    ),
+    "jpeg bomb header": (
+        "bomb.jpg",
+        lambda: _jpeg_header(65_000, 65_000),
+        ImageDecodeError,
+        r"has 65000x65000 pixels, over the limit of 100,000,000",
+    ),
+    "jpeg promising more rows": (
+        "tall.jpg",
+        lambda: _jpeg_header(W, H + 32),
+        TruncatedImageError,
+        r"is truncated or corrupt \(Corrupt JPEG data: premature end of data segment\)",
+    ),
+    "progressive jpeg cut between scans": (
+        "scans.jpg",
+        lambda: _between_scans(),
+        TruncatedImageError,
+        r"is truncated or corrupt \(its progressive scans stop before the image "
+        r"is complete\)",
+    ),
+    "png header cut": (
+        "header.png",
+        lambda: _save(Image.fromarray(PIXELS), "PNG")[:20],
+        ImageDecodeError,
+        r"could not be decoded: it is truncated or corrupt \(Truncated File Read\)\.",
+    ),
 }
 for _pct in (25, 50, 75):
     for _end, _label in ((b"", ""), (b"\xff\xd9", " + end marker")):
         REFUSED[f"baseline jpeg cut at {_pct}%{_label}"] = (
             f"cut{_pct}{len(_end)}.jpg",
             lambda p=_pct, e=_end: _cut(_save(Image.fromarray(_big_photo()), "JPEG"), p, e),
-            TruncatedImageError, r"is truncated or corrupt \(")
+            TruncatedImageError,
+            r"is truncated or corrupt \(",
+        )
         REFUSED[f"progressive jpeg cut at {_pct}%{_label}"] = (
             f"prog{_pct}{len(_end)}.jpg",
             lambda p=_pct, e=_end: _cut(_save(Image.fromarray(_big_photo()), "JPEG", progressive=True), p, e),
-            TruncatedImageError, r"is truncated or corrupt \(")
+            TruncatedImageError,
+            r"is truncated or corrupt \(",
+        )
     for _end, _label in ((b"", ""), (_chunk(b"IEND", b""), " + IEND")):
         REFUSED[f"png cut at {_pct}%{_label}"] = (
-            f"cut{_pct}{len(_end)}.png", lambda p=_pct, e=_end: _cut(_save(Image.fromarray(_big_photo()), "PNG"), p, e),
-            TruncatedImageError, r"is truncated or corrupt \(")
+            f"cut{_pct}{len(_end)}.png",
+            lambda p=_pct, e=_end: _cut(_save(Image.fromarray(_big_photo()), "PNG"), p, e),
+            TruncatedImageError,
+            r"is truncated or corrupt \(",
+        )
 
 
 def _write(tmp_path: Path, name: str, data: bytes) -> Path:

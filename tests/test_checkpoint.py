@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 import torch
 
-from tests.helpers import make_checkpoint, noisy_image
 from ssp_detect import Detector
 from ssp_detect.models.checkpoint import (
     FORMAT,
@@ -14,6 +13,7 @@ from ssp_detect.models.checkpoint import (
     save_calibrated,
 )
 from ssp_detect.models.registry import create_model, get_spec
+from tests.helpers import make_checkpoint, noisy_image
 
 CALIBRATION = {"target_fpr": 0.05, "data": "d.csv", "split": "val", "metrics": {"acc": 0.9}}
 

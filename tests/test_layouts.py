@@ -46,7 +46,9 @@ def test_folder_pair_and_csv(tmp_path, rng):
     (tmp_path / "f" / "notes.txt").write_text("not an image")
     pair = load_samples(real=tmp_path / "r", fake=tmp_path / "f")
     assert sorted(s.label for s in pair) == [0, 0, 0, 1, 1, 1]
-    (tmp_path / "m.csv").write_text("path,label,generator\nr/0.png,real,\nf/deep/1.webp,ai,gan\n" + f"{tmp_path / 'r' / '1.png'},0,\n")
+    (tmp_path / "m.csv").write_text(
+        "path,label,generator\nr/0.png,real,\nf/deep/1.webp,ai,gan\n" + f"{tmp_path / 'r' / '1.png'},0,\n"
+    )
     rows = load_samples(tmp_path / "m.csv")
     assert [(s.label, s.subset) for s in rows] == [(0, "custom"), (1, "gan"), (0, "custom")]
     assert rows[0].path == str(tmp_path / "r" / "0.png")

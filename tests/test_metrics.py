@@ -28,7 +28,11 @@ def test_hand_computed_metrics():
     labels = np.array([0, 0, 0, 1, 1, 1])
     p = np.array([0.1, 0.4, 0.6, 0.3, 0.7, 0.9])
     m = binary_metrics(labels, p, 0.5)
-    assert m["real_acc"] == pytest.approx(2 / 3) and m["fake_acc"] == pytest.approx(2 / 3) and m["acc"] == pytest.approx(4 / 6)
+    assert (
+        m["real_acc"] == pytest.approx(2 / 3)
+        and m["fake_acc"] == pytest.approx(2 / 3)
+        and m["acc"] == pytest.approx(4 / 6)
+    )
     assert m["auc"] == pytest.approx(roc_auc_score(labels, p)) == pytest.approx(7 / 9)
     assert m["eer"] == pytest.approx(1 / 3)
     assert m["best_acc"] == pytest.approx(5 / 6) and 0.6 < m["best_threshold"] <= 0.7  # call the top two fake
@@ -90,7 +94,10 @@ def test_paired_difference_cancels_what_both_detectors_share(rng):
     d = paired_difference(labels, p_a, p_b, 0.75, 0.75, seed=1)
     assert d["auc_diff"] == pytest.approx(roc_auc_score(labels, p_a) - roc_auc_score(labels, p_b))
     assert d["acc_diff"] == pytest.approx(((p_a >= 0.75) == labels).mean() - ((p_b >= 0.75) == labels).mean())
-    assert d["auc_diff_low"] <= d["auc_diff"] <= d["auc_diff_high"] and d["acc_diff_low"] <= d["acc_diff"] <= d["acc_diff_high"]
+    assert (
+        d["auc_diff_low"] <= d["auc_diff"] <= d["auc_diff_high"]
+        and d["acc_diff_low"] <= d["acc_diff"] <= d["acc_diff_high"]
+    )
     low, high = auc_interval(labels, p_a, seed=1)
     assert d["auc_diff_high"] - d["auc_diff_low"] < 0.5 * (high - low)  # narrower than either AUC's own interval
     same = paired_difference(labels, p_a, p_a, 0.5, 0.5)

@@ -77,7 +77,10 @@ def test_crafted_head_decides_as_known(tmp_path):
 def test_our_checkpoint_round_trip(tmp_path):
     torch.manual_seed(1)
     net = create_model("ssp-native-gn").eval()
-    save_checkpoint(tmp_path / "c.pt", {"model": "ssp-native-gn", "state_dict": net.state_dict(), "threshold": 0.3, "metrics": {"val": {"acc": 0.9}}})
+    save_checkpoint(
+        tmp_path / "c.pt",
+        {"model": "ssp-native-gn", "state_dict": net.state_dict(), "threshold": 0.3, "metrics": {"val": {"acc": 0.9}}},
+    )
     loaded = load_model(tmp_path / "c.pt")
     assert loaded.name == "ssp-native-gn" and loaded.threshold == 0.3 and loaded.meta["metrics"]["val"]["acc"] == 0.9
     x = torch.randn(2, 3, 32, 32)

@@ -80,7 +80,9 @@ def test_random_modes_pick_the_minimum_of_their_candidates(rng, mode):
     assert choice.score == min(scores)
     first_min = int(np.argmin(scores))
     assert (choice.box[1], choice.box[0]) == tuple(choice.candidates[first_min])
-    np.testing.assert_array_equal(choice.patch, img[choice.box[1] : choice.box[1] + 32, choice.box[0] : choice.box[0] + 32])
+    np.testing.assert_array_equal(
+        choice.patch, img[choice.box[1] : choice.box[1] + 32, choice.box[0] : choice.box[0] + 32]
+    )
 
 
 def test_ties_keep_the_first_candidate():
@@ -94,7 +96,12 @@ def test_exhaustive_equals_brute_force(rng, shape, patch):
     for _ in range(3):
         img = rng.integers(0, 256, shape, dtype=np.uint8)
         img[5:25, 3:30] = rng.integers(100, 110, (20, 27, 3))  # a calmer region somewhere
-        brute = np.array([[official_texture_score(img[y : y + patch, x : x + patch]) for x in range(shape[1] - patch + 1)] for y in range(shape[0] - patch + 1)])
+        brute = np.array(
+            [
+                [official_texture_score(img[y : y + patch, x : x + patch]) for x in range(shape[1] - patch + 1)]
+                for y in range(shape[0] - patch + 1)
+            ]
+        )
         np.testing.assert_array_equal(exhaustive_scores(img, patch), brute)
         choice = select_simplest_patch(img, patch, "exhaustive")
         y, x = np.unravel_index(np.argmin(brute), brute.shape)  # first minimum in row-major order
@@ -148,7 +155,9 @@ def test_seeded_corners_are_numpys_draws(rng):
         seed, n = [0, 1, 2**31 + 7, 2**40 + 3, 2**64 - 1][k % 5], int(rng.choice([1, 64, 257]))
         np.testing.assert_array_equal(image_corners(img, seed, patch, n), numpy_seeded_corners(img, seed, patch, n))
     img = rng.integers(0, 256, (70, 90, 3), dtype=np.uint8)
-    np.testing.assert_array_equal(image_corners(np.asfortranarray(img), 3, 32, 64), numpy_seeded_corners(img, 3, 32, 64))
+    np.testing.assert_array_equal(
+        image_corners(np.asfortranarray(img), 3, 32, 64), numpy_seeded_corners(img, 3, 32, 64)
+    )
 
 
 def test_seeded_draw_refuses_bad_seeds_and_sizes(rng):

@@ -22,14 +22,19 @@ from ssp_detect.engine.report import (
 def scored(rng, subsets=("adm", "sdv4"), n=200):
     """Samples of two subsets (n reals, n fakes each) and their predictions, fakes scoring higher."""
     samples, labels, p_fake = [], [], []
-    for shift, subset in zip((0.3, 0.6), subsets):
+    for shift, subset in zip((0.3, 0.6), subsets, strict=False):
         for label in (0, 1):
             samples += [Sample(f"{subset}/{label}/{i}.png", label, subset) for i in range(n)]
             labels += [label] * n
             p_fake += list(np.clip(rng.random(n) * 0.7 + shift * label, 0, 1))
     k = len(samples)
-    preds = Predictions(index=np.arange(k), label=np.array(labels), p_fake=np.array(p_fake),
-                        box=np.zeros((k, 4), dtype=np.int64), score=np.zeros(k, dtype=np.int64))
+    preds = Predictions(
+        index=np.arange(k),
+        label=np.array(labels),
+        p_fake=np.array(p_fake),
+        box=np.zeros((k, 4), dtype=np.int64),
+        score=np.zeros(k, dtype=np.int64),
+    )
     return samples, preds
 
 

@@ -31,11 +31,36 @@ def checkpoints(tmp_path_factory):
 
 def test_sweep_command_writes_tables_and_plots(tree, checkpoints, tmp_path):
     out = tmp_path / "rob"
-    assert main(["robustness", "--weights", *map(str, checkpoints), "--data", str(tree), "--workers", "0", "--no-progress", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "robustness",
+                "--weights",
+                *map(str, checkpoints),
+                "--data",
+                str(tree),
+                "--workers",
+                "0",
+                "--no-progress",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     models = ["ssp-lite", "essp-lite"]
     for name, sweep in SWEEPS.items():
         rows = list(csv.DictReader((out / f"{name}.csv").open()))
-        assert list(rows[0]) == ["model", "degradation", "setting", "value", "n_unreadable", *METRICS, "vs", *DIFFERENCE_FIELDS]
+        assert list(rows[0]) == [
+            "model",
+            "degradation",
+            "setting",
+            "value",
+            "n_unreadable",
+            *METRICS,
+            "vs",
+            *DIFFERENCE_FIELDS,
+        ]
         for r in rows:  # the second model against the first, on the same images
             assert r["vs"] == "ssp-lite"
             if r["model"] == "ssp-lite":
@@ -60,7 +85,12 @@ def test_sweep_command_writes_tables_and_plots(tree, checkpoints, tmp_path):
     assert all(f"## {s.title}" in (out / "robustness.md").read_text() for s in SWEEPS.values())
     # Settings that leave images unchanged give the same numbers, whichever sweep they belong to.
     clean = {(r["model"], r["degradation"]): r["auc"] for r in everything if r["setting"] in ("none", "0", "1")}
-    assert clean[("ssp-lite", "jpeg")] == clean[("ssp-lite", "blur")] == clean[("ssp-lite", "scale")] == clean[("ssp-lite", "webp")]
+    assert (
+        clean[("ssp-lite", "jpeg")]
+        == clean[("ssp-lite", "blur")]
+        == clean[("ssp-lite", "scale")]
+        == clean[("ssp-lite", "webp")]
+    )
 
 
 def test_degradations_reach_the_model_and_the_sweep_is_deterministic(tree, checkpoints):
@@ -70,7 +100,12 @@ def test_degradations_reach_the_model_and_the_sweep_is_deterministic(tree, check
     _, clean = evaluate_model(loaded, samples, **common)
     _, identity = evaluate_model(loaded, samples, degradation=Degradation("blur", 0), **common)
     np.testing.assert_array_equal(clean.p_fake, identity.p_fake)
-    for degradation in (Degradation("jpeg", 30), Degradation("blur", 2), Degradation("webp", 50), Degradation("scale", 0.5)):
+    for degradation in (
+        Degradation("jpeg", 30),
+        Degradation("blur", 2),
+        Degradation("webp", 50),
+        Degradation("scale", 0.5),
+    ):
         _, degraded = evaluate_model(loaded, samples, degradation=degradation, **common)
         assert np.abs(degraded.p_fake - clean.p_fake).max() > 1e-4, degradation
     kwargs = {"sweeps": ["jpeg"], "device": torch.device("cpu"), "precision": "fp32", "progress": False}
@@ -84,7 +119,23 @@ def test_degradations_reach_the_model_and_the_sweep_is_deterministic(tree, check
 
 
 def test_bad_arguments_give_one_sentence(tree, checkpoints, tmp_path, capsys):
-    assert main(["robustness", "--weights", str(checkpoints[0]), "--names", "a", "b", "--data", str(tree), "--out", str(tmp_path)]) == 2
+    assert (
+        main(
+            [
+                "robustness",
+                "--weights",
+                str(checkpoints[0]),
+                "--names",
+                "a",
+                "b",
+                "--data",
+                str(tree),
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 2
+    )
     assert "give one name per checkpoint" in capsys.readouterr().err
     with pytest.raises(ValueError, match="Unknown sweep"):
         run_robustness([], [], sweeps=["gamma"], device=torch.device("cpu"), precision="fp32")
@@ -96,9 +147,16 @@ def test_report_names_the_input_of_each_model_when_they_differ(tree, checkpoints
     args = ["--data", str(tree), "--sweeps", "blur", "--bootstrap", "0", "--workers", "0", "--no-progress"]
     assert main(["robustness", "--weights", *map(str, checkpoints), str(strata), *args, "--out", str(out)]) == 0
     notes = (out / "robustness.md").read_text()
-    assert ("simple patch: ssp-lite, essp-lite: 32x32, seeded mode (seed 0), lowest of 64 candidates; "
-            "ssp-strata: none (centre 256x256 crop") in notes
-    repeated = ["--weights", str(checkpoints[0]), "--weights", str(checkpoints[1])]  # the option repeated: both models kept
+    assert (
+        "simple patch: ssp-lite, essp-lite: 32x32, seeded mode (seed 0), lowest of 64 candidates; "
+        "ssp-strata: none (centre 256x256 crop"
+    ) in notes
+    repeated = [
+        "--weights",
+        str(checkpoints[0]),
+        "--weights",
+        str(checkpoints[1]),
+    ]  # the option repeated: both models kept
     assert main(["robustness", *repeated, *args, "--out", str(tmp_path / "same")]) == 0
     same = (tmp_path / "same" / "robustness.md").read_text()
     assert "| acc@t % ssp-lite | acc@t % essp-lite |" in same

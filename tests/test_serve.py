@@ -45,7 +45,12 @@ def png_chunk(kind: bytes, data: bytes) -> bytes:
 def png_claiming(width: int, height: int) -> bytes:
     """A 100-byte PNG whose header claims ``width`` x ``height`` RGB pixels (a decompression bomb)."""
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", zlib.compress(b"\0" * 64)) + png_chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", header)
+        + png_chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + png_chunk(b"IEND", b"")
+    )
 
 
 def float_rgb_tiff(width: int = 4, height: int = 4) -> bytes:
@@ -57,14 +62,29 @@ def float_rgb_tiff(width: int = 4, height: int = 4) -> bytes:
     fmt_at = bps_at + 2 * spp
     data_at = fmt_at + 2 * spp
     short, long_ = 3, 4
-    entries = [(256, short, 1, width), (257, short, 1, height), (258, short, spp, bps_at), (259, short, 1, 1),
-               (262, short, 1, 2), (273, long_, 1, data_at), (277, short, 1, spp), (278, short, 1, height),
-               (279, long_, 1, len(data)), (339, short, spp, fmt_at)]
+    entries = [
+        (256, short, 1, width),
+        (257, short, 1, height),
+        (258, short, spp, bps_at),
+        (259, short, 1, 1),
+        (262, short, 1, 2),
+        (273, long_, 1, data_at),
+        (277, short, 1, spp),
+        (278, short, 1, height),
+        (279, long_, 1, len(data)),
+        (339, short, spp, fmt_at),
+    ]
     out = b"II*\x00" + struct.pack("<IH", 8, n_entries)
     for tag, kind, count, value in entries:
         inline = kind == short and count == 1
-        out += struct.pack("<HHIHH", tag, kind, count, value, 0) if inline else struct.pack("<HHII", tag, kind, count, value)
-    return out + struct.pack("<I", 0) + struct.pack(f"<{spp}H", *[bits] * spp) + struct.pack(f"<{spp}H", *[3] * spp) + data
+        out += (
+            struct.pack("<HHIHH", tag, kind, count, value, 0)
+            if inline
+            else struct.pack("<HHII", tag, kind, count, value)
+        )
+    return (
+        out + struct.pack("<I", 0) + struct.pack(f"<{spp}H", *[bits] * spp) + struct.pack(f"<{spp}H", *[3] * spp) + data
+    )
 
 
 def assert_error(response: httpx.Response, status: int, *fragments: str) -> str:
@@ -133,6 +153,7 @@ def fresh_detector(checkpoint_path: Path) -> Detector:
 
 # --- endpoints -----------------------------------------------------------------------------------
 
+
 def test_detect_one_file_matches_the_detector(client: TestClient, detector: Detector, images: list[bytes]) -> None:
     r = client.post("/v1/detect", files={"file": ("cat.png", images[0], "image/png")})
     assert r.status_code == 200
@@ -160,7 +181,11 @@ def test_stability_field_reports_the_range_and_uncertain_reasons(client: TestCli
     assert r.status_code == 200
     (result,) = r.json()["results"]
     expected = detector.predict(tiny, stability=True)
-    assert result["label"] == "uncertain" and result["reasons"] == list(expected.reasons) and "upscaled" in result["reasons"]
+    assert (
+        result["label"] == "uncertain"
+        and result["reasons"] == list(expected.reasons)
+        and "upscaled" in result["reasons"]
+    )
     stability = result["stability"]
     assert stability["p_min"] == pytest.approx(expected.stability.p_min, abs=1e-6)
     assert stability["p_max"] == pytest.approx(expected.stability.p_max, abs=1e-6)
@@ -170,7 +195,9 @@ def test_stability_field_reports_the_range_and_uncertain_reasons(client: TestCli
     assert plain["stability"] is None and plain["p_fake"] == pytest.approx(result["p_fake"], abs=1e-6)
 
 
-def test_detect_several_files_in_both_fields_keeps_upload_order(client: TestClient, detector: Detector, images: list[bytes]) -> None:
+def test_detect_several_files_in_both_fields_keeps_upload_order(
+    client: TestClient, detector: Detector, images: list[bytes]
+) -> None:
     files = [("file", ("a.png", images[0])), ("files", ("b.png", images[1])), ("files", ("c.png", images[2]))]
     r = client.post("/v1/detect", files=files)
     assert r.status_code == 200
@@ -199,7 +226,11 @@ def test_healthz_counts_scored_images(detector: Detector, images: list[bytes]) -
 def test_page_static_files_and_docs_are_served(client: TestClient) -> None:
     page = client.get("/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
-    assert 'id="file-input"' in page.text and "static/app.js" in page.text and "http" not in page.text.split("<body>")[0].lower()
+    assert (
+        'id="file-input"' in page.text
+        and "static/app.js" in page.text
+        and "http" not in page.text.split("<body>")[0].lower()
+    )
     assert "v1/detect" in client.get("/static/app.js").text
     assert client.get("/static/style.css").status_code == 200
     assert client.get("/docs").status_code == 200
@@ -207,7 +238,9 @@ def test_page_static_files_and_docs_are_served(client: TestClient) -> None:
     assert "/v1/detect" in schema["paths"] and "/v1/model" in schema["paths"] and "/healthz" in schema["paths"]
 
 
-def test_image_smaller_than_the_patch_is_scored_after_the_official_resize(client: TestClient, detector: Detector) -> None:
+def test_image_smaller_than_the_patch_is_scored_after_the_official_resize(
+    client: TestClient, detector: Detector
+) -> None:
     tiny = encode(noisy_image(np.random.default_rng(3), (10, 12)))
     r = client.post("/v1/detect", files={"file": ("tiny.png", tiny)})
     assert r.status_code == 200
@@ -227,6 +260,7 @@ def test_unusual_pixel_modes_are_scored(client: TestClient, mode: str) -> None:
 
 
 # --- bad input -------------------------------------------------------------------------------------
+
 
 def _truncated_png() -> bytes:
     data = encode(noisy_image(np.random.default_rng(4), (64, 64)))
@@ -259,7 +293,11 @@ def test_a_bad_file_alone_is_422_with_one_sentence_naming_it(client: TestClient,
 
 
 def test_some_bad_files_among_good_ones_give_200_with_per_file_errors(client: TestClient, images: list[bytes]) -> None:
-    files = [("files", ("good.png", images[0])), ("files", ("empty.png", b"")), ("files", ("bomb.png", png_claiming(9000, 9000)))]
+    files = [
+        ("files", ("good.png", images[0])),
+        ("files", ("empty.png", b"")),
+        ("files", ("bomb.png", png_claiming(9000, 9000))),
+    ]
     r = client.post("/v1/detect", files=files)
     assert r.status_code == 200
     good, empty, bomb = r.json()["results"]
@@ -283,22 +321,30 @@ def test_too_many_files_is_413(client: TestClient, images: list[bytes]) -> None:
 def test_upload_over_the_size_limit_is_413_with_or_without_content_length(client: TestClient) -> None:
     big = b"\0" * 300_000
     assert_error(client.post("/v1/detect", files={"file": ("big.png", big)}), 413, "limit of 200,000 bytes")
-    chunked = (big[i:i + 50_000] for i in range(0, len(big), 50_000))  # no Content-Length header
+    chunked = (big[i : i + 50_000] for i in range(0, len(big), 50_000))  # no Content-Length header
     r = client.post("/v1/detect", content=chunked, headers={"content-type": "multipart/form-data; boundary=x"})
     assert_error(r, 413, "limit of 200,000 bytes")
 
 
-@pytest.mark.parametrize("request_options", [
-    {},
-    {"files": {"image": ("a.png", b"\x89PNG")}},
-    {"json": {"file": "a.png"}},
-], ids=["nothing", "other field name", "json body"])
+@pytest.mark.parametrize(
+    "request_options",
+    [
+        {},
+        {"files": {"image": ("a.png", b"\x89PNG")}},
+        {"json": {"file": "a.png"}},
+    ],
+    ids=["nothing", "other field name", "json body"],
+)
 def test_no_file_is_400(client: TestClient, request_options: dict[str, Any]) -> None:
     assert_error(client.post("/v1/detect", **request_options), 400, "no image file")
 
 
 def test_malformed_multipart_is_400(client: TestClient) -> None:
-    r = client.post("/v1/detect", content=b"--x\r\nnot really multipart", headers={"content-type": "multipart/form-data; boundary=x"})
+    r = client.post(
+        "/v1/detect",
+        content=b"--x\r\nnot really multipart",
+        headers={"content-type": "multipart/form-data; boundary=x"},
+    )
     assert_error(r, 400, "multipart")
 
 
@@ -326,7 +372,7 @@ def test_corrupted_files_never_give_a_server_error(client: TestClient) -> None:
                 d = d[: int(rng.integers(1, len(d)))]
             mutants.append(bytes(d))
     for start in range(0, len(mutants), 4):
-        files = [("files", (f"m{start + i}", m)) for i, m in enumerate(mutants[start:start + 4])]
+        files = [("files", (f"m{start + i}", m)) for i, m in enumerate(mutants[start : start + 4])]
         r = client.post("/v1/detect", files=files)
         assert r.status_code in (200, 422), r.text
         for result in r.json()["results"]:
@@ -341,6 +387,7 @@ def test_serve_limits_refuse_nonsense() -> None:
 
 
 # --- batching and robustness ---------------------------------------------------------------------
+
 
 def test_concurrent_requests_share_model_batches(fresh_detector: Detector, images: list[bytes]) -> None:
     sizes: list[int] = []

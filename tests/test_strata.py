@@ -44,20 +44,30 @@ def test_features_are_the_cooccurrences_of_tiles_ranked_by_texture(rng):
     assert got.shape == (2, 2 * NUM_FEATURES)
     np.testing.assert_allclose(got, np.stack([reference_strata(c) for c in crops]), atol=1e-6)
     every_tile_in_four = strata_features(_as_input(crops), share=1.0, strata=4).numpy()
-    np.testing.assert_allclose(every_tile_in_four, np.stack([reference_strata(c, share=1.0, strata=4) for c in crops]), atol=1e-6)
+    np.testing.assert_allclose(
+        every_tile_in_four, np.stack([reference_strata(c, share=1.0, strata=4) for c in crops]), atol=1e-6
+    )
 
 
 def test_moving_tiles_around_changes_nothing_and_the_simplest_group_is_the_flattest_tiles(rng):
     sigmas = rng.permutation(np.linspace(0.5, 20, 16)).reshape(4, 4)  # one noise level per tile: no ties
-    crop = np.clip(np.rint(110 + np.kron(sigmas, np.ones((32, 32)))[..., None] * rng.normal(0, 1, (128, 128, 3))), 0, 255).astype(np.uint8)
+    crop = np.clip(
+        np.rint(110 + np.kron(sigmas, np.ones((32, 32)))[..., None] * rng.normal(0, 1, (128, 128, 3))), 0, 255
+    ).astype(np.uint8)
     tiles = [crop[y : y + 32, x : x + 32] for y in range(0, 128, 32) for x in range(0, 128, 32)]
     assert len({texture_diversity(t) for t in tiles}) == 16
     order = rng.permutation(16)
-    shuffled = np.concatenate([np.concatenate([tiles[order[4 * r + c]] for c in range(4)], axis=1) for r in range(4)], axis=0)
+    shuffled = np.concatenate(
+        [np.concatenate([tiles[order[4 * r + c]] for c in range(4)], axis=1) for r in range(4)], axis=0
+    )
     features = strata_features(_as_input(crop[None]))
     torch.testing.assert_close(features, strata_features(_as_input(shuffled[None])), atol=0, rtol=0)
     flattest = sorted(tiles, key=texture_diversity)[:4]
-    np.testing.assert_allclose(features[0, :NUM_FEATURES].numpy(), np.sqrt(np.mean([reference_features(t) ** 2 for t in flattest], axis=0)), atol=1e-6)
+    np.testing.assert_allclose(
+        features[0, :NUM_FEATURES].numpy(),
+        np.sqrt(np.mean([reference_features(t) ** 2 for t in flattest], axis=0)),
+        atol=1e-6,
+    )
     assert not np.allclose(features[0, :NUM_FEATURES].numpy(), features[0, -NUM_FEATURES:].numpy())
 
 
@@ -92,8 +102,14 @@ def test_the_head_learns_noisy_tiles_against_smooth_ones(rng):
 
     def batch(n):
         labels = np.arange(n) % 2
-        crops = np.stack([_textured_crop(rng) if label == 0 else np.clip(_textured_crop(rng).astype(int) // 4 * 4 + 2, 0, 255).astype(np.uint8)
-                          for label in labels])
+        crops = np.stack(
+            [
+                _textured_crop(rng)
+                if label == 0
+                else np.clip(_textured_crop(rng).astype(int) // 4 * 4 + 2, 0, 255).astype(np.uint8)
+                for label in labels
+            ]
+        )
         return _as_input(crops), torch.from_numpy(labels).float()
 
     x, y = batch(32)
@@ -111,7 +127,9 @@ def test_trained_from_the_cli_it_tests_and_predicts_with_the_crop_box(tmp_path):
     assert res["pooled"]["auc"] > 0.9  # noisy reals against smooth fakes
     assert "centre 256x256 crop at native resolution" in report
     # The tree's 64x80 images are below the crop: resized to 256x256 and cropped whole.
-    assert len(rows) == 48 and all(0.0 <= r["p_fake"] <= 1.0 and (r["x"], r["y"], r["w"], r["h"]) == (0, 0, 256, 256) for r in rows)
+    assert len(rows) == 48 and all(
+        0.0 <= r["p_fake"] <= 1.0 and (r["x"], r["y"], r["w"], r["h"]) == (0, 0, 256, 256) for r in rows
+    )
     real, fake = ([r["p_fake"] for r in rows if f"/{c}/" in r["path"]] for c in ("nature", "ai"))
     assert max(real) < min(fake)
 
@@ -126,7 +144,11 @@ def test_stratum_contributions_add_up_to_the_logit_and_name_the_tiles_read(rng):
         contributions = model.stratum_contributions(x)
         torch.testing.assert_close(contributions.sum(1) + model.head.bias, model(x))
         kept = model.kept_tiles(x)
-    assert contributions.shape == (3, 2) and kept.shape == (3, 2, 4)  # 16 tiles of a 128x128 crop, the simplest 8 in 2 strata
+    assert contributions.shape == (3, 2) and kept.shape == (
+        3,
+        2,
+        4,
+    )  # 16 tiles of a 128x128 crop, the simplest 8 in 2 strata
     tiles = tiles_of(x, 32)
     read = tiles[torch.arange(3)[:, None], kept.reshape(3, -1)]
     torch.testing.assert_close(read, ranked_tiles(x, 32)[:, :8], atol=0, rtol=0)
@@ -140,7 +162,31 @@ def test_explain_draws_the_strata_and_refuses_whole_image_models(tmp_path, capsy
 
     image = write_image(tmp_path / "photo.png", noisy_image(np.random.default_rng(0), size=(300, 320)))
     out = tmp_path / "strata.png"
-    assert main(["explain", str(image), "--weights", str(make_checkpoint(tmp_path / "s.pt", "ssp-strata")), "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "explain",
+                str(image),
+                "--weights",
+                str(make_checkpoint(tmp_path / "s.pt", "ssp-strata")),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert Image.open(out).size[0] > 1000
-    assert main(["explain", str(image), "--weights", str(make_checkpoint(tmp_path / "b.pt", "baseline-lite")), "--out", str(tmp_path / "b.png")]) == 2
+    assert (
+        main(
+            [
+                "explain",
+                str(image),
+                "--weights",
+                str(make_checkpoint(tmp_path / "b.pt", "baseline-lite")),
+                "--out",
+                str(tmp_path / "b.png"),
+            ]
+        )
+        == 2
+    )
     assert "explain draws simple-patch models and ssp-strata only" in capsys.readouterr().err

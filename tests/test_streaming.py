@@ -26,7 +26,9 @@ def _tree(folder, n, rng):
 
 def _peak(loaded, samples):
     tracemalloc.start()
-    summary, _ = evaluate_model(loaded, samples, device=torch.device("cpu"), precision="fp32", batch_size=64, workers=0, progress=False)
+    summary, _ = evaluate_model(
+        loaded, samples, device=torch.device("cpu"), precision="fp32", batch_size=64, workers=0, progress=False
+    )
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert summary["n_images"] == len(samples)

@@ -15,8 +15,29 @@ def test_poly_schedule_is_the_official_one():
 
 
 def _train_args(root, out, *extra):
-    return ["train", "--data", str(root), "--subsets", "sdv4", "--model", "ssp-lite", "--batch-size", "6", "--steps-per-epoch", "3",
-            "--workers", "0", "--train-eval-samples", "8", "--val-fraction", "0.2", "--no-progress", "--out", str(out), *extra]
+    return [
+        "train",
+        "--data",
+        str(root),
+        "--subsets",
+        "sdv4",
+        "--model",
+        "ssp-lite",
+        "--batch-size",
+        "6",
+        "--steps-per-epoch",
+        "3",
+        "--workers",
+        "0",
+        "--train-eval-samples",
+        "8",
+        "--val-fraction",
+        "0.2",
+        "--no-progress",
+        "--out",
+        str(out),
+        *extra,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -26,8 +47,15 @@ def tree(tmp_path_factory):
 
 def test_cli_training_learns_and_its_checkpoint_tests(tree, tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(_train_args(tree, out, "--epochs", "4", "--lr", "3e-4", "--patch-size", "24", "--num-candidates", "16")) == 0
-    epochs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if '"epoch"' in line and '"type": "epoch"' in line]
+    assert (
+        main(_train_args(tree, out, "--epochs", "4", "--lr", "3e-4", "--patch-size", "24", "--num-candidates", "16"))
+        == 0
+    )
+    epochs = [
+        json.loads(line)
+        for line in (out / "metrics.jsonl").read_text().splitlines()
+        if '"epoch"' in line and '"type": "epoch"' in line
+    ]
     assert [e["epoch"] for e in epochs] == [1, 2, 3, 4]
     assert epochs[-1]["train_loss"] < epochs[0]["train_loss"]
     assert {"val", "train_eval"} <= set(epochs[0])
@@ -38,7 +66,23 @@ def test_cli_training_learns_and_its_checkpoint_tests(tree, tmp_path, capsys):
     assert ckpt["model"] == "ssp-lite" and ckpt["train_config"]["subsets"] == ["sdv4"] and "optimizer" not in ckpt
     assert ckpt["preprocess"]["patch_size"] == 24 and ckpt["preprocess"]["num_candidates"] == 16
     # The checkpoint alone is enough to test: noisy reals vs smooth fakes are easy to tell apart.
-    assert main(["test", "--weights", str(out / "best.pt"), "--data", str(tree), "--workers", "0", "--no-progress", "--out", str(tmp_path / "t")]) == 0
+    assert (
+        main(
+            [
+                "test",
+                "--weights",
+                str(out / "best.pt"),
+                "--data",
+                str(tree),
+                "--workers",
+                "0",
+                "--no-progress",
+                "--out",
+                str(tmp_path / "t"),
+            ]
+        )
+        == 0
+    )
     res = json.loads((tmp_path / "t" / "results.json").read_text())
     assert set(res["subsets"]) == {"sdv4", "adm"} and res["pooled"]["n_real"] == 24
     assert res["pooled"]["auc"] > 0.9
@@ -65,7 +109,9 @@ def test_config_preset_and_flags_order(tmp_path):
     (tmp_path / "p.yaml").write_text("model: ssp-gn\nepochs: 5\n")
     cfg = build_config(str(tmp_path / "p.yaml"), {"epochs": 7, "lr": None})
     assert (cfg.model, cfg.epochs, cfg.lr, cfg.batch_size) == ("ssp-gn", 7, 1e-4, 64)
-    assert build_config("from-scratch").format_match == "auto" == build_config().format_match  # format matching by default
+    assert (
+        build_config("from-scratch").format_match == "auto" == build_config().format_match
+    )  # format matching by default
     assert build_config("official").format_match == "off"  # the paper's recipe trains on the data as stored
     (tmp_path / "off.yaml").write_text("format_match: off\n")  # unquoted, YAML's boolean false
     assert build_config(str(tmp_path / "off.yaml")).format_match == "off"
@@ -86,8 +132,14 @@ def test_format_matching_takes_whole_jpeg_histories_from_the_manifest_or_the_fil
         for label, folder in ((0, "nature"), (1, "ai")):
             relative = f"demo/train/{folder}/{i}.png"
             write_image(root / relative, noisy_image(rng))
-            records.append({"path": relative, "jpeg_quality": quality if label == 0 else None,
-                            "jpeg_subsampling": subsampling if label == 0 else None, "photo_id": f"photo{i}"})
+            records.append(
+                {
+                    "path": relative,
+                    "jpeg_quality": quality if label == 0 else None,
+                    "jpeg_subsampling": subsampling if label == 0 else None,
+                    "photo_id": f"photo{i}",
+                }
+            )
     (root / "manifest.json").write_text(json.dumps({"images": records}))
     cfg = build_config(overrides={"format_match": "auto"})
     aug = make_augment(cfg, load_samples(root, layout="genimage", split="train"))
@@ -99,11 +151,16 @@ def test_format_matching_takes_whole_jpeg_histories_from_the_manifest_or_the_fil
     files = tmp_path / "files"
     for i, (quality, subsampling) in enumerate([(90, "4:4:4"), (70, "4:2:0")]):
         (files / "demo" / "train" / "nature").mkdir(parents=True, exist_ok=True)
-        Image.fromarray(noisy_image(rng)).save(files / "demo" / "train" / "nature" / f"{i}.jpg", quality=quality, subsampling=subsampling)
+        Image.fromarray(noisy_image(rng)).save(
+            files / "demo" / "train" / "nature" / f"{i}.jpg", quality=quality, subsampling=subsampling
+        )
         write_image(files / "demo" / "train" / "ai" / f"{i}.png", noisy_image(rng))
     aug = make_augment(cfg, load_samples(files, layout="genimage", split="train"))
     assert sorted(aug.format_match_histories) == [(70, "4:2:0"), (90, "4:4:4")] and aug.format_match_probs == (0.0, 1.0)
-    given = make_augment(build_config(overrides={"format_match": "auto", "format_match_qualities": [85]}), load_samples(files, layout="genimage", split="train"))
+    given = make_augment(
+        build_config(overrides={"format_match": "auto", "format_match_qualities": [85]}),
+        load_samples(files, layout="genimage", split="train"),
+    )
     assert given.format_match_histories == ((85, "4:2:0"),)
 
 
@@ -118,15 +175,53 @@ def test_validation_is_format_matched_like_training_without_the_degradations(tmp
     root = tmp_path / "data"
     for i in range(8):
         (root / "demo" / "train" / "nature").mkdir(parents=True, exist_ok=True)
-        Image.fromarray(noisy_image(rng, noise=12.0)).save(root / "demo" / "train" / "nature" / f"{i}.jpg", quality=90, subsampling="4:4:4")
+        Image.fromarray(noisy_image(rng, noise=12.0)).save(
+            root / "demo" / "train" / "nature" / f"{i}.jpg", quality=90, subsampling="4:4:4"
+        )
         write_image(root / "demo" / "train" / "ai" / f"{i}.png", noisy_image(rng, noise=0.0))
-    robust = make_augment(build_config(overrides={"format_match": "auto", "blur_prob": 0.5, "jpg_prob": 0.5}), load_samples(root, layout="genimage", split="train"))
+    robust = make_augment(
+        build_config(overrides={"format_match": "auto", "blur_prob": 0.5, "jpg_prob": 0.5}),
+        load_samples(root, layout="genimage", split="train"),
+    )
     only = format_matching_of(robust)
-    assert (only.format_match_probs, only.format_match_histories) == (robust.format_match_probs, robust.format_match_histories) == ((0.0, 1.0), ((90, "4:4:4"),) * 8)
+    assert (
+        (only.format_match_probs, only.format_match_histories)
+        == (robust.format_match_probs, robust.format_match_histories)
+        == ((0.0, 1.0), ((90, "4:4:4"),) * 8)
+    )
     assert only.blur_prob == 0 and only.jpg_prob == 0 and only.active
-    assert not format_matching_of(make_augment(build_config("official"), load_samples(root, layout="genimage", split="train"))).active  # off: validation untouched
+    assert not format_matching_of(
+        make_augment(build_config("official"), load_samples(root, layout="genimage", split="train"))
+    ).active  # off: validation untouched
 
     out = tmp_path / "run"
-    assert main(["train", "--data", str(root), "--model", "ssp-cooc", "--format-match", "auto", "--batch-size", "4", "--epochs", "1", "--workers", "0",
-                 "--train-eval-samples", "4", "--val-fraction", "0.25", "--no-progress", "--out", str(out)]) == 0
-    assert "validation and the training probe are format-matched like the training data" in (out / "train.log").read_text()
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(root),
+                "--model",
+                "ssp-cooc",
+                "--format-match",
+                "auto",
+                "--batch-size",
+                "4",
+                "--epochs",
+                "1",
+                "--workers",
+                "0",
+                "--train-eval-samples",
+                "4",
+                "--val-fraction",
+                "0.25",
+                "--no-progress",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    assert (
+        "validation and the training probe are format-matched like the training data" in (out / "train.log").read_text()
+    )

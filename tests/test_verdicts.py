@@ -160,9 +160,21 @@ def test_training_calibrates_best_pt_for_the_target_fpr(tmp_path):
     from tests.helpers import make_genimage_tree
 
     root = make_genimage_tree(tmp_path / "data", subsets=("sdv4",), n=20)
-    cfg = build_config(None, {"data": str(root), "model": "ssp-cooc", "epochs": 2, "batch_size": 8, "lr": 0.05,
-                              "workers": 0, "out": str(tmp_path / "run"), "progress": False, "val_fraction": 0.3,
-                              "target_fpr": 0.1})
+    cfg = build_config(
+        None,
+        {
+            "data": str(root),
+            "model": "ssp-cooc",
+            "epochs": 2,
+            "batch_size": 8,
+            "lr": 0.05,
+            "workers": 0,
+            "out": str(tmp_path / "run"),
+            "progress": False,
+            "val_fraction": 0.3,
+            "target_fpr": 0.1,
+        },
+    )
     result = train(cfg)
     stored = read_checkpoint_file(result["best"])
     calibration = stored["calibration"]
@@ -194,20 +206,38 @@ def test_evaluation_counts_uncertain_images_apart(tmp_path):
 
     rng = np.random.default_rng(8)
     paths = [write_image(tmp_path / f"r{i}.png", noisy_image(rng, (96, 96), 10.0)) for i in range(4)]
-    paths += [write_image(tmp_path / "flat.png", np.full((96, 96, 3), 90, np.uint8)),
-              write_image(tmp_path / "tiny.png", noisy_image(rng, (16, 16), 10.0))]
+    paths += [
+        write_image(tmp_path / "flat.png", np.full((96, 96, 3), 90, np.uint8)),
+        write_image(tmp_path / "tiny.png", noisy_image(rng, (16, 16), 10.0)),
+    ]
     samples = [Sample(str(p), int(i >= 2), "set") for i, p in enumerate(paths)]
     loaded = load_model(make_checkpoint(tmp_path / "m.pt", "ssp-cooc"))
-    summary, preds = evaluate_model(loaded, samples, device=torch.device("cpu"), precision="fp32", batch_size=4,
-                                    workers=0, progress=False, uncertain_band=0.0)
+    summary, preds = evaluate_model(
+        loaded,
+        samples,
+        device=torch.device("cpu"),
+        precision="fp32",
+        batch_size=4,
+        workers=0,
+        progress=False,
+        uncertain_band=0.0,
+    )
     pooled = summary["pooled"]
     assert pooled["n_uncertain"] == 2 and pooled["coverage"] == pytest.approx(4 / 6)
     decided = ~np.isin(preds.index, [4, 5])
     calls = preds.p_fake[decided] >= summary["threshold"]
     assert pooled["decided_acc"] == pytest.approx(float(np.mean(calls == preds.label[decided].astype(bool))))
     assert "decided %" in markdown_table(summary) and "66.7" in markdown_table(summary)
-    wide, _ = evaluate_model(loaded, samples, device=torch.device("cpu"), precision="fp32", batch_size=4, workers=0,
-                             progress=False, uncertain_band=0.5)
+    wide, _ = evaluate_model(
+        loaded,
+        samples,
+        device=torch.device("cpu"),
+        precision="fp32",
+        batch_size=4,
+        workers=0,
+        progress=False,
+        uncertain_band=0.5,
+    )
     assert wide["pooled"]["coverage"] == 0.0 and wide["pooled"]["auc"] == pooled["auc"]  # AUC stays on every image
 
 
@@ -227,11 +257,18 @@ def test_predict_cli_shows_reasons_and_stability_in_every_format(tmp_path, capsy
     assert "over deliveries, most moved by" in table[1] and "two\\nlines.png" in table[2]
     assert main(["predict", str(tiny), "--weights", weights, "--format", "json", "--stability"]) == 0
     (row,) = json.loads(capsys.readouterr().out)
-    assert row["label"] == "uncertain" and "upscaled" in row["reasons"] and row["p_min"] <= row["p_fake"] <= row["p_max"]
+    assert (
+        row["label"] == "uncertain" and "upscaled" in row["reasons"] and row["p_min"] <= row["p_fake"] <= row["p_max"]
+    )
     assert main(["predict", str(tiny), "--weights", weights, "--format", "csv"]) == 0
     (row,) = csv.DictReader(capsys.readouterr().out.splitlines())
     assert "upscaled" in row["reasons"].split(";") and row["p_min"] == ""
-    for flag, bad in (("--threshold", "nan"), ("--threshold", "1.5"), ("--threshold", "-0.1"), ("--uncertain-band", "0.7")):
+    for flag, bad in (
+        ("--threshold", "nan"),
+        ("--threshold", "1.5"),
+        ("--threshold", "-0.1"),
+        ("--uncertain-band", "0.7"),
+    ):
         with pytest.raises(SystemExit) as stop:  # argparse: one line on stderr, exit status 2
             main(["predict", str(tiny), "--weights", weights, flag, bad])
         assert stop.value.code == 2 and f"{flag}: The" in capsys.readouterr().err

@@ -61,98 +61,153 @@ class TrainConfig:
     layout: str = _option("auto", help="Layout of --data (default {default}: detected).", group="data", choices=LAYOUTS)
     train_split: str = _option("train", help="GenImage split folder for training (default {default}).", group="data")
     val_split: str = _option(
-        "holdout", group="data",
+        "holdout",
+        group="data",
         help="'holdout' (a fixed share of the training images) or a split folder name (default {default}). "
-             "Never use your test set.")
-    val_fraction: float = _option(0.1, help="Share of training images held out for validation (default {default}).",
-                                  group="data")
-    subsets: list[str] | None = _option(help="GenImage subsets to train on (short or folder names), e.g. sdv4.",
-                                        group="data")
+        "Never use your test set.",
+    )
+    val_fraction: float = _option(
+        0.1, help="Share of training images held out for validation (default {default}).", group="data"
+    )
+    subsets: list[str] | None = _option(
+        help="GenImage subsets to train on (short or folder names), e.g. sdv4.", group="data"
+    )
     val_data: str | None = _option(help="Validation data location when it differs from --data.", group="data")
     val_subsets: list[str] | None = _option(help="Validation subsets (default: the training subsets).", group="data")
     real: str | None = _option(help="Folder of real training images (with --fake).", group="data")
     fake: str | None = _option(help="Folder of fake training images (with --real).", group="data")
-    val_real: str | None = _option(help="Folder of real validation images (with --val-fake and --val-split folders).",
-                                   group="data")
+    val_real: str | None = _option(
+        help="Folder of real validation images (with --val-fake and --val-split folders).", group="data"
+    )
     val_fake: str | None = _option(help="Folder of fake validation images.", group="data")
     # model
     model: str = _option("ssp", help="Registered model (default {default}; see 'ssp models').", group="model")
     backbone_weights: str | None = _option(
-        help="Local torchvision ResNet state dict to start the backbone from (nothing is downloaded).", group="model")
+        help="Local torchvision ResNet state dict to start the backbone from (nothing is downloaded).", group="model"
+    )
     # optimisation (official recipe)
     epochs: int = _option(30, help="Epochs (default {default}).", group="model")
     batch_size: int = _option(64, help="Batch size (default {default}).", group="model", min=1)
     lr: float = _option(1e-4, help="Adam learning rate (default {default}), poly-decayed per epoch.", group="model")
     weight_decay: float = _option(0.0, help="Adam weight decay (default {default}).", group="model")
-    poly_power: float = _option(0.9, help="Power of the poly learning-rate decay (default {default}, as official).",
-                                group="model")
+    poly_power: float = _option(
+        0.9, help="Power of the poly learning-rate decay (default {default}, as official).", group="model"
+    )
     steps_per_epoch: int | None = _option(
-        help="Stop each epoch after this many steps (default: the whole set).", group="model")
+        help="Stop each epoch after this many steps (default: the whole set).", group="model"
+    )
     repeats: int = _option(
-        1, group="model",
+        1,
+        group="model",
         help="Passes over the training images per epoch, each with fresh patch draws and augmentation (default "
-             "{default}); for small sets, fewer validation passes per step.")
+        "{default}); for small sets, fewer validation passes per step.",
+    )
     stop_after: int | None = _option(
         help="Stop after this epoch (the schedule still spans --epochs); continue later with --resume, e.g. across "
-             "job time limits.", group="model")
-    select_metric: str = _option("acc", help="Validation metric that picks best.pt (default {default}, as official).",
-                                 group="model", choices=SELECT_METRICS)
+        "job time limits.",
+        group="model",
+    )
+    select_metric: str = _option(
+        "acc",
+        help="Validation metric that picks best.pt (default {default}, as official).",
+        group="model",
+        choices=SELECT_METRICS,
+    )
     target_fpr: float | None = _option(
-        0.05, group="model",
+        0.05,
+        group="model",
         help="At the end, best.pt's temperature is fitted and its threshold chosen on the validation images so that at "
-             "most this share of real images is called fake (default {default}); the interval reached is stored.")
+        "most this share of real images is called fake (default {default}); the interval reached is stored.",
+    )
     # augmentation (official options, off by default), applied before patch selection
     blur_prob: float = _option(0.0, help="Probability of Gaussian blur (default {default}).", group="augmentation")
-    blur_sig: list[float] = _option(factory=lambda: [0.0, 1.0], group="augmentation", nargs=2, metavar=("LOW", "HIGH"),
-                                    help="Blur sigma range (default {default}; CNNSpot-style 0 3).")
-    jpeg_prob: float = _option(0.0, help="Probability of JPEG re-compression (default {default}).",
-                               group="augmentation", aliases=("--jpg-prob",))
-    jpeg_method: list[str] = _option(factory=lambda: ["pil", "cv2"], group="augmentation", choices=JPEG_METHODS,
-                                     aliases=("--jpg-method",), help="JPEG libraries drawn from (default {default}).")
-    jpeg_qual: list[int] = _option(factory=lambda: [90, 100], group="augmentation", nargs=2, metavar=("LOW", "HIGH"),
-                                   aliases=("--jpg-qual",),
-                                   help="JPEG quality range, inclusive (default {default}; CNNSpot-style 30 100).")
+    blur_sig: list[float] = _option(
+        factory=lambda: [0.0, 1.0],
+        group="augmentation",
+        nargs=2,
+        metavar=("LOW", "HIGH"),
+        help="Blur sigma range (default {default}; CNNSpot-style 0 3).",
+    )
+    jpeg_prob: float = _option(
+        0.0,
+        help="Probability of JPEG re-compression (default {default}).",
+        group="augmentation",
+        aliases=("--jpg-prob",),
+    )
+    jpeg_method: list[str] = _option(
+        factory=lambda: ["pil", "cv2"],
+        group="augmentation",
+        choices=JPEG_METHODS,
+        aliases=("--jpg-method",),
+        help="JPEG libraries drawn from (default {default}).",
+    )
+    jpeg_qual: list[int] = _option(
+        factory=lambda: [90, 100],
+        group="augmentation",
+        nargs=2,
+        metavar=("LOW", "HIGH"),
+        aliases=("--jpg-qual",),
+        help="JPEG quality range, inclusive (default {default}; CNNSpot-style 30 100).",
+    )
     format_match: str = _option(
-        "auto", group="augmentation",
+        "auto",
+        group="augmentation",
         help="auto: JPEG-compress non-JPEG images of the class with fewer JPEGs so both classes share compression "
-             "histories; off: the official recipe, as --config official; or P_REAL,P_FAKE (default {default}).")
+        "histories; off: the official recipe, as --config official; or P_REAL,P_FAKE (default {default}).",
+    )
     format_match_qualities: list[int] | None = _option(
-        group="augmentation", metavar="Q",
+        group="augmentation",
+        metavar="Q",
         help="JPEG qualities for format matching, used at 4:2:0 (default: the (quality, chroma subsampling) pairs of "
-             "the training JPEGs, from the data manifest or the files).")
+        "the training JPEGs, from the data manifest or the files).",
+    )
     # auxiliary losses of models that define training_loss (ESSP), added to the detection BCE
-    perception_weight: float = _option(0.5, help="Weight of the blur/JPEG perception BCE (default {default}).",
-                                       group="losses")
+    perception_weight: float = _option(
+        0.5, help="Weight of the blur/JPEG perception BCE (default {default}).", group="losses"
+    )
     restoration_weight: float = _option(
-        1.0, group="losses",
-        help="Weight of the L1 restoration loss against the patch before blur/JPEG (default {default}).")
+        1.0,
+        group="losses",
+        help="Weight of the L1 restoration loss against the patch before blur/JPEG (default {default}).",
+    )
     # patches
-    patch_mode: str = _option("random", help="Patch selection while training (default {default}, as official).",
-                              group="run", choices=MODES)
-    eval_patch_mode: str = _option("seeded", help="Patch selection for validation (default {default}).", group="run",
-                                   choices=MODES)
+    patch_mode: str = _option(
+        "random", help="Patch selection while training (default {default}, as official).", group="run", choices=MODES
+    )
+    eval_patch_mode: str = _option(
+        "seeded", help="Patch selection for validation (default {default}).", group="run", choices=MODES
+    )
     num_candidates: int | None = _option(
-        help="Random candidates per image (default: the official (256 // patch size)^2, 64 for 32x32).", group="run")
+        help="Random candidates per image (default: the official (256 // patch size)^2, 64 for 32x32).", group="run"
+    )
     patch_size: int | None = _option(
         help="Simple-patch side in pixels (default: the model's, 32 as in the paper); stored in the checkpoint.",
-        group="run")
+        group="run",
+    )
     # run
     out: str = _option("runs/train", help="Output folder (default {default}).")
     seed: int = _option(0, help="Seed of shuffling, augmentation and patch draws (default {default}).", group="run")
-    workers: int | None = _option(help="DataLoader worker processes (default: CPU cores - 1, at most 16).", group="run",
-                                  min=0)
-    device: str = _option("auto", help="auto (CUDA if available), cpu, cuda or cuda:N (default {default}).",
-                          group="run")
-    precision: str = _option("auto", help="auto = bf16 on CUDA, fp32 on CPU (default {default}).", group="run",
-                             choices=PRECISIONS)
+    workers: int | None = _option(
+        help="DataLoader worker processes (default: CPU cores - 1, at most 16).", group="run", min=0
+    )
+    device: str = _option(
+        "auto", help="auto (CUDA if available), cpu, cuda or cuda:N (default {default}).", group="run"
+    )
+    precision: str = _option(
+        "auto", help="auto = bf16 on CUDA, fp32 on CPU (default {default}).", group="run", choices=PRECISIONS
+    )
     compile: bool = _option(False, help="torch.compile the model (default {default}).", group="run")
     train_eval_samples: int = _option(
-        256, group="run",
-        help="Training images scored in eval mode each epoch, to expose batch-statistics cues (default {default}).")
-    log_every: int = _option(20, help="Log the training loss every this many steps (default {default}).", group="run",
-                             min=1)
-    strict: bool = _option(False, help="Stop on the first unreadable image instead of skipping it (default {default}).",
-                           group="run")
+        256,
+        group="run",
+        help="Training images scored in eval mode each epoch, to expose batch-statistics cues (default {default}).",
+    )
+    log_every: int = _option(
+        20, help="Log the training loss every this many steps (default {default}).", group="run", min=1
+    )
+    strict: bool = _option(
+        False, help="Stop on the first unreadable image instead of skipping it (default {default}).", group="run"
+    )
     progress: bool = _option(True, help="Show progress bars (default {default}).", group="run")
 
     def __post_init__(self) -> None:

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,7 +30,7 @@ from ssp_detect.verdict import DEFAULT_UNCERTAIN_BAND, ScoreError, check_band, c
 
 log = logging.getLogger(__name__)
 
-ImageSource = Union[str, Path, bytes, np.ndarray, Image.Image]
+ImageSource = str | Path | bytes | np.ndarray | Image.Image
 
 
 @dataclass(frozen=True)
@@ -78,11 +78,22 @@ class Detection:
     def to_row(self) -> dict[str, Any]:
         """One flat row (the box as x, y, w, h; the source as ``path``), for tables and CSV."""
         x, y, w, h = self.box if self.box else (None, None, None, None)
-        return {"path": self.source, "p_fake": self.p_fake, "label": self.label, "threshold": self.threshold,
-                "x": x, "y": y, "w": w, "h": h, "texture_score": self.texture_score, "reasons": ";".join(self.reasons),
-                "p_min": self.stability.p_min if self.stability else None,
-                "p_max": self.stability.p_max if self.stability else None,
-                "most_moved": self.stability.most_moved if self.stability else None, "error": self.error}
+        return {
+            "path": self.source,
+            "p_fake": self.p_fake,
+            "label": self.label,
+            "threshold": self.threshold,
+            "x": x,
+            "y": y,
+            "w": w,
+            "h": h,
+            "texture_score": self.texture_score,
+            "reasons": ";".join(self.reasons),
+            "p_min": self.stability.p_min if self.stability else None,
+            "p_max": self.stability.p_max if self.stability else None,
+            "most_moved": self.stability.most_moved if self.stability else None,
+            "error": self.error,
+        }
 
 
 def describe_source(source: ImageSource) -> str:
@@ -162,8 +173,9 @@ class Detector:
             return DecodedImage(to_rgb_array(source))
         if isinstance(source, np.ndarray):
             if source.ndim != 3 or source.shape[2] != 3 or source.dtype != np.uint8:
-                raise ImageDecodeError(f"Array of shape {source.shape} and dtype {source.dtype} is not an RGB uint8 "
-                                       "image (H, W, 3).")
+                raise ImageDecodeError(
+                    f"Array of shape {source.shape} and dtype {source.dtype} is not an RGB uint8 image (H, W, 3)."
+                )
             return DecodedImage(source)
         return decode_image(source, max_pixels=max_pixels or self.max_pixels, allow_truncated=self.allow_truncated)
 
@@ -208,8 +220,17 @@ class Detector:
             return Detection(describe_source(source), None, None, self.threshold, error=error)
         known = [*prepared.input_reasons, *reasons, *([] if stability is None or stability.holds else ["unstable"])]
         label, why = decide(float(p), self.threshold, band=self.uncertain_band, reasons=known)
-        return Detection(describe_source(source), float(p), label, self.threshold, prepared.box, prepared.score,
-                         prepared.searched_size, reasons=why, stability=stability)
+        return Detection(
+            describe_source(source),
+            float(p),
+            label,
+            self.threshold,
+            prepared.box,
+            prepared.score,
+            prepared.searched_size,
+            reasons=why,
+            stability=stability,
+        )
 
     def prepare_inputs(self, img: np.ndarray, *, stability: bool = False) -> list[Prepared]:
         """The model input of a decoded image, followed with ``stability`` by that of each of its
@@ -249,7 +270,7 @@ class Detector:
             while chunk := list(itertools.islice(it, batch_size)):
                 results = list(pool.map(lambda src: self._prepare_or_error(src, stability), chunk))
                 probs = iter(self.score([prep for preps, _ in results if preps is not None for prep in preps]).tolist())
-                for source, (preps, outcome) in zip(chunk, results):
+                for source, (preps, outcome) in zip(chunk, results, strict=False):
                     if preps is None:
                         yield self.make_detection(source, None, None, str(outcome))
                     else:

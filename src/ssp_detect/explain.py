@@ -11,7 +11,6 @@ from ssp_detect.data.preprocess import normalize
 from ssp_detect.detector import Detector
 from ssp_detect.errors import UsageError
 
-
 STRATUM_COLOURS = ("red", "orange", "gold", "limegreen", "deepskyblue", "violet", "white", "black")
 
 
@@ -37,7 +36,10 @@ def explain_figure(detector: Detector, image_path: str | Path, out_path: str | P
     elif pre.input == "patch":
         fig, detection = _patch_figure(detector, image_path, plt)
     else:
-        raise UsageError(f"Model {detector.loaded.name!r} is fed its input as {pre.input!r}; explain draws simple-patch models and ssp-strata only.")
+        raise UsageError(
+            f"Model {detector.loaded.name!r} is fed its input as {pre.input!r}; explain draws simple-patch "
+            "models and ssp-strata only."
+        )
     fig.tight_layout()
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_path, dpi=110)
@@ -59,7 +61,9 @@ def _patch_figure(detector: Detector, image_path: str | Path, plt):
         residual = detector.model.residual(x)[0].float().cpu().numpy() if hasattr(detector.model, "residual") else None
 
     n_res = 0 if residual is None else 3
-    fig, axes = plt.subplots(1, 2 + n_res, figsize=(4 * (2 + n_res), 4.4), gridspec_kw={"width_ratios": [2, 1] + [1] * n_res})
+    fig, axes = plt.subplots(
+        1, 2 + n_res, figsize=(4 * (2 + n_res), 4.4), gridspec_kw={"width_ratios": [2, 1] + [1] * n_res}
+    )
     ax = axes[0]
     ax.imshow(pre.searched(img))
     for y, x0 in prepared.candidates:
@@ -77,7 +81,10 @@ def _patch_figure(detector: Detector, image_path: str | Path, plt):
         axes[2 + k].imshow(r, cmap="coolwarm", vmin=-lim, vmax=lim, interpolation="nearest")
         axes[2 + k].set_title(f"SRM residual {k + 1}\n(max |r| {lim:.3g})")
         axes[2 + k].axis("off")
-    fig.suptitle(f"{detector.loaded.name}, {pre.mode} patch mode, {len(prepared.candidates) or 'all'} candidates, threshold {detector.threshold:.3f}")
+    fig.suptitle(
+        f"{detector.loaded.name}, {pre.mode} patch mode, {len(prepared.candidates) or 'all'} candidates, "
+        f"threshold {detector.threshold:.3f}"
+    )
     return fig, detection
 
 
@@ -102,22 +109,36 @@ def _strata_figure(detector: Detector, image_path: str | Path, plt):
     fig, axes = plt.subplots(1, 3, figsize=(15, 5), gridspec_kw={"width_ratios": [1.4, 1.4, 1]})
     axes[0].imshow(searched)
     axes[0].add_patch(Rectangle((cx, cy), side, side, fill=False, lw=2, ec="cyan"))
-    axes[0].set_title(f"{Path(image_path).name}: {detection.label} (p_fake {detection.p_fake:.3f})\ncentre {side}x{side} crop boxed")
+    axes[0].set_title(
+        f"{Path(image_path).name}: {detection.label} (p_fake {detection.p_fake:.3f})\ncentre {side}x{side} crop boxed"
+    )
     axes[1].imshow(prepared.pixels.transpose(1, 2, 0), interpolation="nearest")
     for stratum, indices in enumerate(kept):
         colour = STRATUM_COLOURS[stratum % len(STRATUM_COLOURS)]
         for k in indices:
             row, col = divmod(int(k), per_row)
-            axes[1].add_patch(Rectangle((col * tile + 0.5, row * tile + 0.5), tile - 1, tile - 1, fill=False, lw=1.8, ec=colour))
-    axes[1].set_title(f"the {kept.size} simplest of {per_row * per_row} tiles, by stratum\n(" +
-                      ", ".join(f"{STRATUM_COLOURS[i % len(STRATUM_COLOURS)]}: stratum {i + 1}" for i in range(len(kept))) + ")")
+            axes[1].add_patch(
+                Rectangle((col * tile + 0.5, row * tile + 0.5), tile - 1, tile - 1, fill=False, lw=1.8, ec=colour)
+            )
+    axes[1].set_title(
+        f"the {kept.size} simplest of {per_row * per_row} tiles, by stratum\n("
+        + ", ".join(f"{STRATUM_COLOURS[i % len(STRATUM_COLOURS)]}: stratum {i + 1}" for i in range(len(kept)))
+        + ")"
+    )
     for ax in axes[:2]:
         ax.axis("off")
     names = [f"stratum {i + 1}" for i in range(len(contributions))] + ["bias"]
     values = [*contributions.tolist(), bias]
-    axes[2].barh(names[::-1], values[::-1], color=[*(STRATUM_COLOURS[i % len(STRATUM_COLOURS)] for i in range(len(contributions))), "grey"][::-1])
+    axes[2].barh(
+        names[::-1],
+        values[::-1],
+        color=[*(STRATUM_COLOURS[i % len(STRATUM_COLOURS)] for i in range(len(contributions))), "grey"][::-1],
+    )
     axes[2].axvline(0, color="black", lw=0.8)
     axes[2].set_xlabel("share of the logit (> 0: towards fake)")
     axes[2].set_title(f"logit {sum(values):+.3f} = sum of the bars")
-    fig.suptitle(f"{detector.loaded.name}: tiles ranked by SSP's texture score, noise counts per stratum, threshold {detector.threshold:.3f}")
+    fig.suptitle(
+        f"{detector.loaded.name}: tiles ranked by SSP's texture score, noise counts per stratum, threshold "
+        f"{detector.threshold:.3f}"
+    )
     return fig, detection

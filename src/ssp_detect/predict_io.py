@@ -153,13 +153,22 @@ def predict_to(
     if fmt not in FORMATS:
         raise UsageError(f"Unknown output format {fmt!r}; choose one of {', '.join(FORMATS)}.")
     dev = distributed.setup(resolve_device(device))
-    detector = Detector.from_checkpoint(weights, model_name=model_name, device=str(dev), precision=precision,
-                                        threshold=threshold, patch=patch, uncertain_band=uncertain_band,
-                                        allow_truncated=allow_truncated)
+    detector = Detector.from_checkpoint(
+        weights,
+        model_name=model_name,
+        device=str(dev),
+        precision=precision,
+        threshold=threshold,
+        patch=patch,
+        uncertain_band=uncertain_band,
+        allow_truncated=allow_truncated,
+    )
     paths = iter_image_paths(inputs, recursive=recursive)
     # Under torchrun each rank scores its share of every chunk; rank 0 writes them in input order.
     results = distributed.sharded_map(
-        paths, batch_size, lambda chunk: list(detector.predict_iter(chunk, batch_size=batch_size, workers=threads, stability=stability))
+        paths,
+        batch_size,
+        lambda chunk: list(detector.predict_iter(chunk, batch_size=batch_size, workers=threads, stability=stability)),
     )
     scored = failed = 0
     if distributed.is_main():

@@ -73,5 +73,10 @@ class Stability:
         return cls(min(values), max(values), most, holds, scores)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"p_min": self.p_min, "p_max": self.p_max, "most_moved": self.most_moved, "holds": self.holds,
-                "p_fake": dict(self.p_fake)}
+        return {
+            "p_min": self.p_min,
+            "p_max": self.p_max,
+            "most_moved": self.most_moved,
+            "holds": self.holds,
+            "p_fake": dict(self.p_fake),
+        }

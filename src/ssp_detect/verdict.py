@@ -65,7 +65,9 @@ def check_finite(p_fake: np.ndarray, where: str) -> np.ndarray:
     return p_fake
 
 
-def decide(p_fake: float, threshold: float, *, band: float = 0.0, reasons: Iterable[str] = ()) -> tuple[str, tuple[str, ...]]:
+def decide(
+    p_fake: float, threshold: float, *, band: float = 0.0, reasons: Iterable[str] = ()
+) -> tuple[str, tuple[str, ...]]:
     """The label and the reasons of one verdict.
 
     Args:

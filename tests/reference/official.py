@@ -34,7 +34,9 @@ def official_texture_score(patch: np.ndarray) -> int:
     return int(res)
 
 
-def official_crop_boxes(width: int, height: int, n: int, generator: torch.Generator | None = None) -> list[tuple[int, int]]:
+def official_crop_boxes(
+    width: int, height: int, n: int, generator: torch.Generator | None = None
+) -> list[tuple[int, int]]:
     """n (top, left) corners drawn like torchvision's RandomCrop.get_params (top first)."""
     boxes = []
     for _ in range(n):
@@ -44,7 +46,9 @@ def official_crop_boxes(width: int, height: int, n: int, generator: torch.Genera
     return boxes
 
 
-def official_select_patch(img: Image.Image, generator: torch.Generator | None = None) -> tuple[Image.Image, tuple[int, int], int]:
+def official_select_patch(
+    img: Image.Image, generator: torch.Generator | None = None
+) -> tuple[Image.Image, tuple[int, int], int]:
     """The official simple patch: 64 PIL crops, each scored, the lowest kept (stable sort).
 
     Returns the patch, its (top, left) corner and its score.

@@ -26,15 +26,22 @@ def add_data_parser(sub: argparse._SubParsersAction) -> None:
         "size and seed is reused.",
     )
     b.add_argument("--out", default="data/demo", help="Output folder (default data/demo).")
-    b.add_argument("--size", default="small", choices=_demo_sizes(),
-                   help="small (default, a few minutes on 2 CPU cores), medium, large (every eligible photo, many "
-                   "crops).")
-    b.add_argument("--seed", type=options.non_negative_int, default=0,
-                   help="Seed (default 0); the same seed gives the same files.")
+    b.add_argument(
+        "--size",
+        default="small",
+        choices=_demo_sizes(),
+        help="small (default, a few minutes on 2 CPU cores), medium, large (every eligible photo, many crops).",
+    )
+    b.add_argument(
+        "--seed", type=options.non_negative_int, default=0, help="Seed (default 0); the same seed gives the same files."
+    )
     b.add_argument("--device", default=None, help="Device for the generators (default: CUDA if available).")
-    b.add_argument("--jpeg-fakes", action="store_true",
-                   help="Store every train and val fake JPEG-compressed with the (quality, subsampling) of a real "
-                   "photo of its split, as val_matched does (default: fakes as the generator made them, PNG).")
+    b.add_argument(
+        "--jpeg-fakes",
+        action="store_true",
+        help="Store every train and val fake JPEG-compressed with the (quality, subsampling) of a real "
+        "photo of its split, as val_matched does (default: fakes as the generator made them, PNG).",
+    )
     options.add_progress_option(b)
     b.set_defaults(func=cmd_build_demo)
 
@@ -42,8 +49,9 @@ def add_data_parser(sub: argparse._SubParsersAction) -> None:
 def cmd_build_demo(args: argparse.Namespace) -> int:
     from ssp_detect.demo import build_demo
 
-    root = build_demo(args.out, size=args.size, seed=args.seed, device=args.device, progress=args.progress,
-                      jpeg_fakes=args.jpeg_fakes)
+    root = build_demo(
+        args.out, size=args.size, seed=args.seed, device=args.device, progress=args.progress, jpeg_fakes=args.jpeg_fakes
+    )
     print(f"demo benchmark ready: {root} (provenance in {Path(root) / 'manifest.json'})")
     return 0
 
@@ -58,14 +66,16 @@ def add_demo_parser(sub: argparse._SubParsersAction) -> None:
         "ssp-cooc and the compact -lite models on the small set (under 20 minutes on 2 cores); GPU: ssp-strata, "
         "ssp-cooc, ssp-native-gn and resnet50-baseline on the medium set.",
     )
-    p.add_argument("--out", default="runs/demo",
-                   help="Run folder (default runs/demo); the report goes to <out>/report.")
+    p.add_argument(
+        "--out", default="runs/demo", help="Run folder (default runs/demo); the report goes to <out>/report."
+    )
     p.add_argument("--data", default="data/demo", help="Benchmark folder, built if missing (default data/demo).")
     p.add_argument("--size", choices=_demo_sizes(), help="Benchmark size (default: small on CPU, medium on GPU).")
     p.add_argument("--epochs", type=int, help="Training epochs per model (default: the plan of the device).")
     options.add_device_options(p, precision=False)
-    p.add_argument("--seed", type=options.non_negative_int, default=0,
-                   help="Seed of the benchmark and the training (default 0).")
+    p.add_argument(
+        "--seed", type=options.non_negative_int, default=0, help="Seed of the benchmark and the training (default 0)."
+    )
     options.add_progress_option(p)
     p.set_defaults(func=cmd_demo)
 
@@ -73,8 +83,15 @@ def add_demo_parser(sub: argparse._SubParsersAction) -> None:
 def cmd_demo(args: argparse.Namespace) -> int:
     from ssp_detect.demo import run_demo
 
-    report = run_demo(args.out, args.data, device=args.device, size=args.size, epochs=args.epochs, seed=args.seed,
-                      progress=args.progress)
+    report = run_demo(
+        args.out,
+        args.data,
+        device=args.device,
+        size=args.size,
+        epochs=args.epochs,
+        seed=args.seed,
+        progress=args.progress,
+    )
     print((report / "README.md").read_text())
     print(f"report: {report} (README.md, tables/, cross_generator_*.png, contact_sheet.png)")
     return 0

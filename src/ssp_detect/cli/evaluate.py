@@ -28,10 +28,12 @@ def add_test_parser(sub: argparse._SubParsersAction) -> None:
         options.add_patch_options(p)
         options.add_threshold_option(p)
         options.add_bootstrap_option(p, "each AUC's 95%% interval")
-        p.add_argument("--out", default="runs/test",
-                       help="Folder for results.md, results.csv, results.json (default runs/test).")
-        p.add_argument("--strict", action="store_true",
-                       help="Fail when an image cannot be read (default: skip and report it).")
+        p.add_argument(
+            "--out", default="runs/test", help="Folder for results.md, results.csv, results.json (default runs/test)."
+        )
+        p.add_argument(
+            "--strict", action="store_true", help="Fail when an image cannot be read (default: skip and report it)."
+        )
         p.set_defaults(func=cmd_test)
 
 
@@ -42,9 +44,17 @@ def cmd_test(args: argparse.Namespace) -> int:
 
     runtime = options.eval_runtime(args, join_process_group=True)
     loaded = load_model(args.weights, model_name=args.arch)
-    run = run_test(loaded, options.load_data(args), runtime, weights=args.weights, out=args.out,
-                   threshold=args.threshold, bootstrap=args.bootstrap, data=options.data_source(args, split=True),
-                   uncertain_band=args.uncertain_band)
+    run = run_test(
+        loaded,
+        options.load_data(args),
+        runtime,
+        weights=args.weights,
+        out=args.out,
+        threshold=args.threshold,
+        bootstrap=args.bootstrap,
+        data=options.data_source(args, split=True),
+        uncertain_band=args.uncertain_band,
+    )
     if run.paths:  # rank 0 wrote them
         print(markdown_table(run.summary))
         print(f"\nwritten: {', '.join(map(str, run.paths))}")
@@ -64,8 +74,9 @@ def add_cross_eval_parser(sub: argparse._SubParsersAction) -> None:
     options.add_names_option(
         p, "Row names (default: the training subsets stored in each checkpoint, else the file name)"
     )
-    p.add_argument("--metric", default="acc", choices=CROSS_EVAL_METRICS,
-                   help="Metric in the matrix (default acc, as the paper).")
+    p.add_argument(
+        "--metric", default="acc", choices=CROSS_EVAL_METRICS, help="Metric in the matrix (default acc, as the paper)."
+    )
     options.add_data_options(p)
     options.add_runtime_options(p)
     options.add_patch_options(p)
@@ -77,8 +88,15 @@ def cmd_cross_eval(args: argparse.Namespace) -> int:
     from ssp_detect.engine.cross_eval import run_cross_eval
     from ssp_detect.engine.report import write_cross_eval
 
-    result = run_cross_eval(args.weights, options.load_data(args), options.eval_runtime(args), out=args.out,
-                            names=args.names, metric=args.metric, model_name=args.arch)
+    result = run_cross_eval(
+        args.weights,
+        options.load_data(args),
+        options.eval_runtime(args),
+        out=args.out,
+        names=args.names,
+        metric=args.metric,
+        model_name=args.arch,
+    )
     paths = write_cross_eval(result.matrix, result.names, result.tests, args.out, metric=result.metric)
     print(paths[0].read_text())
     print(f"written: {', '.join(map(str, paths))}")
@@ -99,12 +117,22 @@ def add_robustness_parser(sub: argparse._SubParsersAction) -> None:
     )
     options.add_weights_options(p, multiple=True)
     options.add_names_option(p, "Model names in the tables (default: the registered model names)")
-    p.add_argument("--sweeps", nargs="+", default=list(SWEEPS), choices=list(SWEEPS),
-                   help=f"Sweeps to run (default: all of {', '.join(SWEEPS)}).")
-    p.add_argument("--jpeg-method", default="pil", choices=JPEG_METHODS,
-                   help="JPEG library of the JPEG sweep (default pil).")
-    p.add_argument("--interpolation", default="bilinear", choices=list(INTERPOLATIONS),
-                   help="PIL filter of the scale sweep (default bilinear).")
+    p.add_argument(
+        "--sweeps",
+        nargs="+",
+        default=list(SWEEPS),
+        choices=list(SWEEPS),
+        help=f"Sweeps to run (default: all of {', '.join(SWEEPS)}).",
+    )
+    p.add_argument(
+        "--jpeg-method", default="pil", choices=JPEG_METHODS, help="JPEG library of the JPEG sweep (default pil)."
+    )
+    p.add_argument(
+        "--interpolation",
+        default="bilinear",
+        choices=list(INTERPOLATIONS),
+        help="PIL filter of the scale sweep (default bilinear).",
+    )
     options.add_bootstrap_option(
         p, "the paired 95%% intervals of each later checkpoint's accuracy and AUC minus the first's, per setting"
     )
@@ -119,9 +147,17 @@ def cmd_robustness(args: argparse.Namespace) -> int:
     from ssp_detect.engine.robustness import robustness_report
 
     paths = robustness_report(
-        args.weights, options.load_data(args), options.eval_runtime(args), out=args.out, names=args.names,
-        model_name=args.arch, sweeps=args.sweeps, jpeg_method=args.jpeg_method, interpolation=args.interpolation,
-        bootstrap=args.bootstrap, data=options.data_source(args, split=True),
+        args.weights,
+        options.load_data(args),
+        options.eval_runtime(args),
+        out=args.out,
+        names=args.names,
+        model_name=args.arch,
+        sweeps=args.sweeps,
+        jpeg_method=args.jpeg_method,
+        interpolation=args.interpolation,
+        bootstrap=args.bootstrap,
+        data=options.data_source(args, split=True),
     )
     print(paths[-1].read_text())
     print(f"written: {args.out} ({len(paths)} files)")
@@ -139,10 +175,13 @@ def add_calibrate_parser(sub: argparse._SubParsersAction) -> None:
     options.add_data_options(p)
     options.add_runtime_options(p)
     options.add_patch_options(p)
-    p.add_argument("--target-fpr", type=float,
-                   help="Highest share of real images called fake (e.g. 0.05). Default: best accuracy. The temperature "
-                   "of our checkpoints is refitted on the same data first (official weights keep their raw output); a "
-                   "reliability diagram is written beside --output.")
+    p.add_argument(
+        "--target-fpr",
+        type=float,
+        help="Highest share of real images called fake (e.g. 0.05). Default: best accuracy. The temperature "
+        "of our checkpoints is refitted on the same data first (official weights keep their raw output); a "
+        "reliability diagram is written beside --output.",
+    )
     p.add_argument("--output", required=True, help="Path of the calibrated checkpoint copy.")
     p.set_defaults(func=cmd_calibrate)
 
@@ -158,14 +197,26 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     loaded = load_model(args.weights, model_name=args.arch)
     data = f"{options.data_source(args)} split {args.split}"
     cal, preds = calibrate_threshold(loaded, options.load_data(args), runtime, target_fpr=args.target_fpr, data=data)
-    save_calibrated(args.output, args.weights, threshold=cal.choice.threshold, calibration=cal.to_dict(),
-                    model_name=args.arch, temperature=cal.temperature)
-    diagram = plot_reliability(preds.label, apply_temperature(preds.logit, cal.temperature),
-                               Path(args.output).with_suffix(".reliability.png"), title="Reliability after calibration")
+    save_calibrated(
+        args.output,
+        args.weights,
+        threshold=cal.choice.threshold,
+        calibration=cal.to_dict(),
+        model_name=args.arch,
+        temperature=cal.temperature,
+    )
+    diagram = plot_reliability(
+        preds.label,
+        apply_temperature(preds.logit, cal.temperature),
+        Path(args.output).with_suffix(".reliability.png"),
+        title="Reliability after calibration",
+    )
     c = cal.choice
-    print(f"threshold {c.threshold:.6f}, temperature {cal.temperature:.3f}: false-positive rate {c.fpr:.3f} "
-          f"(95% interval {c.fpr_low:.3f}-{c.fpr_high:.3f}, {c.n_real} reals), fakes caught {c.tpr:.3f}; "
-          f"ECE {cal.ece_before:.3f} -> {cal.ece_after:.3f}; written {args.output} and {diagram}")
+    print(
+        f"threshold {c.threshold:.6f}, temperature {cal.temperature:.3f}: false-positive rate {c.fpr:.3f} "
+        f"(95% interval {c.fpr_low:.3f}-{c.fpr_high:.3f}, {c.n_real} reals), fakes caught {c.tpr:.3f}; "
+        f"ECE {cal.ece_before:.3f} -> {cal.ece_after:.3f}; written {args.output} and {diagram}"
+    )
     return 0
 
 

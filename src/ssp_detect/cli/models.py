@@ -6,8 +6,9 @@ import argparse
 
 
 def add_models_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("models", help="List the registered models.",
-                       description="List the registered models and what each is.")
+    p = sub.add_parser(
+        "models", help="List the registered models.", description="List the registered models and what each is."
+    )
     p.set_defaults(func=cmd_models)
 
 

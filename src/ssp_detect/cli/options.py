@@ -86,12 +86,19 @@ def add_progress_option(p: Target, *, default: bool | None = True) -> None:
 def add_data_options(p: argparse.ArgumentParser, *, split_default: str = "val") -> None:
     """Labelled data: ``--data`` in any layout, or ``--real`` and ``--fake`` folders."""
     g = p.add_argument_group("data")
-    g.add_argument("--data", help="GenImage root (<subset>/<split>/{ai,nature}), ForenSynths root (0_real/1_fake "
-                   "folders) or a CSV manifest (path,label[,generator]).")
+    g.add_argument(
+        "--data",
+        help="GenImage root (<subset>/<split>/{ai,nature}), ForenSynths root (0_real/1_fake "
+        "folders) or a CSV manifest (path,label[,generator]).",
+    )
     g.add_argument("--layout", default="auto", choices=LAYOUTS, help="Layout of --data (default: detected).")
     g.add_argument("--split", default=split_default, help=f"GenImage split folder to read (default: {split_default}).")
-    g.add_argument("--subsets", nargs="+", help="GenImage subsets by short name (adm biggan glide midjourney sdv4 "
-                   "sdv5 vqdm wukong dalle2) or folder name; ForenSynths generator folders. Default: all.")
+    g.add_argument(
+        "--subsets",
+        nargs="+",
+        help="GenImage subsets by short name (adm biggan glide midjourney sdv4 "
+        "sdv5 vqdm wukong dalle2) or folder name; ForenSynths generator folders. Default: all.",
+    )
     g.add_argument("--real", help="Folder of real images (with --fake, instead of --data).")
     g.add_argument("--fake", help="Folder of fake images (with --real).")
 
@@ -100,9 +107,12 @@ def add_device_options(p: Target, *, precision: bool = True) -> None:
     """``--device`` and, with ``precision``, ``--precision``."""
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N (default auto).")
     if precision:
-        p.add_argument("--precision", default="auto", choices=PRECISIONS,
-                       help="auto = bf16 autocast on CUDA, fp32 on CPU (default auto). "
-                       "The SRM filter always runs in fp32.")
+        p.add_argument(
+            "--precision",
+            default="auto",
+            choices=PRECISIONS,
+            help="auto = bf16 autocast on CUDA, fp32 on CPU (default auto). The SRM filter always runs in fp32.",
+        )
 
 
 def add_runtime_options(p: argparse.ArgumentParser, *, decode: bool = False) -> None:
@@ -111,66 +121,102 @@ def add_runtime_options(p: argparse.ArgumentParser, *, decode: bool = False) -> 
     g = p.add_argument_group("runtime")
     add_device_options(g)
     if decode:
-        g.add_argument("--decode", default="workers", choices=DECODERS,
-                       help="workers (default): PIL in DataLoader workers, patch chosen there; device: JPEGs decoded "
-                       "by torchvision on the model's device (nvJPEG on CUDA) and the patch chosen there in one batch; "
-                       "other formats are decoded in the workers. Pixels from nvJPEG can differ from PIL's by a grey "
-                       "level, so patches may differ.")
-    g.add_argument("--workers", type=non_negative_int,
-                   help="DataLoader worker processes (default: CPU cores - 1, at most 16).")
+        g.add_argument(
+            "--decode",
+            default="workers",
+            choices=DECODERS,
+            help="workers (default): PIL in DataLoader workers, patch chosen there; device: JPEGs decoded "
+            "by torchvision on the model's device (nvJPEG on CUDA) and the patch chosen there in one batch; "
+            "other formats are decoded in the workers. Pixels from nvJPEG can differ from PIL's by a grey "
+            "level, so patches may differ.",
+        )
+    g.add_argument(
+        "--workers", type=non_negative_int, help="DataLoader worker processes (default: CPU cores - 1, at most 16)."
+    )
     g.add_argument("--batch-size", type=positive_int, default=64, help="Images per batch (default 64).")
     add_allow_truncated_option(g)
     add_progress_option(g)
 
 
 def add_allow_truncated_option(p: Target) -> None:
-    p.add_argument("--allow-truncated", action="store_true",
-                   help="Score images whose data ends early (the decoder makes the missing part up) instead of "
-                   "listing them as unreadable; their verdicts are 'uncertain' with the reason truncated.")
+    p.add_argument(
+        "--allow-truncated",
+        action="store_true",
+        help="Score images whose data ends early (the decoder makes the missing part up) instead of "
+        "listing them as unreadable; their verdicts are 'uncertain' with the reason truncated.",
+    )
 
 
 def add_arch_option(p: Target) -> None:
     """``--arch``: the architecture of a foreign state dict; ``--model`` is its hidden alias."""
-    p.add_argument("--arch", help="Architecture of a foreign state dict (default: inferred; official SSP files are "
-                   "'ssp'; see 'ssp models').")
+    p.add_argument(
+        "--arch",
+        help="Architecture of a foreign state dict (default: inferred; official SSP files are "
+        "'ssp'; see 'ssp models').",
+    )
     p.add_argument("--model", dest="arch", help=argparse.SUPPRESS)
 
 
 def add_weights_options(p: argparse.ArgumentParser, *, multiple: bool = False) -> None:
     """``--weights`` (one checkpoint, or several) and ``--arch``."""
     if multiple:  # both --weights A B and --weights A --weights B
-        p.add_argument("--weights", required=True, nargs="+", action="extend",
-                       help="Checkpoints (several, or the option repeated): ssp-detect .pt files or the official SSP "
-                       ".pth release.")
+        p.add_argument(
+            "--weights",
+            required=True,
+            nargs="+",
+            action="extend",
+            help="Checkpoints (several, or the option repeated): ssp-detect .pt files or the official SSP "
+            ".pth release.",
+        )
     else:
-        p.add_argument("--weights", required=True,
-                       help="Checkpoint: an ssp-detect .pt file or the official SSP .pth release.")
+        p.add_argument(
+            "--weights", required=True, help="Checkpoint: an ssp-detect .pt file or the official SSP .pth release."
+        )
     add_arch_option(p)
 
 
 def add_patch_options(p: argparse.ArgumentParser) -> None:
     """How the simple patch is chosen: the fields of :class:`~ssp_detect.data.preprocess.PatchOptions`."""
     g = p.add_argument_group("simple patch")
-    g.add_argument("--patch-mode", default="seeded", choices=MODES,
-                   help="Simple-patch selection (default seeded): seeded = random candidates seeded by the image "
-                   "(deterministic), exhaustive = true minimum over all positions, random = the official, unseeded "
-                   "behaviour.")
+    g.add_argument(
+        "--patch-mode",
+        default="seeded",
+        choices=MODES,
+        help="Simple-patch selection (default seeded): seeded = random candidates seeded by the image "
+        "(deterministic), exhaustive = true minimum over all positions, random = the official, unseeded "
+        "behaviour.",
+    )
     g.add_argument("--seed", type=non_negative_int, default=0, help="Seed of the seeded patch mode (default 0).")
-    g.add_argument("--num-candidates", type=int, help="Random candidates per image in seeded/random mode (default: the "
-                   "checkpoint's; the official 64 for 32x32 patches).")
-    g.add_argument("--patch-size", type=int, help="Simple-patch side in pixels, for patch models (default: the "
-                   "checkpoint's; 32 as in the paper).")
+    g.add_argument(
+        "--num-candidates",
+        type=int,
+        help="Random candidates per image in seeded/random mode (default: the "
+        "checkpoint's; the official 64 for 32x32 patches).",
+    )
+    g.add_argument(
+        "--patch-size",
+        type=int,
+        help="Simple-patch side in pixels, for patch models (default: the checkpoint's; 32 as in the paper).",
+    )
 
 
 def add_threshold_option(p: Target) -> None:
     """The verdict options: ``--threshold`` and ``--uncertain-band``."""
-    p.add_argument("--threshold", type=unit_float,
-                   help="Decision threshold on p_fake, in [0, 1] (default: the checkpoint's, chosen for a "
-                   "false-positive rate when trained by ssp-detect; 0.5 for official weights).")
-    p.add_argument("--uncertain-band", type=band_float, default=DEFAULT_UNCERTAIN_BAND, metavar="B",
-                   help=f"Call a verdict 'uncertain' when p_fake is within B of the threshold (default "
-                   f"{DEFAULT_UNCERTAIN_BAND:g}; 0: off). Images without texture or smaller than the model's input are "
-                   "uncertain whatever B.")
+    p.add_argument(
+        "--threshold",
+        type=unit_float,
+        help="Decision threshold on p_fake, in [0, 1] (default: the checkpoint's, chosen for a "
+        "false-positive rate when trained by ssp-detect; 0.5 for official weights).",
+    )
+    p.add_argument(
+        "--uncertain-band",
+        type=band_float,
+        default=DEFAULT_UNCERTAIN_BAND,
+        metavar="B",
+        help=f"Call a verdict 'uncertain' when p_fake is within B of the threshold (default "
+        f"{DEFAULT_UNCERTAIN_BAND:g}; 0: off). Images without texture or smaller than the model's input are "
+        "uncertain whatever B.",
+    )
 
 
 def unit_float(text: str) -> float:
@@ -190,9 +236,14 @@ def band_float(text: str) -> float:
 
 
 def add_bootstrap_option(p: argparse.ArgumentParser, what: str) -> None:
-    p.add_argument("--bootstrap", type=non_negative_int, default=1000, metavar="N",
-                   help=f"Bootstrap resamples for {what} (default 1000; 0: none). Images made from one photo, as a "
-                   "data manifest records (the demo benchmark's), are resampled together.")
+    p.add_argument(
+        "--bootstrap",
+        type=non_negative_int,
+        default=1000,
+        metavar="N",
+        help=f"Bootstrap resamples for {what} (default 1000; 0: none). Images made from one photo, as a "
+        "data manifest records (the demo benchmark's), are resampled together.",
+    )
 
 
 def add_names_option(p: argparse.ArgumentParser, what: str) -> None:
@@ -214,9 +265,15 @@ def eval_runtime(args: argparse.Namespace, *, join_process_group: bool = False) 
     from ssp_detect.engine.scoring import EvalRuntime
 
     return EvalRuntime.resolve(
-        device=args.device, precision=args.precision, batch_size=args.batch_size, workers=args.workers,
-        patch=patch_options(args), progress=args.progress, decode=getattr(args, "decode", "workers"),
-        join_process_group=join_process_group, allow_truncated=args.allow_truncated,
+        device=args.device,
+        precision=args.precision,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        patch=patch_options(args),
+        progress=args.progress,
+        decode=getattr(args, "decode", "workers"),
+        join_process_group=join_process_group,
+        allow_truncated=args.allow_truncated,
     )
 
 
@@ -224,8 +281,9 @@ def load_data(args: argparse.Namespace) -> list[Sample]:
     """The samples that :func:`add_data_options` names."""
     from ssp_detect.data.layouts import load_samples
 
-    return load_samples(args.data, layout=args.layout, split=args.split, subsets=args.subsets, real=args.real,
-                        fake=args.fake)
+    return load_samples(
+        args.data, layout=args.layout, split=args.split, subsets=args.subsets, real=args.real, fake=args.fake
+    )
 
 
 def data_source(args: argparse.Namespace, *, split: bool = False) -> str:

@@ -11,9 +11,12 @@ def add_serve_parser(sub: argparse._SubParsersAction) -> None:
     from ssp_detect.serve.app import ServeLimits
 
     d = ServeLimits()
-    p = sub.add_parser("serve", help="HTTP service with a web page (FastAPI on uvicorn).",
-                       description="Serve POST /v1/detect, GET /v1/model, GET /healthz, the OpenAPI docs at /docs "
-                       "and a web page at /.")
+    p = sub.add_parser(
+        "serve",
+        help="HTTP service with a web page (FastAPI on uvicorn).",
+        description="Serve POST /v1/detect, GET /v1/model, GET /healthz, the OpenAPI docs at /docs "
+        "and a web page at /.",
+    )
     options.add_weights_options(p)
     p.add_argument("--host", default="127.0.0.1", help="Address to listen on (default 127.0.0.1).")
     p.add_argument("--port", type=int, default=8000, help="Port (default 8000).")
@@ -21,16 +24,36 @@ def add_serve_parser(sub: argparse._SubParsersAction) -> None:
     options.add_threshold_option(p)
     options.add_allow_truncated_option(p)
     # The limits' types refuse what ServeLimits refuses, in one sentence, before anything is loaded.
-    p.add_argument("--max-upload-mb", type=options.above_zero, default=d.max_upload_bytes / 1e6,
-                   help=f"Largest accepted request body in MB (default {d.max_upload_bytes / 1e6:g}).")
-    p.add_argument("--max-pixels", type=options.positive_int, default=d.max_pixels,
-                   help=f"Largest accepted image in pixels (default {d.max_pixels:,}).")
-    p.add_argument("--max-files", type=options.positive_int, default=d.max_files,
-                   help=f"Most images per request (default {d.max_files}).")
-    p.add_argument("--max-batch", type=options.positive_int, default=d.max_batch,
-                   help=f"Most images per model batch (default {d.max_batch}).")
-    p.add_argument("--max-wait-ms", type=options.at_least(0.0, float), default=d.max_wait_ms,
-                   help=f"How long the batcher waits to fill a batch (default {d.max_wait_ms:g} ms).")
+    p.add_argument(
+        "--max-upload-mb",
+        type=options.above_zero,
+        default=d.max_upload_bytes / 1e6,
+        help=f"Largest accepted request body in MB (default {d.max_upload_bytes / 1e6:g}).",
+    )
+    p.add_argument(
+        "--max-pixels",
+        type=options.positive_int,
+        default=d.max_pixels,
+        help=f"Largest accepted image in pixels (default {d.max_pixels:,}).",
+    )
+    p.add_argument(
+        "--max-files",
+        type=options.positive_int,
+        default=d.max_files,
+        help=f"Most images per request (default {d.max_files}).",
+    )
+    p.add_argument(
+        "--max-batch",
+        type=options.positive_int,
+        default=d.max_batch,
+        help=f"Most images per model batch (default {d.max_batch}).",
+    )
+    p.add_argument(
+        "--max-wait-ms",
+        type=options.at_least(0.0, float),
+        default=d.max_wait_ms,
+        help=f"How long the batcher waits to fill a batch (default {d.max_wait_ms:g} ms).",
+    )
     options.add_patch_options(p)
     p.set_defaults(func=cmd_serve)
 
@@ -39,12 +62,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from ssp_detect.detector import Detector
     from ssp_detect.serve.app import ServeLimits, run_server
 
-    limits = ServeLimits(max_upload_bytes=max(1, int(args.max_upload_mb * 1e6)), max_pixels=args.max_pixels,
-                         max_files=args.max_files, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms)
-    detector = Detector.from_checkpoint(args.weights, model_name=args.arch, device=args.device,
-                                        precision=args.precision, threshold=args.threshold,
-                                        patch=options.patch_options(args), max_pixels=args.max_pixels,
-                                        uncertain_band=args.uncertain_band, allow_truncated=args.allow_truncated)
+    limits = ServeLimits(
+        max_upload_bytes=max(1, int(args.max_upload_mb * 1e6)),
+        max_pixels=args.max_pixels,
+        max_files=args.max_files,
+        max_batch=args.max_batch,
+        max_wait_ms=args.max_wait_ms,
+    )
+    detector = Detector.from_checkpoint(
+        args.weights,
+        model_name=args.arch,
+        device=args.device,
+        precision=args.precision,
+        threshold=args.threshold,
+        patch=options.patch_options(args),
+        max_pixels=args.max_pixels,
+        uncertain_band=args.uncertain_band,
+        allow_truncated=args.allow_truncated,
+    )
     run_server(detector, host=args.host, port=args.port, limits=limits)
     return 0
 

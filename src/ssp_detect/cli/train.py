@@ -57,12 +57,18 @@ def add_config_options(p: argparse.ArgumentParser, config: type = TrainConfig) -
 
 
 def add_train_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="Train a detector (official SSP recipe by default).",
-                       description="Train a detector. Options come from the defaults (the official recipe) < --config "
-                       "preset < flags. Writes best.pt, last.pt, config.yaml, metrics.jsonl and train.log into --out.")
+    p = sub.add_parser(
+        "train",
+        help="Train a detector (official SSP recipe by default).",
+        description="Train a detector. Options come from the defaults (the official recipe) < --config "
+        "preset < flags. Writes best.pt, last.pt, config.yaml, metrics.jsonl and train.log into --out.",
+    )
     p.add_argument("--config", help="YAML preset: a file, or a packaged name (official, from-scratch, robust).")
-    p.add_argument("--resume", help="Continue exactly from a last.pt (model, optimizer, schedule, epoch); its run "
-                   "folder's config.yaml is the preset unless --config is given.")
+    p.add_argument(
+        "--resume",
+        help="Continue exactly from a last.pt (model, optimizer, schedule, epoch); its run "
+        "folder's config.yaml is the preset unless --config is given.",
+    )
     add_config_options(p)
     p.set_defaults(func=cmd_train)
 
@@ -80,8 +86,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     result = train(train_config(args), resume=args.resume)
     best = result.get("best_val") or {}
-    print(f"best checkpoint: {result['best']} (validation acc {best.get('acc', float('nan')):.3f}, "
-          f"AUC {best.get('auc', float('nan')):.3f}); run folder: {result['out']}")
+    print(
+        f"best checkpoint: {result['best']} (validation acc {best.get('acc', float('nan')):.3f}, "
+        f"AUC {best.get('auc', float('nan')):.3f}); run folder: {result['out']}"
+    )
     distributed.teardown()  # as test and predict do: a process group left to the interpreter's exit can abort a rank
     return 0
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import multiprocessing
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,6 +23,7 @@ from ssp_detect.data.decode import DEFAULT_MAX_PIXELS, ImageDecodeError, decode_
 from ssp_detect.data.degradations import Degradation, TrainAugment
 from ssp_detect.data.layouts import Sample, has_jpeg_history
 from ssp_detect.data.preprocess import Preprocessor
+
 
 class DetectionDataset(Dataset):
     """Decodes, optionally augments, and preprocesses each sample.
@@ -61,7 +61,10 @@ class DetectionDataset(Dataset):
         allow_truncated: bool = False,
     ) -> None:
         if restoration_targets and degradation is not None:
-            raise ValueError("Restoration targets describe the training augmentation; do not combine them with a fixed evaluation degradation.")
+            raise ValueError(
+                "Restoration targets describe the training augmentation; do not combine them with a fixed "
+                "evaluation degradation."
+            )
         self.samples = list(samples)
         self.preprocessor = preprocessor
         self.augment = augment if augment is not None and augment.active else None
@@ -111,7 +114,11 @@ class DetectionDataset(Dataset):
             "score": prepared.score,
         }
         if self.input_checks:
-            item["texture"], item["upscaled"], item["truncated"] = prepared.texture, prepared.upscaled, decoded.truncated
+            item["texture"], item["upscaled"], item["truncated"] = (
+                prepared.texture,
+                prepared.upscaled,
+                decoded.truncated,
+            )
         if self.restoration_targets:
             clean = prepared.pixels if source is img else self.preprocessor.same_region(source, prepared)
             item["clean_pixels"] = torch.from_numpy(clean)
@@ -131,8 +138,14 @@ def split_errors(items: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], lis
 
 def empty_batch(errors: list[tuple[int, str]]) -> dict[str, Any]:
     """A batch without images (``pixels`` None) that carries only its ``errors``."""
-    return {"pixels": None, "label": torch.zeros(0), "index": torch.zeros(0, dtype=torch.long),
-            "box": torch.zeros(0, 4, dtype=torch.long), "score": torch.zeros(0, dtype=torch.long), "errors": errors}
+    return {
+        "pixels": None,
+        "label": torch.zeros(0),
+        "index": torch.zeros(0, dtype=torch.long),
+        "box": torch.zeros(0, 4, dtype=torch.long),
+        "score": torch.zeros(0, dtype=torch.long),
+        "errors": errors,
+    }
 
 
 def collate(items: list[dict[str, Any]]) -> dict[str, Any]:

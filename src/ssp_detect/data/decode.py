@@ -67,15 +67,21 @@ if not features.check("avif"):  # Pillow >= 11.3 wheels read AVIF; older ones ne
     except ImportError:
         log.debug("this Pillow cannot read AVIF and pillow-avif-plugin is not installed")
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".jfif",
-                              ".heic", ".heif", ".avif"})
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".jfif", ".heic", ".heif", ".avif"}
+)
 DEFAULT_MAX_PIXELS = 100_000_000
 GLOB_CHARS = "*?["
 JPEG_FORMATS = frozenset({"JPEG", "MPO"})
 ORIENTATION_TAG = 0x0112
 # libjpeg's warnings that mean part of the image is not in the file (lower case, matched as parts).
-JPEG_DATA_LOSS = ("premature end", "bad huffman code", "bad arithmetic code", "instead of rst",
-                  "inconsistent progression")
+JPEG_DATA_LOSS = (
+    "premature end",
+    "bad huffman code",
+    "bad arithmetic code",
+    "instead of rst",
+    "inconsistent progression",
+)
 _JPEG_MARKER = re.compile(rb"\xff[\xc0-\xcf\xd8-\xfe]")  # ends entropy-coded data: not RSTn nor a stuffed 0xFF
 _PROGRESSIVE_SOF = frozenset({0xC2, 0xC6, 0xCA, 0xCE})
 _ALL_COEFFICIENTS = (1 << 64) - 1
@@ -238,8 +244,10 @@ def _identify(fp: io.BytesIO) -> ImageFile.ImageFile:
 
 
 def _too_large(name: str, size: str, max_pixels: int) -> ImageDecodeError:
-    return ImageDecodeError(f"{name} has {size} pixels, over the limit of {max_pixels:,}; resize it first or raise "
-                            "the pixel limit (max_pixels, --max-pixels).")
+    return ImageDecodeError(
+        f"{name} has {size} pixels, over the limit of {max_pixels:,}; resize it first or raise "
+        "the pixel limit (max_pixels, --max-pixels)."
+    )
 
 
 def _corrupt(name: str, exc: BaseException) -> ImageDecodeError:
@@ -263,9 +271,11 @@ def _header(data: bytes, name: str, max_pixels: int) -> ImageFile.ImageFile:
 
 
 def _truncated(name: str, why: str) -> TruncatedImageError:
-    return TruncatedImageError(f"{name} is truncated or corrupt ({why}): part of the image is not in the file, so the "
-                               "decoder would make it up; allow truncated images (allow_truncated, --allow-truncated) "
-                               "to score it anyway.")
+    return TruncatedImageError(
+        f"{name} is truncated or corrupt ({why}): part of the image is not in the file, so the "
+        "decoder would make it up; allow truncated images (allow_truncated, --allow-truncated) "
+        "to score it anyway."
+    )
 
 
 def progression_gap(data: bytes) -> str | None:
@@ -426,8 +436,12 @@ def _rebuilt_png(data: bytes, name: str) -> Image.Image | None:
         if kind in (b"IDAT", b"IEND"):
             break
         before.append(_chunk(kind, payload))
-    rebuilt = (_PNG_SIGNATURE + b"".join(before) + _chunk(b"IDAT", zlib.compress(raw.ljust(size, b"\0"), 1))
-               + _chunk(b"IEND", b""))
+    rebuilt = (
+        _PNG_SIGNATURE
+        + b"".join(before)
+        + _chunk(b"IDAT", zlib.compress(raw.ljust(size, b"\0"), 1))
+        + _chunk(b"IEND", b"")
+    )
     try:
         img = _identify(io.BytesIO(rebuilt))
         img.load()
@@ -457,8 +471,9 @@ def _jpeg_checked(data: bytes) -> str | None:
         return None
 
 
-def _load_with_pillow(img: ImageFile.ImageFile, data: bytes, name: str, max_pixels: int,
-                      allow_truncated: bool) -> tuple[Image.Image, bool]:
+def _load_with_pillow(
+    img: ImageFile.ImageFile, data: bytes, name: str, max_pixels: int, allow_truncated: bool
+) -> tuple[Image.Image, bool]:
     """Decode the pixels of an opened image with Pillow -> (image, truncated)."""
     try:
         img.load()
@@ -488,8 +503,9 @@ def _load_with_pillow(img: ImageFile.ImageFile, data: bytes, name: str, max_pixe
     return img, False
 
 
-def decode_image(source: str | Path | bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS,
-                 allow_truncated: bool = False) -> DecodedImage:
+def decode_image(
+    source: str | Path | bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, allow_truncated: bool = False
+) -> DecodedImage:
     """Decode a file or bytes to RGB uint8 pixels as displayed (EXIF orientation applied).
 
     Args:
@@ -524,15 +540,21 @@ def decode_image(source: str | Path | bytes, *, max_pixels: int = DEFAULT_MAX_PI
     return DecodedImage(apply_orientation(pixels, orientation), truncated, img.format or "", orientation)
 
 
-def load_rgb(source: str | Path | bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS,
-             allow_truncated: bool = False) -> np.ndarray:
+def load_rgb(
+    source: str | Path | bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, allow_truncated: bool = False
+) -> np.ndarray:
     """Decode a file or bytes to an RGB uint8 array (H, W, 3) as displayed; see :func:`decode_image`
     (use it to learn whether an image decoded with ``allow_truncated`` was truncated)."""
     return decode_image(source, max_pixels=max_pixels, allow_truncated=allow_truncated).pixels
 
 
-def open_image(source: str | Path | bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, load: bool = True,
-               allow_truncated: bool = False) -> Image.Image:
+def open_image(
+    source: str | Path | bytes,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    load: bool = True,
+    allow_truncated: bool = False,
+) -> Image.Image:
     """Open an image with Pillow, checking its pixel count from the header, and decode it.
 
     The pixels are as stored (no EXIF orientation applied; see :func:`exif_orientation`). The

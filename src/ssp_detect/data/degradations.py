@@ -40,11 +40,16 @@ INTERPOLATIONS: dict[str, Image.Resampling] = {
 }
 
 
-_CV2_SUBSAMPLING = {"4:4:4": cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444, "4:2:2": cv2.IMWRITE_JPEG_SAMPLING_FACTOR_422,
-                    "4:2:0": cv2.IMWRITE_JPEG_SAMPLING_FACTOR_420}
+_CV2_SUBSAMPLING = {
+    "4:4:4": cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444,
+    "4:2:2": cv2.IMWRITE_JPEG_SAMPLING_FACTOR_422,
+    "4:2:0": cv2.IMWRITE_JPEG_SAMPLING_FACTOR_420,
+}
 
 
-def jpeg_compress(img: np.ndarray, quality: int, method: JpegMethod = "pil", subsampling: str | None = None) -> np.ndarray:
+def jpeg_compress(
+    img: np.ndarray, quality: int, method: JpegMethod = "pil", subsampling: str | None = None
+) -> np.ndarray:
     """Encode as JPEG at ``quality`` (1-100) with PIL or OpenCV and decode again.
 
     ``subsampling`` (``"4:4:4"``, ``"4:2:2"``, ``"4:2:0"``) sets the chroma subsampling; None keeps

@@ -40,7 +40,6 @@ from ssp_detect.errors import UsageError
 log = logging.getLogger(__name__)
 
 
-
 def orient_chw(image: torch.Tensor, orientation: int) -> torch.Tensor:
     """Turn a (C, H, W) tensor as EXIF ``orientation`` (1-8) says; the tensor form of
     :func:`~ssp_detect.data.decode.apply_orientation` (1 and unknown values: unchanged)."""
@@ -102,9 +101,14 @@ def collate_encoded(items: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def decode_jpegs(data: Sequence[torch.Tensor], paths: Sequence[str], device: torch.device, *,
-                 max_pixels: int = DEFAULT_MAX_PIXELS,
-                 orientations: Sequence[int] | None = None) -> list[torch.Tensor | ImageDecodeError]:
+def decode_jpegs(
+    data: Sequence[torch.Tensor],
+    paths: Sequence[str],
+    device: torch.device,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    orientations: Sequence[int] | None = None,
+) -> list[torch.Tensor | ImageDecodeError]:
     """Decode JPEG files' bytes to RGB uint8 (3, H, W) tensors on ``device``, as displayed.
 
     All in one torchvision call when it can; otherwise each alone, :func:`load_rgb` (on the CPU)
@@ -159,8 +163,10 @@ class DeviceDecodedBatches:
     def __init__(self, loader: DataLoader, preprocessor: Preprocessor, device: torch.device) -> None:
         if preprocessor.input != "patch":
             fed = "the whole image resized" if preprocessor.input == "image" else "a crop"
-            raise UsageError(f"Device decoding is for patch models; this model is fed {fed}, so decode in the workers "
-                             "(--decode workers).")
+            raise UsageError(
+                f"Device decoding is for patch models; this model is fed {fed}, so decode in the workers "
+                "(--decode workers)."
+            )
         self.loader = loader
         self.dataset: EncodedImageDataset = loader.dataset
         self.preprocessor = preprocessor
@@ -181,21 +187,40 @@ class DeviceDecodedBatches:
         pre = self.preprocessor
         index = encoded["index"][kept]
         rngs = [item_rng(pre.seed, 0, int(i)) for i in index] if pre.mode == "random" else None
-        chosen = select_patches_on_device(images, pre.patch_size, pre.mode, num_candidates=pre.num_candidates, seed=pre.seed, rngs=rngs)
-        texture = torch.tensor([patch_texture_level(s, pre.patch_size) for s in chosen.scores.tolist()], dtype=torch.float64)
-        return {"pixels": chosen.patches, "label": encoded["label"][kept], "index": index, "box": chosen.boxes, "score": chosen.scores,
-                "texture": texture, "upscaled": torch.tensor(chosen.resized, dtype=torch.bool),
-                "truncated": torch.zeros(len(index), dtype=torch.bool), "errors": errors}
+        chosen = select_patches_on_device(
+            images, pre.patch_size, pre.mode, num_candidates=pre.num_candidates, seed=pre.seed, rngs=rngs
+        )
+        texture = torch.tensor(
+            [patch_texture_level(s, pre.patch_size) for s in chosen.scores.tolist()], dtype=torch.float64
+        )
+        return {
+            "pixels": chosen.patches,
+            "label": encoded["label"][kept],
+            "index": index,
+            "box": chosen.boxes,
+            "score": chosen.scores,
+            "texture": texture,
+            "upscaled": torch.tensor(chosen.resized, dtype=torch.bool),
+            "truncated": torch.zeros(len(index), dtype=torch.bool),
+            "errors": errors,
+        }
 
     def _decode(self, encoded: dict[str, Any]) -> tuple[list[torch.Tensor], list[int], list[tuple[int, str]]]:
         """The batch's images on the device, their positions in the batch, and all its errors."""
-        images: list[torch.Tensor | None] = [None if im.dim() == 1 else im.to(self.device, non_blocking=True) for im in encoded["image"]]
+        images: list[torch.Tensor | None] = [
+            None if im.dim() == 1 else im.to(self.device, non_blocking=True) for im in encoded["image"]
+        ]
         jpegs = [i for i, im in enumerate(encoded["image"]) if im.dim() == 1]
         paths = [self.dataset.samples[int(encoded["index"][i])].path for i in jpegs]
         errors = list(encoded["errors"])
         turns = [encoded["orientation"][i] for i in jpegs] if "orientation" in encoded else None
-        decoded = decode_jpegs([encoded["image"][i] for i in jpegs], paths, self.device,
-                               max_pixels=self.dataset.max_pixels, orientations=turns)
+        decoded = decode_jpegs(
+            [encoded["image"][i] for i in jpegs],
+            paths,
+            self.device,
+            max_pixels=self.dataset.max_pixels,
+            orientations=turns,
+        )
         for i, result in zip(jpegs, decoded, strict=True):
             if isinstance(result, ImageDecodeError):
                 errors.append((int(encoded["index"][i]), str(result)))

@@ -68,7 +68,10 @@ def _fingerprint_corners(images: Sequence[torch.Tensor], seed: int, patch_size: 
     thumbnails = [img[:, ::s, ::s].permute(1, 2, 0).reshape(-1) for img in images]  # channels last, as in numpy
     flat = torch.cat(thumbnails).cpu().numpy()
     pieces = np.split(flat, np.cumsum([t.numel() for t in thumbnails])[:-1])
-    return [fingerprint_corners(piece, img.shape[1], img.shape[2], seed, patch_size, n) for piece, img in zip(pieces, images)]
+    return [
+        fingerprint_corners(piece, img.shape[1], img.shape[2], seed, patch_size, n)
+        for piece, img in zip(pieces, images, strict=False)
+    ]
 
 
 def _crops(img: torch.Tensor, corners: torch.Tensor, patch_size: int) -> torch.Tensor:
@@ -111,16 +114,23 @@ def select_patches_on_device(
         widths = torch.tensor([img.shape[2] - patch_size + 1 for img in images], device=device)
         corners = torch.stack([flat // widths, flat % widths], dim=1)
         scores = torch.stack([m.min() for m in maps])
-        patches = torch.cat([_crops(img, c[None], patch_size) for img, c in zip(images, corners)])
+        patches = torch.cat([_crops(img, c[None], patch_size) for img, c in zip(images, corners, strict=False)])
     else:
         n = num_candidates or default_num_candidates(patch_size)
         if mode == "seeded":
             drawn = np.stack(_fingerprint_corners(images, seed, patch_size, n))
         else:
             generators = rngs or [np.random.default_rng() for _ in images]
-            drawn = np.stack([random_corners(g, img.shape[1], img.shape[2], patch_size, n) for g, img in zip(generators, images)])
+            drawn = np.stack(
+                [
+                    random_corners(g, img.shape[1], img.shape[2], patch_size, n)
+                    for g, img in zip(generators, images, strict=False)
+                ]
+            )
         candidates = torch.from_numpy(drawn).to(device)  # (B, N, 2)
-        crops = torch.cat([_crops(img, c, patch_size) for img, c in zip(images, candidates)])  # (B * N, 3, P, P)
+        crops = torch.cat(
+            [_crops(img, c, patch_size) for img, c in zip(images, candidates, strict=False)]
+        )  # (B * N, 3, P, P)
         all_scores = texture_diversity_tensor(crops).view(len(images), n)
         best = all_scores.argmin(dim=1)  # the first minimum: a stable choice
         rows = torch.arange(len(images), device=device)

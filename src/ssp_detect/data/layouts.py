@@ -82,9 +82,13 @@ def manifest_records(root: Path) -> dict[str, dict[str, Any]]:
     except (json.JSONDecodeError, AttributeError):
         return {}
     return {
-        r["path"]: {"jpeg_quality": int(r["jpeg_quality"]) if r.get("jpeg_quality") else None,
-                    "jpeg_subsampling": r.get("jpeg_subsampling") or None, "source": r.get("photo_id") or None}
-        for r in images if isinstance(r, dict) and r.get("path")
+        r["path"]: {
+            "jpeg_quality": int(r["jpeg_quality"]) if r.get("jpeg_quality") else None,
+            "jpeg_subsampling": r.get("jpeg_subsampling") or None,
+            "source": r.get("photo_id") or None,
+        }
+        for r in images
+        if isinstance(r, dict) and r.get("path")
     }
 
 
@@ -145,7 +149,11 @@ def _subset_name(folder_name: str) -> str:
 
 def genimage_subset_dirs(root: Path) -> list[Path]:
     """Subset folders of a GenImage root: those holding ``<split>/{ai,nature}``."""
-    return sorted(d for d in root.iterdir() if d.is_dir() and any((s / "ai").is_dir() or (s / "nature").is_dir() for s in d.iterdir() if s.is_dir()))
+    return sorted(
+        d
+        for d in root.iterdir()
+        if d.is_dir() and any((s / "ai").is_dir() or (s / "nature").is_dir() for s in d.iterdir() if s.is_dir())
+    )
 
 
 def resolve_genimage_subsets(root: Path, names: Sequence[str] | None) -> list[Path]:
@@ -159,7 +167,8 @@ def resolve_genimage_subsets(root: Path, names: Sequence[str] | None) -> list[Pa
     missing = [n for n in names if n not in by_name]
     if missing:
         raise DatasetError(
-            f"Subset(s) {', '.join(missing)} not found under {root}; available: {', '.join(sorted(_subset_name(d.name) for d in available))}."
+            f"Subset(s) {', '.join(missing)} not found under {root}; available: "
+            f"{', '.join(sorted(_subset_name(d.name) for d in available))}."
         )
     return [by_name[n] for n in names]
 
@@ -172,11 +181,17 @@ def genimage_samples(root: str | Path, split: str, subsets: Sequence[str] | None
     for d in resolve_genimage_subsets(root, subsets):
         split_dir = d / split
         if not split_dir.is_dir():
-            raise DatasetError(f"{d} has no '{split}' split folder; splits there: {', '.join(sorted(p.name for p in d.iterdir() if p.is_dir()))}.")
+            raise DatasetError(
+                f"{d} has no '{split}' split folder; splits there: "
+                f"{', '.join(sorted(p.name for p in d.iterdir() if p.is_dir()))}."
+            )
         name = _subset_name(d.name)
         for folder, label in (("nature", REAL), ("ai", FAKE)):
             if (split_dir / folder).is_dir():
-                samples += [Sample(str(p), label, name, **recorded.get(p.relative_to(root).as_posix(), {})) for p in _images_in(split_dir / folder)]
+                samples += [
+                    Sample(str(p), label, name, **recorded.get(p.relative_to(root).as_posix(), {}))
+                    for p in _images_in(split_dir / folder)
+                ]
     return samples
 
 
@@ -198,7 +213,10 @@ def forensynths_samples(root: str | Path, generators: Sequence[str] | None = Non
     if generators:
         missing = [g for g in generators if g not in groups]
         if missing:
-            raise DatasetError(f"Generator folder(s) {', '.join(missing)} not found under {root}; available: {', '.join(sorted(groups))}.")
+            raise DatasetError(
+                f"Generator folder(s) {', '.join(missing)} not found under {root}; available: "
+                f"{', '.join(sorted(groups))}."
+            )
         groups = {g: groups[g] for g in generators}
     samples = [
         Sample(str(img), label, name)
@@ -241,14 +259,22 @@ def csv_samples(path: str | Path) -> list[Sample]:
     with path.open(newline="") as f:
         reader = csv.DictReader(f)
         if not reader.fieldnames or not {"path", "label"} <= set(reader.fieldnames):
-            raise DatasetError(f"CSV manifest {path} needs a header with the columns path,label (and optionally generator).")
+            raise DatasetError(
+                f"CSV manifest {path} needs a header with the columns path,label (and optionally generator)."
+            )
         for line, row in enumerate(reader, start=2):
             try:
                 label = parse_label(row["label"] or "")
             except ValueError as exc:
                 raise DatasetError(f"{path}, line {line}: {exc}.") from exc
             p = Path(row["path"])
-            out.append(Sample(str(p if p.is_absolute() else path.parent / p), label, (row.get("generator") or "").strip() or "custom"))
+            out.append(
+                Sample(
+                    str(p if p.is_absolute() else path.parent / p),
+                    label,
+                    (row.get("generator") or "").strip() or "custom",
+                )
+            )
     return out
 
 

@@ -129,7 +129,9 @@ def exhaustive_scores_tensor(img: torch.Tensor, patch_size: int) -> torch.Tensor
 def exhaustive_scores(img: np.ndarray, patch_size: int) -> np.ndarray:
     """Texture diversity of the patch at every top-left (y, x) of an (H, W, C) uint8 image: shape
     (H-P+1, W-P+1), int64; see :func:`exhaustive_scores_tensor`."""
-    return exhaustive_scores_tensor(torch.from_numpy(np.require(img, requirements="W")).permute(2, 0, 1), patch_size).numpy()
+    return exhaustive_scores_tensor(
+        torch.from_numpy(np.require(img, requirements="W")).permute(2, 0, 1), patch_size
+    ).numpy()
 
 
 def check_mode(mode: str) -> None:
@@ -165,10 +167,14 @@ def image_corners(img: np.ndarray, seed: int, patch_size: int, n: int) -> np.nda
     """
     # Viewing each pixel as one 3-byte item makes the strided copy about twice as fast.
     pixels = img.view(np.dtype((np.void, img.shape[2]))) if img.flags.c_contiguous else img
-    return fingerprint_corners(pixels[::FINGERPRINT_STRIDE, ::FINGERPRINT_STRIDE], img.shape[0], img.shape[1], seed, patch_size, n)
+    return fingerprint_corners(
+        pixels[::FINGERPRINT_STRIDE, ::FINGERPRINT_STRIDE], img.shape[0], img.shape[1], seed, patch_size, n
+    )
 
 
-def fingerprint_corners(thumbnail: np.ndarray, height: int, width: int, seed: int, patch_size: int, n: int) -> np.ndarray:
+def fingerprint_corners(
+    thumbnail: np.ndarray, height: int, width: int, seed: int, patch_size: int, n: int
+) -> np.ndarray:
     """The corners of :func:`image_corners`, from the image's ``img[::8, ::8]`` (channels last, any
     memory layout, or its contiguous bytes flattened) and its size: what an image held elsewhere,
     e.g. on a GPU, needs to copy to the CPU to get the same draw.
@@ -228,4 +234,6 @@ def select_simplest_patch(
         y, x = (int(v) for v in corners[best])
         score = int(scores[best])
     patch = np.ascontiguousarray(img[y : y + patch_size, x : x + patch_size])
-    return PatchChoice(patch=patch, box=(x, y, patch_size, patch_size), score=score, resized=resized, candidates=corners)
+    return PatchChoice(
+        patch=patch, box=(x, y, patch_size, patch_size), score=score, resized=resized, candidates=corners
+    )

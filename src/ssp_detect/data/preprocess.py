@@ -71,7 +71,9 @@ class InputSpec:
         if self.input not in INPUT_KINDS:
             raise ValueError(f"Unknown model input {self.input!r}; expected one of {', '.join(INPUT_KINDS)}.")
         if not MIN_PATCH_SIZE <= self.patch_size <= SMALL_IMAGE_SIZE:
-            raise ValueError(f"The patch size must be between {MIN_PATCH_SIZE} and {SMALL_IMAGE_SIZE} pixels, not {self.patch_size}.")
+            raise ValueError(
+                f"The patch size must be between {MIN_PATCH_SIZE} and {SMALL_IMAGE_SIZE} pixels, not {self.patch_size}."
+            )
         if self.image_size < MIN_PATCH_SIZE:
             raise ValueError(f"The image size must be at least {MIN_PATCH_SIZE} pixels, not {self.image_size}.")
         if self.num_candidates is not None and self.num_candidates < 1:
@@ -134,7 +136,6 @@ class PatchOptions:
             )
 
 
-
 @dataclass(frozen=True)
 class Prepared:
     """One preprocessed image: ``pixels`` uint8 (3, S, S), the patch ``box`` (x, y, w, h) and its
@@ -172,8 +173,12 @@ def texture_level(pixels: np.ndarray) -> float:
     neighbouring pixels in grey levels, over the channels and the four directions (0 for a flat or
     saturated region; about 1.1 sigma for Gaussian noise of std sigma)."""
     x = pixels.astype(np.int16)
-    total = (np.abs(np.diff(x, axis=2)).sum() + np.abs(np.diff(x, axis=1)).sum()
-             + np.abs(x[:, 1:, 1:] - x[:, :-1, :-1]).sum() + np.abs(x[:, 1:, :-1] - x[:, :-1, 1:]).sum())
+    total = (
+        np.abs(np.diff(x, axis=2)).sum()
+        + np.abs(np.diff(x, axis=1)).sum()
+        + np.abs(x[:, 1:, 1:] - x[:, :-1, :-1]).sum()
+        + np.abs(x[:, 1:, :-1] - x[:, :-1, 1:]).sum()
+    )
     c, h, w = x.shape
     terms = c * (h * (w - 1) + (h - 1) * w + 2 * (h - 1) * (w - 1))
     return float(total) / max(1, terms)
@@ -195,8 +200,11 @@ def simplest_tiles_level(pixels: np.ndarray, tile: int = TEXTURE_TILE, share: fl
     c, h, w = pixels.shape
     if h < tile or w < tile:
         return texture_level(pixels)
-    levels = sorted(texture_level(pixels[:, y : y + tile, x : x + tile])
-                    for y in range(0, h - tile + 1, tile) for x in range(0, w - tile + 1, tile))
+    levels = sorted(
+        texture_level(pixels[:, y : y + tile, x : x + tile])
+        for y in range(0, h - tile + 1, tile)
+        for x in range(0, w - tile + 1, tile)
+    )
     kept = levels[: max(1, round(share * len(levels)))]
     return float(sum(kept) / len(kept))
 
@@ -248,16 +256,23 @@ class Preprocessor:
     def settings(self) -> dict[str, Any]:
         """What decides the model input, as plain types (shown by the service and in reports)."""
         candidates = self.num_candidates or default_num_candidates(self.patch_size)
-        return {"input": self.input, "patch_size": self.patch_size, "image_size": self.image_size, "patch_mode": self.mode,
-                "num_candidates": candidates if self.input == "patch" else None}
+        return {
+            "input": self.input,
+            "patch_size": self.patch_size,
+            "image_size": self.image_size,
+            "patch_mode": self.mode,
+            "num_candidates": candidates if self.input == "patch" else None,
+        }
 
     def describe(self) -> str:
         """The model input in words, for reports."""
         if self.input == "image":
             return f"none (whole image resized to {self.image_size}x{self.image_size})"
         if self.input == "crop":
-            return (f"none (centre {self.image_size}x{self.image_size} crop at native resolution; "
-                    "the model ranks its tiles itself)")
+            return (
+                f"none (centre {self.image_size}x{self.image_size} crop at native resolution; "
+                "the model ranks its tiles itself)"
+            )
         n = self.num_candidates or default_num_candidates(self.patch_size)
         how = "every position" if self.mode == "exhaustive" else f"lowest of {n} candidates"
         return f"{self.patch_size}x{self.patch_size}, {self.mode} mode (seed {self.seed}), {how}"

@@ -46,7 +46,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -165,7 +165,7 @@ def build_demo(
     try:
         manifest = _build_into(staging, SIZE_PRESETS[size], size, seed, torch_device, progress, jpeg_fakes)
         manifest["build_seconds"] = round(time.perf_counter() - started, 2)
-        manifest["created_utc"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        manifest["created_utc"] = datetime.now(UTC).isoformat(timespec="seconds")
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
         _move_into_place(staging, out)
     except BaseException:
@@ -268,7 +268,11 @@ def _build_into(
     plans = plan_crops(eligible, preset, seed)
     logger.info(
         "Building the %s demo benchmark (seed %d) from %d of %d photos on %s.",
-        size, seed, len(eligible), len(photos), device,
+        size,
+        seed,
+        len(eligible),
+        len(photos),
+        device,
     )
 
     reals = [_crop(plan) for plan in plans]
@@ -435,22 +439,24 @@ def _photo_records(
     for photo in photos:
         source = photo.source
         eligible = min(photo.height, photo.width) >= crop
-        records.append({
-            "photo_id": source.photo_id,
-            "package": source.package,
-            "file": source.file,
-            "licence": source.licence,
-            "reason": source.reason,
-            "group": source.group,
-            "width": photo.width,
-            "height": photo.height,
-            "file_format": photo.file_format,
-            "jpeg_quality": photo.jpeg_quality,
-            "jpeg_subsampling": photo.jpeg_subsampling,
-            "split": splits.get(source.photo_id),
-            "crops": crops.get(source.photo_id, 0),
-            "skipped": None if eligible else f"smaller than the {crop}-px crop",
-        })
+        records.append(
+            {
+                "photo_id": source.photo_id,
+                "package": source.package,
+                "file": source.file,
+                "licence": source.licence,
+                "reason": source.reason,
+                "group": source.group,
+                "width": photo.width,
+                "height": photo.height,
+                "file_format": photo.file_format,
+                "jpeg_quality": photo.jpeg_quality,
+                "jpeg_subsampling": photo.jpeg_subsampling,
+                "split": splits.get(source.photo_id),
+                "crops": crops.get(source.photo_id, 0),
+                "skipped": None if eligible else f"smaller than the {crop}-px crop",
+            }
+        )
     return records
 
 
@@ -458,7 +464,10 @@ def _is_cached(out: Path, size: str, seed: int, jpeg_fakes: bool) -> bool:
     try:
         manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
         same = (manifest["builder_version"], manifest["size"], manifest["seed"], manifest["jpeg_fakes"]) == (
-            BUILDER_VERSION, size, seed, jpeg_fakes,
+            BUILDER_VERSION,
+            size,
+            seed,
+            jpeg_fakes,
         )
         return same and all((out / image["path"]).is_file() for image in manifest["images"])
     except (OSError, ValueError, KeyError, TypeError):

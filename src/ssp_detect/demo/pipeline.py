@@ -49,7 +49,8 @@ class DemoRun:
 
 @dataclass(frozen=True)
 class DemoPlan:
-    """What the demo builds and trains on one kind of machine; the first run of a simple-patch model draws the contact sheet."""
+    """What the demo builds and trains on one kind of machine; the first run of a simple-patch model draws the
+    contact sheet."""
 
     size: str
     runs: tuple[DemoRun, ...]
@@ -62,12 +63,28 @@ class DemoPlan:
 # ssp-strata counts co-occurrences in all 64 tiles of a 256x256 crop, and the baseline reads whole
 # 256x256 images (about 4x the work of a 32x32 patch model on a CPU): they get fewer passes, and
 # the report says so.
-CPU_PLAN = DemoPlan(size="small", runs=(DemoRun("ssp-strata", 8, 1e-1), DemoRun("ssp-cooc", 16, 1e-2), DemoRun("ssp-lite", 16, 1e-3),
-                                        DemoRun("baseline-lite", 4, 1e-3)),
-                    epochs=12, batch_size=32)
-GPU_PLAN = DemoPlan(size="medium", runs=(DemoRun("ssp-strata", 8, 1e-1), DemoRun("ssp-cooc", 8, 1e-2), DemoRun("ssp-native-gn", 8, 1e-4),
-                                         DemoRun("resnet50-baseline", 8, 1e-4)),
-                    epochs=30, batch_size=64)
+CPU_PLAN = DemoPlan(
+    size="small",
+    runs=(
+        DemoRun("ssp-strata", 8, 1e-1),
+        DemoRun("ssp-cooc", 16, 1e-2),
+        DemoRun("ssp-lite", 16, 1e-3),
+        DemoRun("baseline-lite", 4, 1e-3),
+    ),
+    epochs=12,
+    batch_size=32,
+)
+GPU_PLAN = DemoPlan(
+    size="medium",
+    runs=(
+        DemoRun("ssp-strata", 8, 1e-1),
+        DemoRun("ssp-cooc", 8, 1e-2),
+        DemoRun("ssp-native-gn", 8, 1e-4),
+        DemoRun("resnet50-baseline", 8, 1e-4),
+    ),
+    epochs=30,
+    batch_size=64,
+)
 
 
 def plan_for(device: torch.device) -> DemoPlan:
@@ -76,12 +93,26 @@ def plan_for(device: torch.device) -> DemoPlan:
 
 
 def _train_one(run: DemoRun, data: Path, out: Path, plan: DemoPlan, device: str, seed: int, progress: bool) -> Path:
-    cfg = build_config(overrides={
-        "data": str(data), "layout": "genimage", "subsets": [TRAIN_SUBSET], "model": run.model, "epochs": plan.epochs,
-        "batch_size": plan.batch_size, "lr": run.lr, "repeats": run.repeats, "val_fraction": plan.val_fraction,
-        "format_match": "auto", "select_metric": "auc", "device": device, "seed": seed, "out": str(out), "progress": progress,
-        "train_eval_samples": 64,
-    })
+    cfg = build_config(
+        overrides={
+            "data": str(data),
+            "layout": "genimage",
+            "subsets": [TRAIN_SUBSET],
+            "model": run.model,
+            "epochs": plan.epochs,
+            "batch_size": plan.batch_size,
+            "lr": run.lr,
+            "repeats": run.repeats,
+            "val_fraction": plan.val_fraction,
+            "format_match": "auto",
+            "select_metric": "auc",
+            "device": device,
+            "seed": seed,
+            "out": str(out),
+            "progress": progress,
+            "train_eval_samples": 64,
+        }
+    )
     result = train(cfg)
     return Path(result["best"])
 
@@ -112,15 +143,28 @@ def _contact_sheet(weights: Path, data: Path, out_png: Path, device: str, per_ce
             x, y, w, h = d.box
             ax.add_patch(Rectangle((x, y), w, h, fill=False, lw=2, ec="red"))
             ok = (d.label == "fake") == (label == "ai")
-            ax.set_title(f"{subset}/{label}\np_fake {d.p_fake:.2f} ({'right' if ok else 'wrong'})", fontsize=8, color="black" if ok else "red")
+            ax.set_title(
+                f"{subset}/{label}\np_fake {d.p_fake:.2f} ({'right' if ok else 'wrong'})",
+                fontsize=8,
+                color="black" if ok else "red",
+            )
     fig.suptitle(f"{detector.loaded.name}: validation examples, simple patch boxed", fontsize=10)
     fig.tight_layout()
     fig.savefig(out_png, dpi=100)
     plt.close(fig)
 
 
-def run_demo(out: str | Path = "runs/demo", data: str | Path = "data/demo", *, device: str = "auto", size: str | None = None, epochs: int | None = None,
-             seed: int = 0, progress: bool = True, plan: DemoPlan | None = None) -> Path:
+def run_demo(
+    out: str | Path = "runs/demo",
+    data: str | Path = "data/demo",
+    *,
+    device: str = "auto",
+    size: str | None = None,
+    epochs: int | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    plan: DemoPlan | None = None,
+) -> Path:
     """Run the demo and return the report folder (``<out>/report``).
 
     Args:
@@ -135,7 +179,13 @@ def run_demo(out: str | Path = "runs/demo", data: str | Path = "data/demo", *, d
     out, data = Path(out), Path(data)
     report = out / "report"
     report.mkdir(parents=True, exist_ok=True)
-    log.info("demo on %s: %s set, models %s, %d epochs", dev, plan.size, ", ".join(run.model for run in plan.runs), plan.epochs)
+    log.info(
+        "demo on %s: %s set, models %s, %d epochs",
+        dev,
+        plan.size,
+        ", ".join(run.model for run in plan.runs),
+        plan.epochs,
+    )
     build_demo(data, size=plan.size, seed=seed, device=str(dev) if dev.type == "cuda" else None, progress=progress)
     built = time.perf_counter()
 
@@ -152,13 +202,26 @@ def run_demo(out: str | Path = "runs/demo", data: str | Path = "data/demo", *, d
         acc_row, auc_row = [], []
         for split, kind in TEST_SPLITS.items():
             samples = load_samples(data, layout="genimage", split=split)
-            summary, _ = evaluate_model(loaded, samples, device=dev, precision=resolve_precision("auto", dev), workers=default_workers(), progress=progress, desc=f"test {split}",
-                                        bootstrap=1000)
-            write_summary(summary, report / "tables", stem=f"{model}_{split}", title=f"{model} trained on {TRAIN_SUBSET}, tested on the {kind} validation split",
-                          notes=[f"weights: {best}", f"data: {data} split {split}", "patch mode: seeded (seed 0)"])
+            summary, _ = evaluate_model(
+                loaded,
+                samples,
+                device=dev,
+                precision=resolve_precision("auto", dev),
+                workers=default_workers(),
+                progress=progress,
+                desc=f"test {split}",
+                bootstrap=1000,
+            )
+            write_summary(
+                summary,
+                report / "tables",
+                stem=f"{model}_{split}",
+                title=f"{model} trained on {TRAIN_SUBSET}, tested on the {kind} validation split",
+                notes=[f"weights: {best}", f"data: {data} split {split}", "patch mode: seeded (seed 0)"],
+            )
             tables[f"{model} / {kind}"] = summary
         for subset in DEMO_SUBSETS:
-            for split, kind in TEST_SPLITS.items():
+            for kind in TEST_SPLITS.values():
                 m = tables[f"{model} / {kind}"]["subsets"][subset]
                 acc_row.append(m["acc"])
                 auc_row.append(m["auc"])
@@ -171,13 +234,29 @@ def run_demo(out: str | Path = "runs/demo", data: str | Path = "data/demo", *, d
     _contact_sheet(out / sheet_model / "best.pt", data, report / "contact_sheet.png", device)
     timings["total_s"] = time.perf_counter() - started
 
-    lines = [f"# ssp demo report", "", f"Device {dev}; benchmark `{data}` ({plan.size}, seed {seed}); trained on `{TRAIN_SUBSET}`; "
-             f"{plan.epochs} epochs, batch {plan.batch_size}, format matching on; per model, passes over the training images per epoch and learning rate: "
-             f"{', '.join(f'{run.model} {run.repeats} at {run.lr:g}' for run in plan.runs)}. Total {timings['total_s'] / 60:.1f} min.", ""]
+    lines = [
+        "# ssp demo report",
+        "",
+        f"Device {dev}; benchmark `{data}` ({plan.size}, seed {seed}); trained on `{TRAIN_SUBSET}`; "
+        f"{plan.epochs} epochs, batch {plan.batch_size}, format matching on; per model, passes over the training "
+        "images per epoch and learning rate: "
+        f"{', '.join(f'{run.model} {run.repeats} at {run.lr:g}' for run in plan.runs)}. Total "
+        f"{timings['total_s'] / 60:.1f} min.",
+        "",
+    ]
     for key, summary in tables.items():
         lines += [f"## {key}", "", markdown_table(summary), ""]
-    lines += ["## Cross-generator AUC", "", (report / "cross_generator_auc.md").read_text(), "![AUC](cross_generator_auc.png)", "",
-              f"## Examples: `{sheet_model}` on validation images, simple patch boxed", "", "![contact sheet](contact_sheet.png)", ""]
+    lines += [
+        "## Cross-generator AUC",
+        "",
+        (report / "cross_generator_auc.md").read_text(),
+        "![AUC](cross_generator_auc.png)",
+        "",
+        f"## Examples: `{sheet_model}` on validation images, simple patch boxed",
+        "",
+        "![contact sheet](contact_sheet.png)",
+        "",
+    ]
     (report / "README.md").write_text("\n".join(lines))
     write_json(report / "demo.json", {"plan": asdict(plan), "device": str(dev), "timings": timings, "results": tables})
     return report

@@ -140,24 +140,72 @@ _SKLEARN = ("scikit-learn", "sklearn")
 _MIDDLEBURY = "Middlebury 2014 stereo benchmark (Scharstein et al.), redistributed by scikit-image"
 
 PHOTO_SOURCES: tuple[PhotoSource, ...] = (
-    _python("skimage/astronaut", *_SKIMAGE, "skimage/data/astronaut.png", "public domain (NASA)",
-            "Portrait with skin, fabric and flags."),
-    _python("skimage/chelsea", *_SKIMAGE, "skimage/data/chelsea.png", "CC0 (Stefan van der Walt)",
-            "Cat fur: fine natural texture."),
-    _python("skimage/coffee", *_SKIMAGE, "skimage/data/coffee.png", "CC0 (Rachel Michetti)",
-            "Smooth porcelain next to coarse wood grain."),
-    _python("skimage/rocket", *_SKIMAGE, "skimage/data/rocket.jpg", "public domain (SpaceX)",
-            "Outdoor launch scene with sky and smoke."),
-    _python("skimage/motorcycle_left", *_SKIMAGE, "skimage/data/motorcycle_left.png", _MIDDLEBURY,
-            "Studio scene, metal and plastic (left view; downsampled x4 by scikit-image).", "skimage/motorcycle"),
-    _python("skimage/motorcycle_right", *_SKIMAGE, "skimage/data/motorcycle_right.png", _MIDDLEBURY,
-            "The same scene from the right camera, in the group of the left view.", "skimage/motorcycle"),
-    _python("sklearn/china", *_SKLEARN, "sklearn/datasets/images/china.jpg", _SKLEARN_LICENCE,
-            "Temple roofs and foliage, outdoor daylight."),
-    _python("sklearn/flower", *_SKLEARN, "sklearn/datasets/images/flower.jpg", _SKLEARN_LICENCE,
-            "Close-up flower with shallow depth of field."),
-    _python("matplotlib/grace_hopper", "matplotlib", "matplotlib", "matplotlib/mpl-data/sample_data/grace_hopper.jpg",
-            "public domain (U.S. Navy photograph)", "Scanned film portrait: grain and uniform fabric."),
+    _python(
+        "skimage/astronaut",
+        *_SKIMAGE,
+        "skimage/data/astronaut.png",
+        "public domain (NASA)",
+        "Portrait with skin, fabric and flags.",
+    ),
+    _python(
+        "skimage/chelsea",
+        *_SKIMAGE,
+        "skimage/data/chelsea.png",
+        "CC0 (Stefan van der Walt)",
+        "Cat fur: fine natural texture.",
+    ),
+    _python(
+        "skimage/coffee",
+        *_SKIMAGE,
+        "skimage/data/coffee.png",
+        "CC0 (Rachel Michetti)",
+        "Smooth porcelain next to coarse wood grain.",
+    ),
+    _python(
+        "skimage/rocket",
+        *_SKIMAGE,
+        "skimage/data/rocket.jpg",
+        "public domain (SpaceX)",
+        "Outdoor launch scene with sky and smoke.",
+    ),
+    _python(
+        "skimage/motorcycle_left",
+        *_SKIMAGE,
+        "skimage/data/motorcycle_left.png",
+        _MIDDLEBURY,
+        "Studio scene, metal and plastic (left view; downsampled x4 by scikit-image).",
+        "skimage/motorcycle",
+    ),
+    _python(
+        "skimage/motorcycle_right",
+        *_SKIMAGE,
+        "skimage/data/motorcycle_right.png",
+        _MIDDLEBURY,
+        "The same scene from the right camera, in the group of the left view.",
+        "skimage/motorcycle",
+    ),
+    _python(
+        "sklearn/china",
+        *_SKLEARN,
+        "sklearn/datasets/images/china.jpg",
+        _SKLEARN_LICENCE,
+        "Temple roofs and foliage, outdoor daylight.",
+    ),
+    _python(
+        "sklearn/flower",
+        *_SKLEARN,
+        "sklearn/datasets/images/flower.jpg",
+        _SKLEARN_LICENCE,
+        "Close-up flower with shallow depth of field.",
+    ),
+    _python(
+        "matplotlib/grace_hopper",
+        "matplotlib",
+        "matplotlib",
+        "matplotlib/mpl-data/sample_data/grace_hopper.jpg",
+        "public domain (U.S. Navy photograph)",
+        "Scanned film portrait: grain and uniform fabric.",
+    ),
     _opencv("alphamat/input_images/plant.jpg", "Potted plant indoors, many leaves."),
     _opencv("data/aero1.jpg", "Aerial photo of a town.", "opencv/aero"),
     _opencv("data/aero3.jpg", "Aerial photo of the same town.", "opencv/aero"),
@@ -217,9 +265,7 @@ def load_photo(source: PhotoSource) -> Photo | None:
             subsampling = jpeg_subsampling(image)
             pixels = np.asarray(image.convert("RGB"), dtype=np.uint8)
     except OSError:
-        raise ValueError(
-            f"Photo {path} from {source.package} cannot be decoded; reinstall {source.package}."
-        ) from None
+        raise ValueError(f"Photo {path} from {source.package} cannot be decoded; reinstall {source.package}.") from None
     return Photo(source, path, pixels, file_format, quality, subsampling)
 
 

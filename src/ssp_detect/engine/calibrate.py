@@ -94,15 +94,17 @@ def _labelled_scores(labels: np.ndarray, p_fake: np.ndarray) -> tuple[np.ndarray
     float32), so that the threshold is one step above a score in the precision it is compared in."""
     labels, p_fake = np.asarray(labels), np.asarray(p_fake)
     if labels.ndim != 1 or labels.shape != p_fake.shape:
-        raise CalibrationError(f"labels and p_fake must be 1-D and of one length; got shapes {labels.shape} "
-                               f"and {p_fake.shape}.")
+        raise CalibrationError(
+            f"labels and p_fake must be 1-D and of one length; got shapes {labels.shape} and {p_fake.shape}."
+        )
     if not np.isin(labels, (0, 1)).all():
         raise CalibrationError("labels must be 0 (real) or 1 (fake); convert other conventions before calibrating.")
     if not np.issubdtype(p_fake.dtype, np.floating):
         p_fake = p_fake.astype(np.float64)
     if not np.isfinite(p_fake).all() or (len(p_fake) and (p_fake.min() < 0 or p_fake.max() > 1)):
-        raise CalibrationError("p_fake must be probabilities in [0, 1] without NaN; pass sigmoid(logit), "
-                               "not the logit.")
+        raise CalibrationError(
+            "p_fake must be probabilities in [0, 1] without NaN; pass sigmoid(logit), not the logit."
+        )
     return labels.astype(np.int64), p_fake
 
 
@@ -129,39 +131,53 @@ def choose_threshold_for(labels: np.ndarray, p_fake: np.ndarray, *, target_fpr: 
     real, fake = p_fake[labels == 0], p_fake[labels == 1]
     if target_fpr is not None:
         if not 0 <= target_fpr < 1:
-            raise CalibrationError("The target false-positive rate must be in [0, 1) (0.05 for 5%; 0 for no real "
-                                   f"image called fake); got {target_fpr}.")
+            raise CalibrationError(
+                "The target false-positive rate must be in [0, 1) (0.05 for 5%; 0 for no real "
+                f"image called fake); got {target_fpr}."
+            )
         threshold = threshold_for_fpr(labels, p_fake, target_fpr)
         if threshold > 1:
-            raise CalibrationError(f"{int((real >= 1).sum())} of {len(real)} real images score p_fake = 1, more than a "
-                                   f"false-positive rate of {target_fpr} allows at any threshold in [0, 1]; compute "
-                                   "p_fake from the logits in float64 so that high scores are not rounded to 1, or "
-                                   "use more real images.")
+            raise CalibrationError(
+                f"{int((real >= 1).sum())} of {len(real)} real images score p_fake = 1, more than a "
+                f"false-positive rate of {target_fpr} allows at any threshold in [0, 1]; compute "
+                "p_fake from the logits in float64 so that high scores are not rounded to 1, or "
+                "use more real images."
+            )
         method: Literal["target-fpr", "best-accuracy"] = "target-fpr"
     else:
         if len(real) == 0 or len(fake) == 0:
-            raise CalibrationError(f"The threshold of best accuracy needs real and fake images; got {len(real)} real "
-                                   f"and {len(fake)} fake.")
+            raise CalibrationError(
+                f"The threshold of best accuracy needs real and fake images; got {len(real)} real and {len(fake)} fake."
+            )
         threshold = best_threshold_accuracy(labels, p_fake.astype(np.float64))[1]
         if threshold > 1:
-            raise CalibrationError("The most accurate threshold on these images calls nothing fake, and the top "
-                                   "scores lie so close to 1 that it falls above 1; check the labels, or calibrate "
-                                   "for a false-positive rate.")
+            raise CalibrationError(
+                "The most accurate threshold on these images calls nothing fake, and the top "
+                "scores lie so close to 1 that it falls above 1; check the labels, or calibrate "
+                "for a false-positive rate."
+            )
         method = "best-accuracy"
     false_alarms = int((real >= threshold).sum())
     low, high = clopper_pearson(false_alarms, len(real))
     return ThresholdChoice(
-        threshold=float(threshold), target_fpr=target_fpr, n_real=len(real), n_fake=len(fake),
-        fpr=false_alarms / len(real), fpr_low=low, fpr_high=high,
-        tpr=float((fake >= threshold).mean()) if len(fake) else math.nan, method=method,
+        threshold=float(threshold),
+        target_fpr=target_fpr,
+        n_real=len(real),
+        n_fake=len(fake),
+        fpr=false_alarms / len(real),
+        fpr_low=low,
+        fpr_high=high,
+        tpr=float((fake >= threshold).mean()) if len(fake) else math.nan,
+        method=method,
     )
 
 
 def _logits_and_labels(logits: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     logits, labels = np.asarray(logits, dtype=np.float64), np.asarray(labels)
     if logits.ndim != 1 or logits.shape != labels.shape or len(logits) == 0:
-        raise CalibrationError("logits and labels must be 1-D, non-empty and of one length; got shapes "
-                               f"{logits.shape} and {labels.shape}.")
+        raise CalibrationError(
+            f"logits and labels must be 1-D, non-empty and of one length; got shapes {logits.shape} and {labels.shape}."
+        )
     if not np.isin(labels, (0, 1)).all():
         raise CalibrationError("labels must be 0 (real) or 1 (fake); convert other conventions before calibrating.")
     if not np.isfinite(logits).all():
@@ -214,8 +230,7 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     if temperature < low * 1.001 or temperature > high / 1.001:
         temperature = low if temperature < 1 else high
         why = "the logits separate the labels" if temperature == low else "the logits carry little about the labels"
-        log.warning("The best temperature lies at an end of [%g, %g] (%s); clamped to %g.", low, high, why,
-                    temperature)
+        log.warning("The best temperature lies at an end of [%g, %g] (%s); clamped to %g.", low, high, why, temperature)
     return temperature
 
 
@@ -254,8 +269,13 @@ class Calibration:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain types, as stored in a checkpoint under ``calibration``."""
-        return {"temperature": self.temperature, **self.choice.to_dict(), "data": self.data,
-                "ece_before": self.ece_before, "ece_after": self.ece_after}
+        return {
+            "temperature": self.temperature,
+            **self.choice.to_dict(),
+            "data": self.data,
+            "ece_before": self.ece_before,
+            "ece_after": self.ece_after,
+        }
 
 
 def calibrate(
@@ -276,5 +296,10 @@ def calibrate(
         temperature = 1.0
     raw, calibrated = apply_temperature(logits, 1.0), apply_temperature(logits, temperature)
     choice = choose_threshold_for(labels, calibrated, target_fpr=target_fpr)
-    return Calibration(temperature, choice, data, expected_calibration_error(labels, raw),
-                       expected_calibration_error(labels, calibrated))
+    return Calibration(
+        temperature,
+        choice,
+        data,
+        expected_calibration_error(labels, raw),
+        expected_calibration_error(labels, calibrated),
+    )

@@ -81,6 +81,7 @@ def run_cross_eval(
         summary, _ = runtime.evaluate(loaded, samples, desc=Path(w).stem)
         row_names.append(names[i] if names else row_name(w, loaded))
         rows.append([summary["subsets"].get(t, {}).get(metric, np.nan) for t in tests])
-        write_summary(summary, Path(out) / "per_checkpoint", stem=f"{i:02d}_{row_names[-1]}",
-                      title=f"{w} on all subsets")
+        write_summary(
+            summary, Path(out) / "per_checkpoint", stem=f"{i:02d}_{row_names[-1]}", title=f"{w} on all subsets"
+        )
     return CrossEval(np.array(rows, dtype=float), row_names, tests, metric)

@@ -79,7 +79,9 @@ def all_gather_objects(obj: Any) -> list[Any]:
     return out
 
 
-def gather_predictions(arrays: dict[str, np.ndarray], errors: list[tuple[int, str]]) -> tuple[dict[str, np.ndarray], list[tuple[int, str]]]:
+def gather_predictions(
+    arrays: dict[str, np.ndarray], errors: list[tuple[int, str]]
+) -> tuple[dict[str, np.ndarray], list[tuple[int, str]]]:
     """Concatenate every rank's predictions, dropping duplicate dataset indices.
 
     A DistributedSampler pads the last rank with repeated items so that every rank has the same

@@ -55,11 +55,19 @@ class Predictions:
     errors: list[tuple[int, str]] = field(default_factory=list)
 
 
-def make_eval_loader(dataset: Dataset, *, batch_size: int, workers: int, pin_memory: bool,
-                     collate_fn: Callable[[list[dict[str, Any]]], dict[str, Any]] = collate) -> DataLoader:
+def make_eval_loader(
+    dataset: Dataset,
+    *,
+    batch_size: int,
+    workers: int,
+    pin_memory: bool,
+    collate_fn: Callable[[list[dict[str, Any]]], dict[str, Any]] = collate,
+) -> DataLoader:
     """An in-order loader; under DDP each rank takes a share (padded, de-duplicated on gather)."""
     sampler = DistributedSampler(dataset, shuffle=False) if distributed.is_distributed() else None
-    return make_loader(dataset, batch_size=batch_size, workers=workers, sampler=sampler, pin_memory=pin_memory, collate_fn=collate_fn)
+    return make_loader(
+        dataset, batch_size=batch_size, workers=workers, sampler=sampler, pin_memory=pin_memory, collate_fn=collate_fn
+    )
 
 
 @torch.inference_mode()
@@ -125,15 +133,27 @@ def uncertain_mask(preds: Predictions, threshold: float, band: float) -> np.ndar
     return uncertain
 
 
-def selective_summary(labels: np.ndarray, p_fake: np.ndarray, uncertain: np.ndarray, threshold: float) -> dict[str, float]:
+def selective_summary(
+    labels: np.ndarray, p_fake: np.ndarray, uncertain: np.ndarray, threshold: float
+) -> dict[str, float]:
     """Coverage (share of images decided) and the accuracies on the decided images."""
     s = selective_metrics(labels, p_fake, ~uncertain, threshold)
-    return {"coverage": s["coverage"], "n_uncertain": s["n_uncertain"], "decided_acc": s["acc"],
-            "decided_real_acc": s["real_acc"], "decided_fake_acc": s["fake_acc"]}
+    return {
+        "coverage": s["coverage"],
+        "n_uncertain": s["n_uncertain"],
+        "decided_acc": s["acc"],
+        "decided_real_acc": s["real_acc"],
+        "decided_fake_acc": s["fake_acc"],
+    }
 
 
 def summarize(
-    samples: Sequence[Sample], preds: Predictions, threshold: float = 0.5, *, bootstrap: int = 0, band: float | None = None
+    samples: Sequence[Sample],
+    preds: Predictions,
+    threshold: float = 0.5,
+    *,
+    bootstrap: int = 0,
+    band: float | None = None,
 ) -> dict[str, Any]:
     """Per-subset metrics, their mean over subsets, and the pooled metrics over all images.
 
@@ -177,7 +197,10 @@ def summarize(
         values = [v[key] for v in subsets.values()]
         return math.nan if all(math.isnan(v) for v in values) else float(np.nanmean(values))
 
-    mean = {k: mean_over_subsets(k) for k in METRIC_NAMES + TRUST_METRIC_NAMES + (SELECTIVE_NAMES if band is not None else ())}
+    mean = {
+        k: mean_over_subsets(k)
+        for k in METRIC_NAMES + TRUST_METRIC_NAMES + (SELECTIVE_NAMES if band is not None else ())
+    }
     mean["n_real"] = int(sum(v["n_real"] for v in subsets.values()))
     mean["n_fake"] = int(sum(v["n_fake"] for v in subsets.values()))
     summary = {
@@ -191,7 +214,11 @@ def summarize(
     }
     if bootstrap:
         by_source = any(samples[i].source for i in preds.index)
-        summary["auc_interval"] = {"resamples": bootstrap, "level": 0.95, "resampled": "source photos" if by_source else "images"}
+        summary["auc_interval"] = {
+            "resamples": bootstrap,
+            "level": 0.95,
+            "resampled": "source photos" if by_source else "images",
+        }
     return summary
 
 
@@ -226,21 +253,45 @@ def evaluate_model(
     pin_memory = device.type == "cuda"
     batches: Iterable[dict[str, Any]]
     if decode == "workers":
-        dataset = DetectionDataset(samples, preprocessor, degradation=degradation, seed=patch.seed, input_checks=True,
-                                   allow_truncated=allow_truncated)
+        dataset = DetectionDataset(
+            samples,
+            preprocessor,
+            degradation=degradation,
+            seed=patch.seed,
+            input_checks=True,
+            allow_truncated=allow_truncated,
+        )
         batches = make_eval_loader(dataset, batch_size=batch_size, workers=workers, pin_memory=pin_memory)
     elif decode == "device":
         if degradation is not None and not degradation.is_identity:
-            raise UsageError("Degradations are applied to decoded images on the CPU, so they cannot be combined "
-                             "with device decoding; use --decode workers.")
-        loader = make_eval_loader(EncodedImageDataset(samples), batch_size=batch_size, workers=workers, pin_memory=pin_memory, collate_fn=collate_encoded)
+            raise UsageError(
+                "Degradations are applied to decoded images on the CPU, so they cannot be combined "
+                "with device decoding; use --decode workers."
+            )
+        loader = make_eval_loader(
+            EncodedImageDataset(samples),
+            batch_size=batch_size,
+            workers=workers,
+            pin_memory=pin_memory,
+            collate_fn=collate_encoded,
+        )
         batches = DeviceDecodedBatches(loader, preprocessor, device)
     else:
         raise UsageError(f"Unknown decoding {decode!r}; choose one of {', '.join(DECODERS)}.")
     model = place_model(loaded.model, device)
-    preds = predict_loader(model, batches, device=device, mean=loaded.feed.mean, std=loaded.feed.std, precision=precision, progress=progress, desc=desc,
-                           temperature=loaded.temperature)
+    preds = predict_loader(
+        model,
+        batches,
+        device=device,
+        mean=loaded.feed.mean,
+        std=loaded.feed.std,
+        precision=precision,
+        progress=progress,
+        desc=desc,
+        temperature=loaded.temperature,
+    )
     check_finite(preds.p_fake, f"checkpoint {loaded.sha256[:12]} ({loaded.name})")
-    summary = summarize(samples, preds, loaded.threshold if threshold is None else threshold, bootstrap=bootstrap,
-                        band=uncertain_band)
+    summary = summarize(
+        samples, preds, loaded.threshold if threshold is None else threshold, bootstrap=bootstrap, band=uncertain_band
+    )
     return summary, preds

@@ -118,7 +118,13 @@ def _percentiles(values: np.ndarray, level: float) -> tuple[float, float]:
 
 
 def auc_interval(
-    labels: np.ndarray, p_fake: np.ndarray, groups: np.ndarray | None = None, *, resamples: int = 1000, level: float = 0.95, seed: int = 0
+    labels: np.ndarray,
+    p_fake: np.ndarray,
+    groups: np.ndarray | None = None,
+    *,
+    resamples: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
 ) -> tuple[float, float]:
     """Percentile bootstrap interval of the ROC-AUC.
 
@@ -139,8 +145,16 @@ def auc_interval(
 
 
 def paired_difference(
-    labels: np.ndarray, p_a: np.ndarray, p_b: np.ndarray, threshold_a: float, threshold_b: float, groups: np.ndarray | None = None, *,
-    resamples: int = 1000, level: float = 0.95, seed: int = 0,
+    labels: np.ndarray,
+    p_a: np.ndarray,
+    p_b: np.ndarray,
+    threshold_a: float,
+    threshold_b: float,
+    groups: np.ndarray | None = None,
+    *,
+    resamples: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
 ) -> dict[str, float]:
     """Detector A minus detector B on the same images, with paired bootstrap intervals.
 
@@ -155,8 +169,12 @@ def paired_difference(
     labels = np.asarray(labels, dtype=np.int64)
     p_a, p_b = np.asarray(p_a, dtype=np.float64), np.asarray(p_b, dtype=np.float64)
     if not ((labels == 0).any() and (labels == 1).any()):
-        return dict.fromkeys(("auc_diff", "auc_diff_low", "auc_diff_high", "acc_diff", "acc_diff_low", "acc_diff_high"), math.nan)
-    right = ((p_a >= threshold_a) == (labels == 1)).astype(np.float64) - ((p_b >= threshold_b) == (labels == 1)).astype(np.float64)
+        return dict.fromkeys(
+            ("auc_diff", "auc_diff_low", "auc_diff_high", "acc_diff", "acc_diff_low", "acc_diff_high"), math.nan
+        )
+    right = ((p_a >= threshold_a) == (labels == 1)).astype(np.float64) - ((p_b >= threshold_b) == (labels == 1)).astype(
+        np.float64
+    )
     auc, acc = [], []
     for w in _resampled_weights(groups, len(labels), resamples, seed):
         auc.append(weighted_auc(labels, p_a, w) - weighted_auc(labels, p_b, w))
@@ -171,16 +189,19 @@ def _checked(labels: np.ndarray, p_fake: np.ndarray, *, probabilities: bool = Fa
     """Labels as int64 and scores as float64, both 1-D, checked: one-sentence ValueErrors."""
     labels, p_fake = np.asarray(labels), np.asarray(p_fake, dtype=np.float64)
     if labels.ndim != 1 or labels.shape != p_fake.shape:
-        raise ValueError(f"labels and p_fake must be 1-D and of one length; got shapes {labels.shape} and "
-                         f"{p_fake.shape}.")
+        raise ValueError(
+            f"labels and p_fake must be 1-D and of one length; got shapes {labels.shape} and {p_fake.shape}."
+        )
     if not np.isin(labels, (0, 1)).all():
         raise ValueError("labels must be 0 (real) or 1 (fake); convert other conventions before scoring.")
     if not np.isfinite(p_fake).all():
         bad = int((~np.isfinite(p_fake)).sum())
         raise ValueError(f"p_fake holds {bad} NaN or infinite values; drop those images first.")
     if probabilities and len(p_fake) and (p_fake.min() < 0 or p_fake.max() > 1):
-        raise ValueError(f"p_fake must lie in [0, 1] (it spans {p_fake.min():g} to {p_fake.max():g}); pass "
-                         "probabilities, not logits.")
+        raise ValueError(
+            f"p_fake must lie in [0, 1] (it spans {p_fake.min():g} to {p_fake.max():g}); pass "
+            "probabilities, not logits."
+        )
     return labels.astype(np.int64), p_fake
 
 
@@ -274,8 +295,9 @@ def selective_metrics(
     labels, p_fake = _checked(labels, p_fake)
     decided = np.asarray(decided)
     if decided.dtype != np.bool_ or decided.shape != labels.shape:
-        raise ValueError(f"decided must be a boolean mask with one entry per image; got {decided.dtype} of shape "
-                         f"{decided.shape}.")
+        raise ValueError(
+            f"decided must be a boolean mask with one entry per image; got {decided.dtype} of shape {decided.shape}."
+        )
     if not 0 <= threshold <= 1:
         raise ValueError(f"The threshold must be in [0, 1]; got {threshold}.")
     real, fake, fake_call = labels == 0, labels == 1, p_fake >= threshold

@@ -15,25 +15,55 @@ import numpy as np
 COLUMNS = ("n_real", "n_fake", "real_acc", "fake_acc", "acc", "ap", "auc", "eer", "best_acc", "best_threshold")
 TRUST_COLUMNS = ("tpr@fpr1", "tpr@fpr5", "tpr@fpr10", "ece")
 # The Markdown table leads with what a user meets at the threshold: reals passed, fakes caught.
-MARKDOWN_COLUMNS = ("real_acc", "fake_acc", "auc", "tpr@fpr5", "acc", "ap", "eer", "tpr@fpr1", "tpr@fpr10", "ece",
-                    "best_acc", "best_threshold", "n_real", "n_fake")
+MARKDOWN_COLUMNS = (
+    "real_acc",
+    "fake_acc",
+    "auc",
+    "tpr@fpr5",
+    "acc",
+    "ap",
+    "eer",
+    "tpr@fpr1",
+    "tpr@fpr10",
+    "ece",
+    "best_acc",
+    "best_threshold",
+    "n_real",
+    "n_fake",
+)
 # With verdicts that may be "uncertain": the share decided and the accuracies on the decided images.
 SELECTIVE_COLUMNS = ("coverage", "decided_real_acc", "decided_fake_acc", "decided_acc", "n_uncertain")
 _PERCENT = {"real_acc", "fake_acc", "acc", "ap", "auc", "eer", "best_acc", *TRUST_COLUMNS, *SELECTIVE_COLUMNS[:-1]}
 _HEADERS = {
-    "n_real": "real", "n_fake": "fake", "real_acc": "real acc %", "fake_acc": "fake acc %", "acc": "acc@t %",
-    "ap": "AP %", "auc": "AUC %", "eer": "EER %", "best_acc": "best acc %", "best_threshold": "best t",
-    "tpr@fpr1": "TPR@FPR1 %", "tpr@fpr5": "TPR@FPR5 %", "tpr@fpr10": "TPR@FPR10 %", "ece": "ECE %",
-    "coverage": "decided %", "decided_real_acc": "real acc decided %", "decided_fake_acc": "fake acc decided %",
-    "decided_acc": "acc decided %", "n_uncertain": "uncertain",
+    "n_real": "real",
+    "n_fake": "fake",
+    "real_acc": "real acc %",
+    "fake_acc": "fake acc %",
+    "acc": "acc@t %",
+    "ap": "AP %",
+    "auc": "AUC %",
+    "eer": "EER %",
+    "best_acc": "best acc %",
+    "best_threshold": "best t",
+    "tpr@fpr1": "TPR@FPR1 %",
+    "tpr@fpr5": "TPR@FPR5 %",
+    "tpr@fpr10": "TPR@FPR10 %",
+    "ece": "ECE %",
+    "coverage": "decided %",
+    "decided_real_acc": "real acc decided %",
+    "decided_fake_acc": "fake acc decided %",
+    "decided_acc": "acc decided %",
+    "n_uncertain": "uncertain",
 }
 _INTERVAL = ("auc_low", "auc_high")
-_LEGEND = ("real acc: share of real images called real at t (100 minus the false-alarm rate); fake acc: share of fakes "
-           "caught at t; TPR@FPRx: share of fakes caught at the threshold, chosen on these same images, that calls at "
-           "most x% of the reals fake (a ranking measure like the AUC, not a promise at t); ECE: expected calibration "
-           "error of p_fake in 15 bins (0 when p_fake matches the observed share of fakes). decided: share of images "
-           "given a real or fake verdict rather than uncertain (no texture, upscaled, or p_fake near t); the decided "
-           "columns are the accuracies on those images only.")
+_LEGEND = (
+    "real acc: share of real images called real at t (100 minus the false-alarm rate); fake acc: share of fakes "
+    "caught at t; TPR@FPRx: share of fakes caught at the threshold, chosen on these same images, that calls at "
+    "most x% of the reals fake (a ranking measure like the AUC, not a promise at t); ECE: expected calibration "
+    "error of p_fake in 15 bins (0 when p_fake matches the observed share of fakes). decided: share of images "
+    "given a real or fake verdict rather than uncertain (no texture, upscaled, or p_fake near t); the decided "
+    "columns are the accuracies on those images only."
+)
 MEAN_ROW, POOLED_ROW = "mean over subsets", "pooled (all images)"
 
 
@@ -114,8 +144,9 @@ def reliability_path(out_dir: str | Path, stem: str = "results") -> Path:
     return Path(out_dir) / ("reliability.png" if stem == "results" else f"{stem}_reliability.png")
 
 
-def plot_reliability(labels: np.ndarray, p_fake: np.ndarray, path: str | Path, *, title: str = "Reliability of p_fake",
-                     bins: int = 15) -> Path:
+def plot_reliability(
+    labels: np.ndarray, p_fake: np.ndarray, path: str | Path, *, title: str = "Reliability of p_fake", bins: int = 15
+) -> Path:
     """Write a reliability diagram as a PNG: the share of fakes against p_fake in ``bins``
     equal-width bins (the diagonal is perfect calibration), the image count of each bin below, and
     the expected calibration error in the title.
@@ -137,10 +168,18 @@ def plot_reliability(labels: np.ndarray, p_fake: np.ndarray, path: str | Path, *
     fig = Figure(figsize=(5, 6))
     top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     top.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1, label="calibrated")
-    top.bar(curve.centers[full], curve.observed[full], width=1 / bins, color="tab:blue", alpha=0.35,
-            edgecolor="tab:blue", label="share of fakes in the bin")
-    top.plot(curve.mean_predicted[full], curve.observed[full], marker="o", color="tab:blue",
-             label="at the bin's mean p_fake")
+    top.bar(
+        curve.centers[full],
+        curve.observed[full],
+        width=1 / bins,
+        color="tab:blue",
+        alpha=0.35,
+        edgecolor="tab:blue",
+        label="share of fakes in the bin",
+    )
+    top.plot(
+        curve.mean_predicted[full], curve.observed[full], marker="o", color="tab:blue", label="at the bin's mean p_fake"
+    )
     top.set_xlim(0, 1)
     top.set_ylim(0, 1)
     top.set_ylabel("share of fakes")
@@ -158,8 +197,15 @@ def plot_reliability(labels: np.ndarray, p_fake: np.ndarray, path: str | Path, *
     return path
 
 
-def write_summary(summary: dict[str, Any], out_dir: str | Path, *, stem: str = "results", title: str = "",
-                  notes: Sequence[str] = (), reliability: tuple[np.ndarray, np.ndarray] | None = None) -> list[Path]:
+def write_summary(
+    summary: dict[str, Any],
+    out_dir: str | Path,
+    *,
+    stem: str = "results",
+    title: str = "",
+    notes: Sequence[str] = (),
+    reliability: tuple[np.ndarray, np.ndarray] | None = None,
+) -> list[Path]:
     """Write ``<stem>.md``, ``<stem>.csv`` and ``<stem>.json`` into ``out_dir``.
 
     Args:
@@ -173,10 +219,16 @@ def write_summary(summary: dict[str, Any], out_dir: str | Path, *, stem: str = "
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     md = [f"# {title}" if title else "# Results", "", markdown_table(summary), ""]
-    md.append(f"Threshold t = {summary['threshold']:.3f}; {summary['n_images']} images, {summary['n_unreadable']} unreadable (skipped).")
+    md.append(
+        f"Threshold t = {summary['threshold']:.3f}; {summary['n_images']} images, {summary['n_unreadable']} "
+        "unreadable (skipped)."
+    )
     if "auc_interval" in summary:
         iv = summary["auc_interval"]
-        md.append(f"AUC 95% interval: percentile bootstrap, {iv['resamples']} resamples of the {iv['resampled']} (each drawn with all its images).")
+        md.append(
+            f"AUC 95% interval: percentile bootstrap, {iv['resamples']} resamples of the {iv['resampled']} (each "
+            "drawn with all its images)."
+        )
     md += ["", _LEGEND]
     written = []
     if reliability is not None:
@@ -185,7 +237,9 @@ def write_summary(summary: dict[str, Any], out_dir: str | Path, *, stem: str = "
         written.append(diagram)
     md += [""] + [f"- {n}" for n in notes]
     if summary["unreadable"]:
-        md += ["", "Unreadable images (skipped, not replaced):", ""] + [f"- `{u['path']}`: {u['error']}" for u in summary["unreadable"]]
+        md += ["", "Unreadable images (skipped, not replaced):", ""] + [
+            f"- `{u['path']}`: {u['error']}" for u in summary["unreadable"]
+        ]
     (out / f"{stem}.md").write_text("\n".join(md) + "\n")
     with (out / f"{stem}.csv").open("w", newline="") as f:
         w = csv.writer(f)
@@ -197,7 +251,15 @@ def write_summary(summary: dict[str, Any], out_dir: str | Path, *, stem: str = "
     return [out / f"{stem}.{ext}" for ext in ("md", "csv", "json")] + written
 
 
-def write_cross_eval(matrix: np.ndarray, train_names: Sequence[str], test_names: Sequence[str], out_dir: str | Path, *, metric: str = "acc", stem: str = "cross_eval") -> list[Path]:
+def write_cross_eval(
+    matrix: np.ndarray,
+    train_names: Sequence[str],
+    test_names: Sequence[str],
+    out_dir: str | Path,
+    *,
+    metric: str = "acc",
+    stem: str = "cross_eval",
+) -> list[Path]:
     """The train-subset x test-subset matrix (rows: checkpoints) as Markdown, CSV, JSON and a
     heatmap PNG, with a mean column as in the paper."""
     import matplotlib
@@ -210,15 +272,24 @@ def write_cross_eval(matrix: np.ndarray, train_names: Sequence[str], test_names:
     means = np.nanmean(matrix, axis=1) if matrix.size else np.zeros(0)
     head = f"| trained on \\ tested on ({metric} %) | " + " | ".join(test_names) + " | mean |"
     lines = [head, "|---|" + "---:|" * (len(test_names) + 1)]
-    for name, row, mean in zip(train_names, matrix, means):
+    for name, row, mean in zip(train_names, matrix, means, strict=False):
         lines.append(f"| {name} | " + " | ".join(_fmt(metric, v) for v in row) + f" | {_fmt(metric, mean)} |")
     (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
     with (out / f"{stem}.csv").open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["trained_on", *test_names, "mean"])
-        for name, row, mean in zip(train_names, matrix, means):
+        for name, row, mean in zip(train_names, matrix, means, strict=False):
             w.writerow([name, *(f"{v:.6f}" for v in row), f"{mean:.6f}"])
-    write_json(out / f"{stem}.json", {"metric": metric, "train": list(train_names), "test": list(test_names), "matrix": matrix.tolist(), "mean": means.tolist()})
+    write_json(
+        out / f"{stem}.json",
+        {
+            "metric": metric,
+            "train": list(train_names),
+            "test": list(test_names),
+            "matrix": matrix.tolist(),
+            "mean": means.tolist(),
+        },
+    )
     full = np.concatenate([matrix, means[:, None]], axis=1) * 100
     fig, ax = plt.subplots(figsize=(1.1 * (len(test_names) + 1) + 2.5, 0.6 * len(train_names) + 2))
     im = ax.imshow(full, cmap="viridis", vmin=np.nanmin([50.0, np.nanmin(full)]), vmax=100.0, aspect="auto")
@@ -228,7 +299,15 @@ def write_cross_eval(matrix: np.ndarray, train_names: Sequence[str], test_names:
     ax.set_ylabel("trained on")
     for i in range(full.shape[0]):
         for j in range(full.shape[1]):
-            ax.text(j, i, "-" if np.isnan(full[i, j]) else f"{full[i, j]:.1f}", ha="center", va="center", color="white" if full[i, j] < 80 else "black", fontsize=9)
+            ax.text(
+                j,
+                i,
+                "-" if np.isnan(full[i, j]) else f"{full[i, j]:.1f}",
+                ha="center",
+                va="center",
+                color="white" if full[i, j] < 80 else "black",
+                fontsize=9,
+            )
     fig.colorbar(im, ax=ax, label=f"{metric} %")
     fig.tight_layout()
     fig.savefig(out / f"{stem}.png", dpi=120)
@@ -247,7 +326,11 @@ def _robustness_table(rows: Sequence[dict[str, Any]], title: str) -> str:
     head = f"| {title} | " + " | ".join(f"{_HEADERS[c]} {m}" for c in _ROBUSTNESS_COLUMNS for m in models) + " |"
     lines = [head, "|---|" + "---:|" * (len(models) * len(_ROBUSTNESS_COLUMNS))]
     for s in settings:
-        lines.append(f"| {s} | " + " | ".join(_fmt(c, by_key[(m, s)].get(c, math.nan)) for c in _ROBUSTNESS_COLUMNS for m in models) + " |")
+        lines.append(
+            f"| {s} | "
+            + " | ".join(_fmt(c, by_key[(m, s)].get(c, math.nan)) for c in _ROBUSTNESS_COLUMNS for m in models)
+            + " |"
+        )
     return "\n".join(lines)
 
 
@@ -263,10 +346,16 @@ def _difference_table(rows: Sequence[dict[str, Any]], title: str) -> str:
         d, low, high = (100 * r[f"{metric}_diff{part}"] for part in ("", "_low", "_high"))
         return "-" if math.isnan(d) else f"{d:+.1f} [{low:+.1f}, {high:+.1f}]"
 
-    head = f"| {title} | " + " | ".join(f"{name} {m} - {reference}" for name, metric in (("acc@t", "acc"), ("AUC", "auc")) for m in others) + " |"
+    head = (
+        f"| {title} | "
+        + " | ".join(f"{name} {m} - {reference}" for name, metric in (("acc@t", "acc"), ("AUC", "auc")) for m in others)
+        + " |"
+    )
     lines = [head, "|---|" + "---:|" * (2 * len(others))]
     for s in settings:
-        lines.append(f"| {s} | " + " | ".join(cell(by_key[(m, s)], metric) for metric in ("acc", "auc") for m in others) + " |")
+        lines.append(
+            f"| {s} | " + " | ".join(cell(by_key[(m, s)], metric) for metric in ("acc", "auc") for m in others) + " |"
+        )
     return "\n".join(lines)
 
 
@@ -281,7 +370,7 @@ def _robustness_plot(rows: Sequence[dict[str, Any]], title: str, path: Path) -> 
     settings = list(dict.fromkeys(r["setting"] for r in rows))
     by_key = {(r["model"], r["setting"]): r for r in rows}
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharex=True)
-    for ax, metric in zip(axes, ("acc", "auc")):
+    for ax, metric in zip(axes, ("acc", "auc"), strict=False):
         for m in models:
             values = [100 * by_key[(m, s)][metric] for s in settings]
             ax.plot(range(len(settings)), values, marker="o", label=m)
@@ -297,7 +386,9 @@ def _robustness_plot(rows: Sequence[dict[str, Any]], title: str, path: Path) -> 
     plt.close(fig)
 
 
-def write_robustness(rows: Sequence[dict[str, Any]], titles: dict[str, str], out_dir: str | Path, *, notes: Sequence[str] = ()) -> list[Path]:
+def write_robustness(
+    rows: Sequence[dict[str, Any]], titles: dict[str, str], out_dir: str | Path, *, notes: Sequence[str] = ()
+) -> list[Path]:
     """Write the robustness sweep results.
 
     Per degradation ``d``: ``d.md`` (settings x metrics, models side by side), ``d.csv`` and
@@ -329,9 +420,13 @@ def write_robustness(rows: Sequence[dict[str, Any]], titles: dict[str, str], out
         part = [r for r in rows if r["degradation"] == name]
         table = _robustness_table(part, titles.get(name, name))
         if "vs" in part[0]:
-            table += (f"\n\nDifferences against {part[0]['vs']} on the same images, in points, with paired 95% bootstrap intervals:\n\n"
-                      + _difference_table(part, titles.get(name, name)))
-        (out / f"{name}.md").write_text(f"# {titles.get(name, name)}\n\n{table}\n" + "".join(f"\n- {n}" for n in notes) + "\n")
+            table += (
+                f"\n\nDifferences against {part[0]['vs']} on the same images, in points, with paired 95% "
+                "bootstrap intervals:\n\n" + _difference_table(part, titles.get(name, name))
+            )
+        (out / f"{name}.md").write_text(
+            f"# {titles.get(name, name)}\n\n{table}\n" + "".join(f"\n- {n}" for n in notes) + "\n"
+        )
         write_rows(name, part)
         _robustness_plot(part, titles.get(name, name), out / f"{name}.png")
         written.extend([out / f"{name}.md", out / f"{name}.png"])

@@ -52,10 +52,14 @@ class Sweep:
     kind: str
     values: tuple[float | None, ...]
 
-    def settings(self, *, jpeg_method: JpegMethod = "pil", interpolation: Interpolation = "bilinear") -> list[tuple[str, Degradation]]:
+    def settings(
+        self, *, jpeg_method: JpegMethod = "pil", interpolation: Interpolation = "bilinear"
+    ) -> list[tuple[str, Degradation]]:
         """(label, degradation) per strength, e.g. ``("75", Degradation("jpeg", 75))``."""
         return [
-            ("none", Degradation()) if v is None else (f"{v:g}", Degradation(self.kind, float(v), jpeg_method=jpeg_method, interpolation=interpolation))  # type: ignore[arg-type]
+            ("none", Degradation())
+            if v is None
+            else (f"{v:g}", Degradation(self.kind, float(v), jpeg_method=jpeg_method, interpolation=interpolation))  # type: ignore[arg-type]
             for v in self.values
         ]
 
@@ -74,10 +78,15 @@ SWEEPS: dict[str, Sweep] = {
 def default_names(weights: Sequence[str | Path], models: Sequence[LoadedModel]) -> list[str]:
     """One name per checkpoint: its model name, or ``<model> (<file>)`` where two share a model."""
     names = [m.name for m in models]
-    return [f"{n} ({Path(w).parent.name}/{Path(w).name})" if names.count(n) > 1 else n for n, w in zip(names, weights)]
+    return [
+        f"{n} ({Path(w).parent.name}/{Path(w).name})" if names.count(n) > 1 else n
+        for n, w in zip(names, weights, strict=False)
+    ]
 
 
-def _difference(reference: tuple[Predictions, float], other: tuple[Predictions, float], samples: Sequence[Sample], bootstrap: int) -> dict[str, float]:
+def _difference(
+    reference: tuple[Predictions, float], other: tuple[Predictions, float], samples: Sequence[Sample], bootstrap: int
+) -> dict[str, float]:
     """``other`` minus ``reference`` on the images both scored (see
     :func:`~ssp_detect.engine.metrics.paired_difference`)."""
     from ssp_detect.engine.metrics import (
@@ -87,7 +96,9 @@ def _difference(reference: tuple[Predictions, float], other: tuple[Predictions, 
     (a, threshold_a), (b, threshold_b) = other, reference
     common, ia, ib = np.intersect1d(a.index, b.index, return_indices=True)
     groups = np.array([samples[i].group for i in common], dtype=object)
-    return paired_difference(a.label[ia], a.p_fake[ia], b.p_fake[ib], threshold_a, threshold_b, groups, resamples=bootstrap)
+    return paired_difference(
+        a.label[ia], a.p_fake[ia], b.p_fake[ib], threshold_a, threshold_b, groups, resamples=bootstrap
+    )
 
 
 def run_robustness(
@@ -136,7 +147,9 @@ def run_robustness(
     compare = bootstrap > 0 and len(models) > 1
     rows: list[dict[str, Any]] = []
     reference: dict[Degradation, tuple[Predictions, float]] = {}  # the first model's scores, per setting
-    bar = tqdm(total=len(models) * sum(len(s) for _, s in plan), desc="robustness", disable=not progress, unit="setting")
+    bar = tqdm(
+        total=len(models) * sum(len(s) for _, s in plan), desc="robustness", disable=not progress, unit="setting"
+    )
     for position, (model_name, loaded) in enumerate(models):
         scored: dict[Degradation, dict[str, Any]] = {}
         for sweep, settings in plan:
@@ -144,21 +157,43 @@ def run_robustness(
                 key = Degradation() if degradation.is_identity else degradation
                 if key not in scored:
                     bar.set_postfix_str(f"{model_name}: {sweep} {label}")
-                    summary, preds = evaluate_model(loaded, samples, device=device, precision=precision, batch_size=batch_size, workers=workers,
-                                                    patch=patch, progress=progress, desc=f"{sweep} {label}", degradation=key,
-                                                    allow_truncated=allow_truncated)
+                    summary, preds = evaluate_model(
+                        loaded,
+                        samples,
+                        device=device,
+                        precision=precision,
+                        batch_size=batch_size,
+                        workers=workers,
+                        patch=patch,
+                        progress=progress,
+                        desc=f"{sweep} {label}",
+                        degradation=key,
+                        allow_truncated=allow_truncated,
+                    )
                     scored[key] = summary["pooled"] | {"n_unreadable": summary["n_unreadable"]}
                     if compare:
                         if position == 0:
                             reference[key] = (preds, summary["threshold"])
                             scored[key] |= dict.fromkeys(DIFFERENCE_FIELDS, math.nan)
                         else:
-                            scored[key] |= _difference(reference[key], (preds, summary["threshold"]), samples, bootstrap)
-                    log.info("%s, %s %s: acc %.3f AUC %.3f", model_name, sweep, label, scored[key]["acc"], scored[key]["auc"])
+                            scored[key] |= _difference(
+                                reference[key], (preds, summary["threshold"]), samples, bootstrap
+                            )
+                    log.info(
+                        "%s, %s %s: acc %.3f AUC %.3f", model_name, sweep, label, scored[key]["acc"], scored[key]["auc"]
+                    )
                 pooled = scored[key]
-                rows.append({"model": model_name, "degradation": sweep, "setting": label, "value": None if label == "none" else degradation.value,
-                             "n_unreadable": pooled["n_unreadable"], **{k: pooled[k] for k in ROBUSTNESS_METRICS},
-                             **({"vs": models[0][0]} | {k: pooled[k] for k in DIFFERENCE_FIELDS} if compare else {})})
+                rows.append(
+                    {
+                        "model": model_name,
+                        "degradation": sweep,
+                        "setting": label,
+                        "value": None if label == "none" else degradation.value,
+                        "n_unreadable": pooled["n_unreadable"],
+                        **{k: pooled[k] for k in ROBUSTNESS_METRICS},
+                        **({"vs": models[0][0]} | {k: pooled[k] for k in DIFFERENCE_FIELDS} if compare else {}),
+                    }
+                )
                 bar.update(1)
     bar.close()
     return rows
@@ -199,10 +234,19 @@ def robustness_report(
     check_names(names, weights)
     models = [load_model(w, model_name=model_name) for w in weights]
     names = list(names) if names else default_names(weights, models)
-    rows = run_robustness(list(zip(names, models)), samples, sweeps=sweeps, jpeg_method=jpeg_method,
-                          interpolation=interpolation, bootstrap=bootstrap, **runtime.keywords())
-    notes = [f"{n}: {w} (threshold {m.threshold:g})" for n, w, m in zip(names, weights, models)]
-    notes.append(f"data: {data}; simple patch: {runtime.describe_patches(names, models)}; "
-                 f"JPEG by {jpeg_method}, rescaling by PIL {interpolation}; "
-                 "degradations applied to the whole image before patch selection")
+    rows = run_robustness(
+        list(zip(names, models, strict=False)),
+        samples,
+        sweeps=sweeps,
+        jpeg_method=jpeg_method,
+        interpolation=interpolation,
+        bootstrap=bootstrap,
+        **runtime.keywords(),
+    )
+    notes = [f"{n}: {w} (threshold {m.threshold:g})" for n, w, m in zip(names, weights, models, strict=False)]
+    notes.append(
+        f"data: {data}; simple patch: {runtime.describe_patches(names, models)}; "
+        f"JPEG by {jpeg_method}, rescaling by PIL {interpolation}; "
+        "degradations applied to the whole image before patch selection"
+    )
     return write_robustness(rows, {k: SWEEPS[k].title for k in sweeps}, out, notes=notes)

@@ -58,7 +58,9 @@ def place_model(model: torch.nn.Module, device: torch.device) -> torch.nn.Module
     return model.to(device).to(memory_format=torch.channels_last)
 
 
-def model_input(pixels: torch.Tensor, device: torch.device, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+def model_input(
+    pixels: torch.Tensor, device: torch.device, mean: Sequence[float], std: Sequence[float]
+) -> torch.Tensor:
     """A uint8 (B, 3, S, S) batch -> normalised float32 on ``device``, channels-last."""
     from ssp_detect.data.preprocess import normalize
 

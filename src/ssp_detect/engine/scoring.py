@@ -87,15 +87,22 @@ class EvalRuntime:
         if join_process_group:
             dev = distributed.setup(dev)
         n_workers = default_workers() if workers is None else workers
-        return cls(dev, resolve_precision(precision, dev), batch_size, n_workers, patch, progress, decode,
-                   allow_truncated)
+        return cls(
+            dev, resolve_precision(precision, dev), batch_size, n_workers, patch, progress, decode, allow_truncated
+        )
 
     def keywords(self) -> dict[str, Any]:
         """The keywords that :func:`~ssp_detect.engine.robustness.run_robustness` shares with
         :func:`~ssp_detect.engine.evaluate.evaluate_model` (everything but ``decode``)."""
-        return {"device": self.device, "precision": self.precision, "batch_size": self.batch_size,
-                "workers": self.workers, "patch": self.patch, "progress": self.progress,
-                "allow_truncated": self.allow_truncated}
+        return {
+            "device": self.device,
+            "precision": self.precision,
+            "batch_size": self.batch_size,
+            "workers": self.workers,
+            "patch": self.patch,
+            "progress": self.progress,
+            "allow_truncated": self.allow_truncated,
+        }
 
     def evaluate(
         self,
@@ -109,9 +116,17 @@ class EvalRuntime:
         uncertain_band: float = DEFAULT_UNCERTAIN_BAND,
     ) -> tuple[dict[str, Any], Predictions]:
         """:func:`~ssp_detect.engine.evaluate.evaluate_model` with this runtime."""
-        return evaluate_model(loaded, samples, **self.keywords(), threshold=threshold, desc=desc,
-                              degradation=degradation, decode=self.decode, bootstrap=bootstrap,
-                              uncertain_band=uncertain_band)
+        return evaluate_model(
+            loaded,
+            samples,
+            **self.keywords(),
+            threshold=threshold,
+            desc=desc,
+            degradation=degradation,
+            decode=self.decode,
+            bootstrap=bootstrap,
+            uncertain_band=uncertain_band,
+        )
 
     def describe_patch(self, loaded: LoadedModel) -> str:
         """The simple-patch settings a model is fed with here, in words, for reports."""
@@ -121,7 +136,7 @@ class EvalRuntime:
         """The simple-patch settings of several models: one phrase when they agree, else one per
         group of models that share them."""
         groups: dict[str, list[str]] = {}
-        for name, loaded in zip(names, models):
+        for name, loaded in zip(names, models, strict=False):
             groups.setdefault(self.describe_patch(loaded), []).append(name)
         if len(groups) == 1:
             return next(iter(groups))
@@ -137,9 +152,11 @@ def _threshold_origin(calibration: dict[str, Any], override: float | None) -> st
     if override is not None:
         return "given with --threshold"
     if calibration.get("method") == "target-fpr":
-        return (f"the checkpoint's, chosen for a false-positive rate of {calibration['target_fpr']:g} on "
-                f"{calibration.get('n_real', '?')} real images: reached {calibration['fpr']:.3f}, 95% interval "
-                f"{calibration['fpr_low']:.3f}-{calibration['fpr_high']:.3f}")
+        return (
+            f"the checkpoint's, chosen for a false-positive rate of {calibration['target_fpr']:g} on "
+            f"{calibration.get('n_real', '?')} real images: reached {calibration['fpr']:.3f}, 95% interval "
+            f"{calibration['fpr_low']:.3f}-{calibration['fpr_high']:.3f}"
+        )
     if calibration:
         return "the checkpoint's, chosen for the best accuracy"
     return "the checkpoint's default"
@@ -162,8 +179,9 @@ def ensure_writable_folder(folder: str | Path, option: str) -> Path:
 def check_names(names: Sequence[str] | None, weights: Sequence[str | Path]) -> None:
     """Raise :class:`UsageError` unless ``names`` is None or gives one name per checkpoint."""
     if names and len(names) != len(weights):
-        raise UsageError(f"--names has {len(names)} entries but --weights has {len(weights)}; "
-                         "give one name per checkpoint.")
+        raise UsageError(
+            f"--names has {len(names)} entries but --weights has {len(weights)}; give one name per checkpoint."
+        )
 
 
 def check_unreadable(summary: dict[str, Any], strict: bool) -> None:
@@ -173,8 +191,9 @@ def check_unreadable(summary: dict[str, Any], strict: bool) -> None:
         log.warning("%d unreadable image(s) were skipped (listed in the report).", summary["n_unreadable"])
         if strict:
             first = summary["unreadable"][0]["path"]
-            raise ImageDecodeError(f"{summary['n_unreadable']} image(s) could not be read, e.g. {first}; "
-                                   "drop --strict to skip them.")
+            raise ImageDecodeError(
+                f"{summary['n_unreadable']} image(s) could not be read, e.g. {first}; drop --strict to skip them."
+            )
 
 
 @dataclass(frozen=True)
@@ -219,24 +238,35 @@ def run_test(
 
     if distributed.is_main():
         ensure_writable_folder(out, "--out")  # before the work, so that nothing scored is lost
-    summary, preds = runtime.evaluate(loaded, samples, threshold=threshold, bootstrap=bootstrap,
-                                      uncertain_band=uncertain_band)
+    summary, preds = runtime.evaluate(
+        loaded, samples, threshold=threshold, bootstrap=bootstrap, uncertain_band=uncertain_band
+    )
     paths: list[Path] = []
     if distributed.is_main():
         calibration = loaded.meta.get("calibration") or {}
-        notes = [f"weights: {weights} ({loaded.name}, {loaded.source}, sha256 {loaded.sha256[:12]})", f"data: {data}",
-                 f"simple patch: {runtime.describe_patch(loaded)}", f"decoding: {runtime.describe_decode()}",
-                 f"threshold {summary['threshold']:.4f} ({_threshold_origin(calibration, threshold)}), temperature "
-                 f"{loaded.temperature:.3g}; uncertain within {uncertain_band:g} of the threshold, or without texture, "
-                 "or upscaled"]
-        paths = write_summary(summary, out, title=f"Test of {Path(weights).name}", notes=notes,
-                              reliability=(preds.label, preds.p_fake))
+        notes = [
+            f"weights: {weights} ({loaded.name}, {loaded.source}, sha256 {loaded.sha256[:12]})",
+            f"data: {data}",
+            f"simple patch: {runtime.describe_patch(loaded)}",
+            f"decoding: {runtime.describe_decode()}",
+            f"threshold {summary['threshold']:.4f} ({_threshold_origin(calibration, threshold)}), temperature "
+            f"{loaded.temperature:.3g}; uncertain within {uncertain_band:g} of the threshold, or without texture, "
+            "or upscaled",
+        ]
+        paths = write_summary(
+            summary, out, title=f"Test of {Path(weights).name}", notes=notes, reliability=(preds.label, preds.p_fake)
+        )
     distributed.teardown()
     return TestRun(summary, paths)
 
 
 def calibrate_threshold(
-    loaded: LoadedModel, samples: Sequence[Sample], runtime: EvalRuntime, *, target_fpr: float | None = None, data: str = ""
+    loaded: LoadedModel,
+    samples: Sequence[Sample],
+    runtime: EvalRuntime,
+    *,
+    target_fpr: float | None = None,
+    data: str = "",
 ) -> tuple[Calibration, Predictions]:
     """Score labelled data, refit the temperature (our checkpoints; official weights keep their raw
     output) and choose the threshold on the calibrated p_fake for ``target_fpr`` (the highest share
@@ -246,6 +276,7 @@ def calibrate_threshold(
 
     _, preds = runtime.evaluate(loaded, samples, desc="calibrate")
     if target_fpr is not None and not (preds.label == 0).any():
-        raise DatasetError("Calibration for a false-positive rate needs real images, and the data has none that "
-                           "could be read.")
+        raise DatasetError(
+            "Calibration for a false-positive rate needs real images, and the data has none that could be read."
+        )
     return calibrate(preds.label, preds.logit, target_fpr=target_fpr, data=data, fit=loaded.source != "official"), preds

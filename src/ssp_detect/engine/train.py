@@ -40,7 +40,14 @@ from ssp_detect.data.preprocess import PatchOptions, Preprocessor, normalize
 from ssp_detect.engine import distributed
 from ssp_detect.engine.calibrate import CalibrationError, calibrate
 from ssp_detect.engine.evaluate import make_eval_loader, predict_loader, summarize
-from ssp_detect.engine.runtime import autocast, default_workers, model_input, place_model, resolve_device, resolve_precision
+from ssp_detect.engine.runtime import (
+    autocast,
+    default_workers,
+    model_input,
+    place_model,
+    resolve_device,
+    resolve_precision,
+)
 from ssp_detect.errors import SSPError
 from ssp_detect.models.checkpoint import read_checkpoint_file, save_checkpoint
 from ssp_detect.models.registry import create_model, get_spec
@@ -71,26 +78,37 @@ def holdout_split(samples: Sequence[Sample], fraction: float, seed: int) -> tupl
     names = sorted({Path(s.path).name for s in samples}, key=lambda n: (zlib.crc32(f"{seed}:{n}".encode()), n))
     held_names = set(names[: max(1, round(fraction * len(names)))])
     is_held = [Path(s.path).name in held_names for s in samples]
-    train = [s for s, h in zip(samples, is_held) if not h]
-    held = [s for s, h in zip(samples, is_held) if h]
+    train = [s for s, h in zip(samples, is_held, strict=False) if not h]
+    held = [s for s, h in zip(samples, is_held, strict=False) if h]
     return train, held
 
 
 def load_train_val(cfg: TrainConfig) -> tuple[list[Sample], list[Sample], str]:
     """Training and validation samples, and a sentence saying what the validation data is."""
-    train = load_samples(cfg.data, layout=cfg.layout, split=cfg.train_split, subsets=cfg.subsets, real=cfg.real, fake=cfg.fake)
+    train = load_samples(
+        cfg.data, layout=cfg.layout, split=cfg.train_split, subsets=cfg.subsets, real=cfg.real, fake=cfg.fake
+    )
     if cfg.val_split == "holdout":
         if not 0 < cfg.val_fraction < 1:
             raise TrainError(f"--val-fraction must be between 0 and 1, not {cfg.val_fraction}.")
         train, val = holdout_split(train, cfg.val_fraction, cfg.seed)
         what = f"a fixed {cfg.val_fraction:.0%} holdout of the training images ({len(val)} images; not the test set)"
     else:
-        val = load_samples(cfg.val_data or cfg.data, layout=cfg.layout, split=cfg.val_split, subsets=cfg.val_subsets or cfg.subsets, real=cfg.val_real, fake=cfg.val_fake)
-        what = f"split '{cfg.val_split}' of {cfg.val_data or cfg.data or cfg.val_real} ({len(val)} images; make sure it is not your test set)"
+        val = load_samples(
+            cfg.val_data or cfg.data,
+            layout=cfg.layout,
+            split=cfg.val_split,
+            subsets=cfg.val_subsets or cfg.subsets,
+            real=cfg.val_real,
+            fake=cfg.val_fake,
+        )
+        where = cfg.val_data or cfg.data or cfg.val_real
+        what = f"split '{cfg.val_split}' of {where} ({len(val)} images; make sure it is not your test set)"
     for name, part in (("training", train), ("validation", val)):
         labels = {s.label for s in part}
         if labels != {0, 1}:
-            raise TrainError(f"The {name} data needs both real and fake images; it has {'only real' if labels == {0} else 'only fake' if labels == {1} else 'none'}.")
+            has = "only real" if labels == {0} else "only fake" if labels == {1} else "none"
+            raise TrainError(f"The {name} data needs both real and fake images; it has {has}.")
     return train, val, what
 
 
@@ -101,7 +119,11 @@ def jpeg_histories(samples: Sequence[Sample], limit: int = 200) -> list[tuple[in
 
     found = []
     for s in [s for s in samples if has_jpeg_history(s)][:limit]:
-        history = (s.jpeg_quality, s.jpeg_subsampling or DEFAULT_SUBSAMPLING) if s.jpeg_quality is not None else estimate_jpeg_history(s.path)
+        history = (
+            (s.jpeg_quality, s.jpeg_subsampling or DEFAULT_SUBSAMPLING)
+            if s.jpeg_quality is not None
+            else estimate_jpeg_history(s.path)
+        )
         if history is not None:
             found.append(history)
     return found or [(90, DEFAULT_SUBSAMPLING)]
@@ -119,8 +141,15 @@ def make_augment(cfg: TrainConfig, train: Sequence[Sample]) -> TrainAugment:
         probs = format_match_probabilities(*shares)
         if cfg.format_match_qualities is None:
             histories = jpeg_histories(train)
-        log.info("format matching: JPEG share real %.2f fake %.2f -> compress non-JPEG real with p=%.2f, fake with p=%.2f with (quality, subsampling) %s",
-                 shares[0], shares[1], probs[0], probs[1], ", ".join(f"{q} {ss}" for q, ss in sorted(set(histories))))
+        log.info(
+            "format matching: JPEG share real %.2f fake %.2f -> compress non-JPEG real with p=%.2f, fake with "
+            "p=%.2f with (quality, subsampling) %s",
+            shares[0],
+            shares[1],
+            probs[0],
+            probs[1],
+            ", ".join(f"{q} {ss}" for q, ss in sorted(set(histories))),
+        )
     elif cfg.format_match not in ("off", "auto"):
         try:
             probs = tuple(float(v) for v in cfg.format_match.split(","))  # type: ignore[assignment]
@@ -128,15 +157,21 @@ def make_augment(cfg: TrainConfig, train: Sequence[Sample]) -> TrainAugment:
         except (ValueError, AssertionError) as exc:
             raise TrainError(f"--format-match must be off, auto, or P_REAL,P_FAKE; got {cfg.format_match!r}.") from exc
     return TrainAugment(
-        blur_prob=cfg.blur_prob, blur_sig=tuple(cfg.blur_sig), jpg_prob=cfg.jpeg_prob,
-        jpg_method=tuple(cfg.jpeg_method), jpg_qual=tuple(cfg.jpeg_qual), format_match_probs=probs,
+        blur_prob=cfg.blur_prob,
+        blur_sig=tuple(cfg.blur_sig),
+        jpg_prob=cfg.jpeg_prob,
+        jpg_method=tuple(cfg.jpeg_method),
+        jpg_qual=tuple(cfg.jpeg_qual),
+        format_match_probs=probs,
         format_match_histories=tuple(histories),
     )
 
 
 def format_matching_of(augment: TrainAugment) -> TrainAugment:
     """The format matching of a training augmentation alone, without its blur and JPEG degradations."""
-    return TrainAugment(format_match_probs=augment.format_match_probs, format_match_histories=augment.format_match_histories)
+    return TrainAugment(
+        format_match_probs=augment.format_match_probs, format_match_histories=augment.format_match_histories
+    )
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -174,7 +209,9 @@ def batch_loss(
     clean = normalize(batch["clean_pixels"].to(device, non_blocking=True), mean, std)
     with autocast(device, precision):
         outputs = model(x, all_outputs=True)
-    return _unwrap(model).training_loss(outputs, y, clean=clean, degradation=batch["degradation"].to(device, non_blocking=True), **loss_weights)
+    return _unwrap(model).training_loss(
+        outputs, y, clean=clean, degradation=batch["degradation"].to(device, non_blocking=True), **loss_weights
+    )
 
 
 def _setup_logging(out: Path) -> logging.Handler | None:
@@ -231,15 +268,27 @@ def train_one_epoch(
     part_sums: dict[str, float] = {}
     steps = min(len(loader), max_steps) if max_steps else len(loader)
     start = time.perf_counter()
-    bar = tqdm(total=steps, desc=f"epoch {epoch}", disable=not progress or not distributed.is_main(), leave=False, unit="step")
+    bar = tqdm(
+        total=steps, desc=f"epoch {epoch}", disable=not progress or not distributed.is_main(), leave=False, unit="step"
+    )
     for step, batch in enumerate(loader, start=1):
         skipped += len(batch["errors"])
-        for index, msg in batch["errors"]:
+        for _, msg in batch["errors"]:
             log.warning("skipped unreadable training image: %s", msg)
         if batch["pixels"] is not None:
             x = model_input(batch["pixels"], device, mean, std)
             y = batch["label"].to(device, non_blocking=True)
-            loss, parts = batch_loss(model, x, y, batch, device=device, precision=precision, mean=mean, std=std, loss_weights=loss_weights or {})
+            loss, parts = batch_loss(
+                model,
+                x,
+                y,
+                batch,
+                device=device,
+                precision=precision,
+                mean=mean,
+                std=std,
+                loss_weights=loss_weights or {},
+            )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -248,7 +297,16 @@ def train_one_epoch(
             for name, value in parts.items():
                 part_sums[name] = part_sums.get(name, 0.0) + value * len(y)
             if step % log_every == 0:
-                metrics.write({"type": "step", "epoch": epoch, "step": step, "loss": loss.item(), "lr": optimizer.param_groups[0]["lr"], **parts})
+                metrics.write(
+                    {
+                        "type": "step",
+                        "epoch": epoch,
+                        "step": step,
+                        "loss": loss.item(),
+                        "lr": optimizer.param_groups[0]["lr"],
+                        **parts,
+                    }
+                )
             bar.set_postfix(loss=f"{total / max(seen, 1):.4f}")
         bar.update(1)
         if step >= steps:
@@ -286,10 +344,19 @@ def train(cfg: TrainConfig, *, resume: str | Path | None = None) -> dict[str, An
             handler.close()
 
 
-def _train(cfg: TrainConfig, device: torch.device, precision: str, out: Path, resume: str | Path | None) -> dict[str, Any]:
+def _train(
+    cfg: TrainConfig, device: torch.device, precision: str, out: Path, resume: str | Path | None
+) -> dict[str, Any]:
     spec = get_spec(cfg.model)
     train_samples, val_samples, val_what = load_train_val(cfg)
-    log.info("model %s on %s (%s); %d training images; validation: %s", cfg.model, device, precision, len(train_samples), val_what)
+    log.info(
+        "model %s on %s (%s); %d training images; validation: %s",
+        cfg.model,
+        device,
+        precision,
+        len(train_samples),
+        val_what,
+    )
     workers = default_workers() if cfg.workers is None else cfg.workers
     pin = device.type == "cuda"
     train_patch = PatchOptions(cfg.patch_mode, cfg.seed, cfg.num_candidates, cfg.patch_size)
@@ -300,8 +367,13 @@ def _train(cfg: TrainConfig, device: torch.device, precision: str, out: Path, re
         raise TrainError(f"--repeats must be at least 1, not {cfg.repeats}.")
     # Each copy of an image has its own index, so its own random patch draws and augmentation.
     augment = make_augment(cfg, train_samples)
-    train_ds = DetectionDataset(train_samples * cfg.repeats, Preprocessor.for_model(spec.feed, train_patch), augment=augment,
-                                restoration_targets=has_training_loss(model), seed=cfg.seed)
+    train_ds = DetectionDataset(
+        train_samples * cfg.repeats,
+        Preprocessor.for_model(spec.feed, train_patch),
+        augment=augment,
+        restoration_targets=has_training_loss(model),
+        seed=cfg.seed,
+    )
     eval_pre = Preprocessor.for_model(spec.feed, eval_patch)
     # Validation and the training probe see the training data's format matching (the same draws
     # every epoch: their epoch stays 0), never its blur or JPEG degradations: with fakes left in
@@ -314,8 +386,17 @@ def _train(cfg: TrainConfig, device: torch.device, precision: str, out: Path, re
     probe_samples = [train_samples[i] for i in sorted(probe_idx)]
     probe_ds = DetectionDataset(probe_samples, eval_pre, augment=eval_augment, seed=cfg.seed)
 
-    sampler = DistributedSampler(train_ds, num_replicas=distributed.world_size(), rank=distributed.rank(), shuffle=True, seed=cfg.seed)
-    train_loader = make_loader(train_ds, batch_size=cfg.batch_size, workers=workers, sampler=sampler, pin_memory=pin, drop_last=len(train_ds) >= cfg.batch_size * distributed.world_size() * 2)
+    sampler = DistributedSampler(
+        train_ds, num_replicas=distributed.world_size(), rank=distributed.rank(), shuffle=True, seed=cfg.seed
+    )
+    train_loader = make_loader(
+        train_ds,
+        batch_size=cfg.batch_size,
+        workers=workers,
+        sampler=sampler,
+        pin_memory=pin,
+        drop_last=len(train_ds) >= cfg.batch_size * distributed.world_size() * 2,
+    )
     val_loader = make_eval_loader(val_ds, batch_size=cfg.batch_size, workers=workers, pin_memory=pin)
     probe_loader = make_eval_loader(probe_ds, batch_size=cfg.batch_size, workers=workers, pin_memory=pin)
 
@@ -338,8 +419,17 @@ def _train(cfg: TrainConfig, device: torch.device, precision: str, out: Path, re
         save_config(cfg, out / "config.yaml")
     metrics = _MetricsLog(out / "metrics.jsonl", append=resume is not None)
     common = {"device": device, "precision": precision, "mean": spec.mean, "std": spec.std}
-    loss_weights = {"perception_weight": cfg.perception_weight, "restoration_weight": cfg.restoration_weight} if has_training_loss(model) else {}
-    payload_base = {"model": cfg.model, "preprocess": eval_pre.feed.to_dict(), "threshold": 0.5, "train_config": cfg.to_dict()}
+    loss_weights = (
+        {"perception_weight": cfg.perception_weight, "restoration_weight": cfg.restoration_weight}
+        if has_training_loss(model)
+        else {}
+    )
+    payload_base = {
+        "model": cfg.model,
+        "preprocess": eval_pre.feed.to_dict(),
+        "threshold": 0.5,
+        "train_config": cfg.to_dict(),
+    }
     result: dict[str, Any] = {"out": str(out), "best": str(out / "best.pt"), "last": str(out / "last.pt")}
     try:
         for epoch in range(start_epoch, cfg.epochs + 1):
@@ -349,27 +439,83 @@ def _train(cfg: TrainConfig, device: torch.device, precision: str, out: Path, re
             sampler.set_epoch(epoch)
             train_ds.set_epoch(epoch)
             started = time.perf_counter()
-            stats = train_one_epoch(train_model, train_loader, optimizer, max_steps=cfg.steps_per_epoch, epoch=epoch, metrics=metrics, log_every=cfg.log_every, progress=cfg.progress,
-                                    loss_weights=loss_weights, **common)
+            stats = train_one_epoch(
+                train_model,
+                train_loader,
+                optimizer,
+                max_steps=cfg.steps_per_epoch,
+                epoch=epoch,
+                metrics=metrics,
+                log_every=cfg.log_every,
+                progress=cfg.progress,
+                loss_weights=loss_weights,
+                **common,
+            )
             val = summarize(val_samples, predict_loader(model, val_loader, progress=cfg.progress, desc="val", **common))
-            probe = summarize(probe_samples, predict_loader(model, probe_loader, progress=cfg.progress, desc="train-eval", **common))
-            record = {"type": "epoch", "epoch": epoch, "lr": lr, **stats, "time_s": time.perf_counter() - started,
-                      "val": val["pooled"], "val_mean_over_subsets": val["mean_over_subsets"], "train_eval": probe["pooled"]}
+            probe = summarize(
+                probe_samples, predict_loader(model, probe_loader, progress=cfg.progress, desc="train-eval", **common)
+            )
+            record = {
+                "type": "epoch",
+                "epoch": epoch,
+                "lr": lr,
+                **stats,
+                "time_s": time.perf_counter() - started,
+                "val": val["pooled"],
+                "val_mean_over_subsets": val["mean_over_subsets"],
+                "train_eval": probe["pooled"],
+            }
             metrics.write(record)
-            history.append({k: record[k] for k in ("epoch", "lr", "train_loss")} | {"val_acc": val["pooled"]["acc"], "val_auc": val["pooled"]["auc"], "train_eval_acc": probe["pooled"]["acc"]})
+            history.append(
+                {k: record[k] for k in ("epoch", "lr", "train_loss")}
+                | {
+                    "val_acc": val["pooled"]["acc"],
+                    "val_auc": val["pooled"]["auc"],
+                    "train_eval_acc": probe["pooled"]["acc"],
+                }
+            )
             score = val["pooled"][cfg.select_metric]
-            log.info("epoch %d/%d lr %.2e loss %.4f | val acc %.3f auc %.3f | eval-mode on training sample acc %.3f auc %.3f | %.1f img/s",
-                     epoch, cfg.epochs, lr, stats["train_loss"], val["pooled"]["acc"], val["pooled"]["auc"], probe["pooled"]["acc"], probe["pooled"]["auc"], stats["images_per_s"])
+            log.info(
+                "epoch %d/%d lr %.2e loss %.4f | val acc %.3f auc %.3f | eval-mode on training sample acc %.3f "
+                "auc %.3f | %.1f img/s",
+                epoch,
+                cfg.epochs,
+                lr,
+                stats["train_loss"],
+                val["pooled"]["acc"],
+                val["pooled"]["auc"],
+                probe["pooled"]["acc"],
+                probe["pooled"]["auc"],
+                stats["images_per_s"],
+            )
             if loss_weights:
-                log.info("epoch %d loss parts: %s", epoch, ", ".join(f"{k} {v:.4f}" for k, v in stats.items() if k.startswith(("loss_", "perception_"))))
+                log.info(
+                    "epoch %d loss parts: %s",
+                    epoch,
+                    ", ".join(f"{k} {v:.4f}" for k, v in stats.items() if k.startswith(("loss_", "perception_"))),
+                )
             if stats["train_loss"] < 0.2 and probe["pooled"]["acc"] < 0.6:
-                log.warning("training loss is low (%.3f) but eval-mode accuracy on training images is %.2f: the model relies on "
-                            "batch statistics or augmentation-only cues; try a GroupNorm model (ssp-gn, ssp-native-gn).", stats["train_loss"], probe["pooled"]["acc"])
+                log.warning(
+                    "training loss is low (%.3f) but eval-mode accuracy on training images is %.2f: the model relies "
+                    "on batch statistics or augmentation-only cues; try a GroupNorm model (ssp-gn, ssp-native-gn).",
+                    stats["train_loss"],
+                    probe["pooled"]["acc"],
+                )
             improved = not math.isnan(score) and score > best
             best = max(best, score) if not math.isnan(score) else best
             if distributed.is_main():
-                payload = payload_base | {"state_dict": _unwrap(model).state_dict(), "epoch": epoch, "best": best, "history": history,
-                                          "metrics": {"val": val["pooled"], "val_mean_over_subsets": val["mean_over_subsets"], "train_eval": probe["pooled"], "validation_data": val_what}}
+                payload = payload_base | {
+                    "state_dict": _unwrap(model).state_dict(),
+                    "epoch": epoch,
+                    "best": best,
+                    "history": history,
+                    "metrics": {
+                        "val": val["pooled"],
+                        "val_mean_over_subsets": val["mean_over_subsets"],
+                        "train_eval": probe["pooled"],
+                        "validation_data": val_what,
+                    },
+                }
                 save_checkpoint(out / "last.pt", payload | {"optimizer": optimizer.state_dict()})
                 if improved:
                     save_checkpoint(out / "best.pt", payload)
@@ -408,11 +554,26 @@ def calibrate_best(
         return None
     stored = calibration.to_dict()
     if distributed.is_main():
-        save_checkpoint(best_path, state | {"threshold": calibration.choice.threshold,
-                                            "temperature": calibration.temperature, "calibration": stored})
-    log.info("best.pt calibrated on %s: temperature %.3f, threshold %.4f for a false-positive rate of %s "
-             "(reached %.3f, 95%% interval %.3f-%.3f, on %d real images)", val_what, calibration.temperature,
-             calibration.choice.threshold, cfg.target_fpr, calibration.choice.fpr, calibration.choice.fpr_low,
-             calibration.choice.fpr_high, calibration.choice.n_real)
+        save_checkpoint(
+            best_path,
+            state
+            | {
+                "threshold": calibration.choice.threshold,
+                "temperature": calibration.temperature,
+                "calibration": stored,
+            },
+        )
+    log.info(
+        "best.pt calibrated on %s: temperature %.3f, threshold %.4f for a false-positive rate of %s "
+        "(reached %.3f, 95%% interval %.3f-%.3f, on %d real images)",
+        val_what,
+        calibration.temperature,
+        calibration.choice.threshold,
+        cfg.target_fpr,
+        calibration.choice.fpr,
+        calibration.choice.fpr_low,
+        calibration.choice.fpr_high,
+        calibration.choice.n_real,
+    )
     distributed.barrier()
     return stored

@@ -17,11 +17,8 @@ from typing import Literal
 from torch import nn
 from torchvision.models import resnet
 
-
-
 Norm = Literal["batch", "group"]
 Stem = Literal["standard", "native"]
-
 
 
 def compact_resnet(*, weights: None = None, num_classes: int = 1, norm_layer=nn.BatchNorm2d) -> resnet.ResNet:

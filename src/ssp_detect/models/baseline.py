@@ -7,8 +7,8 @@ from functools import partial
 import torch
 from torch import nn
 
-from ssp_detect.models.backbone import Norm, build_resnet
 from ssp_detect.data.preprocess import InputSpec
+from ssp_detect.models.backbone import Norm, build_resnet
 from ssp_detect.models.registry import ModelSpec, register_model
 
 
@@ -38,6 +38,7 @@ register_model(
         name="baseline-lite",
         builder=partial(WholeImageNet, arch="compact", norm="group"),
         feed=InputSpec(input="image"),
-        description="The whole-image baseline with ssp-lite's compact ResNet (GroupNorm): the CPU demo's like-for-like comparison.",
+        description="The whole-image baseline with ssp-lite's compact ResNet (GroupNorm): the CPU demo's "
+        "like-for-like comparison.",
     )
 )

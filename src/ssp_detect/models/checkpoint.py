@@ -45,7 +45,9 @@ def read_checkpoint_file(path: str | Path) -> dict[str, Any]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for corrupt or foreign files
-        raise CheckpointError(f"Weights file {path} could not be read as a PyTorch checkpoint ({exc.__class__.__name__}).") from exc
+        raise CheckpointError(
+            f"Weights file {path} could not be read as a PyTorch checkpoint ({exc.__class__.__name__})."
+        ) from exc
     if not isinstance(obj, dict):
         raise CheckpointError(f"Weights file {path} holds a {type(obj).__name__}, not a state dict.")
     return obj
@@ -59,7 +61,7 @@ def unwrap_state_dict(obj: dict[str, Any]) -> dict[str, torch.Tensor]:
             break
     state = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
     if state and all(k.startswith("module.") for k in state):
-        state = {k[len("module."):]: v for k, v in state.items()}
+        state = {k[len("module.") :]: v for k, v in state.items()}
     return state
 
 
@@ -95,8 +97,10 @@ def infer_official_model(state: dict[str, torch.Tensor]) -> str:
         return "ssp"
     if any(k.startswith("disc.") for k in state):
         return "resnet50-baseline"
-    raise CheckpointError("The weights are neither an ssp-detect checkpoint nor an official SSP state dict "
-                          "(no srm.kernel or disc.* tensors).")
+    raise CheckpointError(
+        "The weights are neither an ssp-detect checkpoint nor an official SSP state dict "
+        "(no srm.kernel or disc.* tensors)."
+    )
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:

@@ -73,7 +73,9 @@ def cooccurrence_histograms(pixels: torch.Tensor) -> torch.Tensor:
         (B, NUM_FEATURES) float32; each of the seven histograms sums to 1.
     """
     if pixels.ndim != 4 or pixels.shape[1] != 3 or min(pixels.shape[-2:]) < 2 + max(ORDERS):
-        raise ValueError(f"Expected patches of shape (B, 3, S, S) with S >= {2 + max(ORDERS)}; got {tuple(pixels.shape)}.")
+        raise ValueError(
+            f"Expected patches of shape (B, 3, S, S) with S >= {2 + max(ORDERS)}; got {tuple(pixels.shape)}."
+        )
     x = torch.round(pixels.float())
     base = 2 * LEVELS + 1
     parts = []
@@ -120,6 +122,7 @@ register_model(
         name="ssp-cooc",
         builder=CooccurrenceSSP,
         feed=InputSpec(mean=(0.0, 0.0, 0.0), std=(1 / 255, 1 / 255, 1 / 255)),
-        description="Simple patch -> order 1-3 residuals quantised to +-2 -> spatial and cross-colour co-occurrence histograms -> linear (876 parameters); trains in seconds.",
+        description="Simple patch -> order 1-3 residuals quantised to +-2 -> spatial and cross-colour "
+        "co-occurrence histograms -> linear (876 parameters); trains in seconds.",
     )
 )

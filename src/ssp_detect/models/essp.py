@@ -237,14 +237,25 @@ register_model(
     ModelSpec(
         name="essp",
         builder=ESSPNet,
-        description="ESSP (our design of the paper's enhanced SSP): perception + prompt-guided enhancer (~7M parameters) before the paper's SSP (ResNet-50).",
+        description="ESSP (our design of the paper's enhanced SSP): perception + prompt-guided enhancer (~7M "
+        "parameters) before the paper's SSP (ResNet-50).",
     )
 )
 register_model(
     ModelSpec(
         name="essp-lite",
-        builder=partial(ESSPNet, enhancer_width=16, middle_blocks=2, prompt_dim=32, perception_width=16,
-                        upsample_to=None, srm_first=True, arch="compact", norm="group", stem="native"),
+        builder=partial(
+            ESSPNet,
+            enhancer_width=16,
+            middle_blocks=2,
+            prompt_dim=32,
+            perception_width=16,
+            upsample_to=None,
+            srm_first=True,
+            arch="compact",
+            norm="group",
+            stem="native",
+        ),
         description="ESSP with a small perception/enhancer (~0.3M parameters) before ssp-lite: CPU-sized.",
     )
 )

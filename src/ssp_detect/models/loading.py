@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 from collections.abc import Callable
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,8 +22,8 @@ from ssp_detect.models.checkpoint import (
     read_checkpoint_file,
     unwrap_state_dict,
 )
-from ssp_detect.verdict import check_threshold
 from ssp_detect.models.registry import ModelSpec, UnknownModelError, create_model, get_spec
+from ssp_detect.verdict import check_threshold
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +101,10 @@ def load_model(path: str | Path, *, model_name: str | None = None) -> LoadedMode
         raise CheckpointError(f"{path}: {exc}") from exc
     broken = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
     if broken:
-        raise CheckpointError(f"{path} holds non-finite weights (NaN or infinity) in {len(broken)} tensor(s), e.g. {broken[0]}; "
-                              "the file is broken: retrain or use another checkpoint.")
+        raise CheckpointError(
+            f"{path} holds non-finite weights (NaN or infinity) in {len(broken)} tensor(s), e.g. {broken[0]}; "
+            "the file is broken: retrain or use another checkpoint."
+        )
     try:
         feed = InputSpec.from_dict(stored, spec.feed) if isinstance(stored, dict) else spec.feed
     except (TypeError, ValueError) as exc:
@@ -111,7 +113,9 @@ def load_model(path: str | Path, *, model_name: str | None = None) -> LoadedMode
     try:
         result = model.load_state_dict(state, strict=False)
     except RuntimeError as exc:
-        raise CheckpointError(f"{path} does not fit model {name!r}: tensor shapes differ ({str(exc).splitlines()[-1].strip()}).") from exc
+        raise CheckpointError(
+            f"{path} does not fit model {name!r}: tensor shapes differ ({str(exc).splitlines()[-1].strip()})."
+        ) from exc
     if result.missing_keys or result.unexpected_keys:
         raise CheckpointError(
             f"{path} does not fit model {name!r}: {len(result.missing_keys)} missing tensors "
@@ -130,9 +134,13 @@ def _check_temperature(value: float) -> float:
     return number
 
 
-def _stored_number(path: str | Path, raw: dict[str, Any], key: str, default: float, check: Callable[[float], float]) -> float:
+def _stored_number(
+    path: str | Path, raw: dict[str, Any], key: str, default: float, check: Callable[[float], float]
+) -> float:
     """A number stored in a checkpoint, checked; a bad one is a :class:`CheckpointError` naming the file."""
     try:
         return check(raw.get(key, default))
     except (TypeError, ValueError) as exc:
-        raise CheckpointError(f"{path} stores an unusable {key} {raw.get(key)!r} ({exc}); recalibrate it with 'ssp calibrate'.") from exc
+        raise CheckpointError(
+            f"{path} stores an unusable {key} {raw.get(key)!r} ({exc}); recalibrate it with 'ssp calibrate'."
+        ) from exc

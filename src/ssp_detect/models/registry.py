@@ -104,6 +104,8 @@ def create_model(name: str, *, backbone_weights: str | Path | None = None) -> nn
     if backbone_weights is not None:
         backbone = getattr(model, "disc", None)
         if backbone is None:
-            raise CheckpointError(f"Model {name!r} has no ResNet backbone, so backbone weights ({backbone_weights}) do not apply to it.")
+            raise CheckpointError(
+                f"Model {name!r} has no ResNet backbone, so backbone weights ({backbone_weights}) do not apply to it."
+            )
         load_backbone_weights(backbone, backbone_weights)
     return model

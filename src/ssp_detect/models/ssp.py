@@ -53,7 +53,9 @@ class SSPNet(nn.Module):
     def residual(self, x: torch.Tensor) -> torch.Tensor:
         """The clipped SRM residual that the backbone sees, float32."""
         if not self.srm_first and self.upsample_to is not None:
-            x = F.interpolate(x.float(), size=(self.upsample_to, self.upsample_to), mode="bilinear", align_corners=False)
+            x = F.interpolate(
+                x.float(), size=(self.upsample_to, self.upsample_to), mode="bilinear", align_corners=False
+            )
         x = F.hardtanh(self.srm(x), -3.0, 3.0)
         if self.srm_first and self.upsample_to is not None:
             x = F.interpolate(x, size=(self.upsample_to, self.upsample_to), mode="bilinear", align_corners=False)
@@ -69,7 +71,8 @@ register_model(
         name="ssp",
         builder=SSPNet,
         paper=True,
-        description="The paper's SSP: 32x32 simple patch, bilinear x8, SRM, ResNet-50 (BatchNorm). Loads official checkpoints.",
+        description="The paper's SSP: 32x32 simple patch, bilinear x8, SRM, ResNet-50 (BatchNorm). Loads "
+        "official checkpoints.",
     )
 )
 register_model(
@@ -83,13 +86,15 @@ register_model(
     ModelSpec(
         name="ssp-native-gn",
         builder=partial(SSPNet, upsample_to=None, srm_first=True, norm="group", stem="native"),
-        description="SRM on the native 32x32 patch, ResNet-50 with a stride-1 stem and GroupNorm: ~1/4 of SSP's compute, learns best from scratch.",
+        description="SRM on the native 32x32 patch, ResNet-50 with a stride-1 stem and GroupNorm: ~1/4 of SSP's "
+        "compute, learns best from scratch.",
     )
 )
 register_model(
     ModelSpec(
         name="ssp-lite",
         builder=partial(SSPNet, upsample_to=None, srm_first=True, arch="compact", norm="group", stem="native"),
-        description="ssp-native-gn with a compact ResNet (one basic block per stage, widths 32-256): trains on a CPU in minutes; the CPU demo trains it beside ssp-cooc.",
+        description="ssp-native-gn with a compact ResNet (one basic block per stage, widths 32-256): trains on a "
+        "CPU in minutes; the CPU demo trains it beside ssp-cooc.",
     )
 )

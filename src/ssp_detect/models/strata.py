@@ -29,8 +29,8 @@ import torch
 from torch import nn
 
 from ssp_detect.data.patch import SMALL_IMAGE_SIZE, texture_diversity_tensor
-from ssp_detect.models.cooccurrence import NUM_FEATURES, cooccurrence_histograms
 from ssp_detect.data.preprocess import InputSpec
+from ssp_detect.models.cooccurrence import NUM_FEATURES, cooccurrence_histograms
 from ssp_detect.models.registry import ModelSpec, register_model
 
 TILE = 32
@@ -50,7 +50,9 @@ def tile_order(tiles: torch.Tensor) -> torch.Tensor:
     """Row-major tile indices of each crop sorted by SSP's texture diversity, simplest first (a stable
     sort: row-major order on ties): tiles (B, T, 3, tile, tile) from :func:`tiles_of` -> (B, T)."""
     b, count = tiles.shape[:2]
-    return torch.sort(texture_diversity_tensor(tiles.reshape(b * count, *tiles.shape[2:])).reshape(b, count), dim=1, stable=True).indices
+    return torch.sort(
+        texture_diversity_tensor(tiles.reshape(b * count, *tiles.shape[2:])).reshape(b, count), dim=1, stable=True
+    ).indices
 
 
 def ranked_tiles(pixels: torch.Tensor, tile: int) -> torch.Tensor:
@@ -109,7 +111,9 @@ class TextureStrataSSP(nn.Module):
         """Each stratum's share of the logit, (B, strata), simplest stratum first: the logit is their
         sum plus ``head.bias`` (the head is linear), so they say which texture level decided."""
         with torch.autocast(device_type=x.device.type, enabled=False):
-            features = strata_features(x, self.tile, self.share, self.strata).reshape(x.shape[0], self.strata, NUM_FEATURES)
+            features = strata_features(x, self.tile, self.share, self.strata).reshape(
+                x.shape[0], self.strata, NUM_FEATURES
+            )
             return (features * self.head.weight.reshape(1, self.strata, NUM_FEATURES)).sum(2)
 
     def kept_tiles(self, x: torch.Tensor) -> torch.Tensor:
@@ -124,6 +128,7 @@ register_model(
         name="ssp-strata",
         builder=TextureStrataSSP,
         feed=InputSpec(input="crop", image_size=CROP, mean=(0.0, 0.0, 0.0), std=(1 / 255, 1 / 255, 1 / 255)),
-        description="Centre 256x256 crop at native resolution -> 64 tiles ranked by SSP's texture score -> the simplest 32, ssp-cooc histograms per 16 -> linear (1,751 parameters).",
+        description="Centre 256x256 crop at native resolution -> 64 tiles ranked by SSP's texture score -> the "
+        "simplest 32, ssp-cooc histograms per 16 -> linear (1,751 parameters).",
     )
 )

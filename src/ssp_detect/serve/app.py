@@ -41,7 +41,9 @@ from ssp_detect.serve.service import DetectionService
 log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).parent / "static"
-NO_FILE_ERROR = "The request has no image file; send one or more files in a multipart form field named 'file' or 'files'."
+NO_FILE_ERROR = (
+    "The request has no image file; send one or more files in a multipart form field named 'file' or 'files'."
+)
 
 
 def _sentence(detail: Any, request: Request) -> str:
@@ -93,7 +95,9 @@ def create_app(detector: Detector, limits: ServeLimits | None = None) -> FastAPI
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first.get("loc", ()))
-        return error_response(400, f"Invalid request field {where}: {str(first.get('msg', 'invalid value')).rstrip('.')}.")
+        return error_response(
+            400, f"Invalid request field {where}: {str(first.get('msg', 'invalid value')).rstrip('.')}."
+        )
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:
@@ -111,8 +115,13 @@ def create_app(detector: Detector, limits: ServeLimits | None = None) -> FastAPI
     async def detect(
         file: Annotated[list[UploadFile] | None, File(description="One or more images.")] = None,
         files: Annotated[list[UploadFile] | None, File(description="More images (either field name works).")] = None,
-        stability: Annotated[bool, Form(description="Also score each image after common deliveries (JPEG, WebP, "
-                                        "resizing, PNG) and report how p_fake moved; a flipping verdict is uncertain.")] = False,
+        stability: Annotated[
+            bool,
+            Form(
+                description="Also score each image after common deliveries (JPEG, WebP, "
+                "resizing, PNG) and report how p_fake moved; a flipping verdict is uncertain."
+            ),
+        ] = False,
     ) -> dict[str, Any] | JSONResponse:
         """Detect AI-generated images: p_fake, verdict and the simple patch of each uploaded file."""
         uploads = [*(file or []), *(files or [])]
@@ -120,13 +129,18 @@ def create_app(detector: Detector, limits: ServeLimits | None = None) -> FastAPI
             raise HTTPException(400, NO_FILE_ERROR)
         if len(uploads) > limits.max_files:
             raise HTTPException(
-                413, f"The request has {len(uploads)} files, over the limit of {limits.max_files}; send at most that many per request."
+                413,
+                f"The request has {len(uploads)} files, over the limit of {limits.max_files}; send at most that "
+                "many per request.",
             )
         named = [(upload.filename or f"file {i + 1}", await upload.read()) for i, upload in enumerate(uploads)]
         results, timings = await service.detect(named, stability=stability)
         if all(result["error"] for result in results):
-            sentence = (results[0]["error"] if len(results) == 1
-                        else f"None of the {len(results)} files could be scored; see each file's error.")
+            sentence = (
+                results[0]["error"]
+                if len(results) == 1
+                else f"None of the {len(results)} files could be scored; see each file's error."
+            )
             return error_response(422, sentence, results=results)
         return {"results": results, "model": service.model_info, "timings_ms": timings}
 
@@ -151,7 +165,12 @@ def create_app(detector: Detector, limits: ServeLimits | None = None) -> FastAPI
 
 
 def run_server(
-    detector: Detector, host: str = "127.0.0.1", port: int = 8000, limits: ServeLimits | None = None, *, log_level: str = "info"
+    detector: Detector,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    limits: ServeLimits | None = None,
+    *,
+    log_level: str = "info",
 ) -> None:
     """Serve ``detector`` over HTTP with uvicorn until interrupted (blocks).
 

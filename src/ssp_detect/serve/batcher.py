@@ -72,10 +72,12 @@ class DynamicBatcher:
             HTTPException: 503 when the batcher is not running.
         """
         if not self.running or self._queue is None:
-            raise HTTPException(503, "The model is not running; the service is starting or stopping, retry in a moment.")
+            raise HTTPException(
+                503, "The model is not running; the service is starting or stopping, retry in a moment."
+            )
         loop = asyncio.get_running_loop()
         futures = [loop.create_future() for _ in items]
-        for item, future in zip(items, futures):
+        for item, future in zip(items, futures, strict=False):
             self._queue.put_nowait((item, future))
         return list(await asyncio.gather(*futures))
 
@@ -118,6 +120,6 @@ class DynamicBatcher:
             self.batches += 1
             self.images += len(batch)
             log.debug("Scored a batch of %d images.", len(batch))
-            for (_, future), p in zip(batch, probs.tolist()):
+            for (_, future), p in zip(batch, probs.tolist(), strict=False):
                 if not future.done():
                     future.set_result(p)

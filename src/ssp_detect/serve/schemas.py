@@ -24,7 +24,7 @@ def _result_schema() -> type[BaseModel]:
         kind = hints[f.name]
         if typing.get_origin(kind) is tuple:
             kind = list[typing.get_args(kind)[0]]
-        elif typing.Optional[tuple[int, int, int, int]] == kind or typing.Optional[tuple[int, int]] == kind:
+        elif kind in (tuple[int, int, int, int] | None, tuple[int, int] | None):
             kind = list[int] | None
         fields[f.name] = (kind, ...)
     return create_model("FileResult", __doc__="The verdict on one uploaded file.", **fields)

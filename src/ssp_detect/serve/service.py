@@ -47,7 +47,9 @@ class DetectionService:
         if self._decode_pool is not None:
             self._decode_pool.shutdown(wait=False, cancel_futures=True)
 
-    def prepare_upload(self, filename: str, data: bytes, stability: bool = False) -> tuple[list[Prepared] | None, str | bool]:
+    def prepare_upload(
+        self, filename: str, data: bytes, stability: bool = False
+    ) -> tuple[list[Prepared] | None, str | bool]:
         """Decode one upload and prepare its model inputs (with its deliveries when ``stability``) and
         say whether it was truncated; an unreadable file gives None and its error sentence instead."""
         try:
@@ -68,19 +70,23 @@ class DetectionService:
         loop = asyncio.get_running_loop()
         start = time.perf_counter()
         outcomes = await asyncio.gather(
-            *(loop.run_in_executor(self._decode_pool, self.prepare_upload, name, data, stability) for name, data in uploads)
+            *(
+                loop.run_in_executor(self._decode_pool, self.prepare_upload, name, data, stability)
+                for name, data in uploads
+            )
         )
         decoded = time.perf_counter()
         inputs = [prep for preps, _ in outcomes if preps is not None for prep in preps]
         probs = iter(await self.batcher.score(inputs) if inputs else [])
         scored = time.perf_counter()
         results = []
-        for (name, _), (preps, outcome) in zip(uploads, outcomes):
+        for (name, _), (preps, outcome) in zip(uploads, outcomes, strict=False):
             if preps is None:
                 detection = self.detector.make_detection(name, None, None, str(outcome))
             else:
-                detection = self.detector.detection_from(name, preps, [next(probs) for _ in preps],
-                                                         truncated=bool(outcome))
+                detection = self.detector.detection_from(
+                    name, preps, [next(probs) for _ in preps], truncated=bool(outcome)
+                )
             result = detection.to_dict()
             results.append({"filename": result.pop("source"), **result})
         timings = {
