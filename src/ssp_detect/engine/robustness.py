@@ -32,7 +32,19 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ROBUSTNESS_METRICS = ("n_real", "n_fake", "acc", "real_acc", "fake_acc", "ap", "auc")
+ROBUSTNESS_METRICS = (
+    "n_real",
+    "n_fake",
+    "acc",
+    "real_acc",
+    "fake_acc",
+    "ap",
+    "auc",
+    "tpr@fpr1",
+    "tpr@fpr5",
+    "tpr@fpr10",
+    "ece",
+)
 DIFFERENCE_FIELDS = ("auc_diff", "auc_diff_low", "auc_diff_high", "acc_diff", "acc_diff_low", "acc_diff_high")
 
 
