@@ -164,6 +164,7 @@ def make_augment(cfg: TrainConfig, train: Sequence[Sample]) -> TrainAugment:
         jpg_qual=tuple(cfg.jpeg_qual),
         format_match_probs=probs,
         format_match_histories=tuple(histories),
+        delivery_prob=cfg.delivery_prob,
     )
 
 
