@@ -162,6 +162,8 @@ REFUSED: dict[str, tuple[str, Callable[[], bytes], type[ImageDecodeError], str]]
         r"is truncated or corrupt \(its progressive scans stop before the image "
         r"is complete\)",
     ),
+    "three bytes": ("tiny.jpg", lambda: b"hi\n", ImageDecodeError, r"is not an image format that Pillow can read\."),
+    "one byte of a bmp": ("tiny.bmp", lambda: b"B", ImageDecodeError, r"is not an image format that Pillow can read\."),
     "png header cut": (
         "header.png",
         lambda: _save(Image.fromarray(PIXELS), "PNG")[:20],

@@ -232,11 +232,11 @@ def _identify(fp: io.BytesIO) -> ImageFile.ImageFile:
         for fmt in [f for f in Image.ID if f not in tried]:
             tried.add(fmt)
             factory, accept = Image.OPEN[fmt]
-            result = accept(prefix) if accept else True
-            if not result or isinstance(result, str):
-                continue
-            fp.seek(0)
-            try:
+            try:  # as Image.open: a check may read past the end of a file of a few bytes
+                result = accept(prefix) if accept else True
+                if not result or isinstance(result, str):
+                    continue
+                fp.seek(0)
                 return factory(fp, "")
             except (SyntaxError, IndexError, TypeError, struct.error):
                 continue
