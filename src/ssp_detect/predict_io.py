@@ -19,6 +19,7 @@ from ssp_detect.data.layouts import list_image_files
 from ssp_detect.data.preprocess import PatchOptions
 from ssp_detect.detector import Detection, Detector
 from ssp_detect.errors import UsageError
+from ssp_detect.outputs import ensure_writable_file, writing
 from ssp_detect.verdict import DEFAULT_UNCERTAIN_BAND
 
 log = logging.getLogger(__name__)
@@ -144,6 +145,10 @@ def predict_to(
         stability: Score each image after common deliveries too (see :mod:`ssp_detect.stability`).
         batch_size: Images per model batch.
         threads: Decoding threads.
+
+    Raises:
+        OutputError: ``output`` cannot be written (checked before the model is loaded), or a
+            write fails later (a full disk).
     """
     from tqdm import tqdm
 
@@ -153,6 +158,8 @@ def predict_to(
     if fmt not in FORMATS:
         raise UsageError(f"Unknown output format {fmt!r}; choose one of {', '.join(FORMATS)}.")
     dev = distributed.setup(resolve_device(device))
+    if output and distributed.is_main():
+        ensure_writable_file(output, "--output")  # before the work, so that nothing scored is lost
     detector = Detector.from_checkpoint(
         weights,
         model_name=model_name,
@@ -173,7 +180,10 @@ def predict_to(
     scored = failed = 0
     if distributed.is_main():
         show_bar = sys.stderr.isatty() and (output is not None or not sys.stdout.isatty())
-        with open(output, "w", newline="") if output else contextlib.nullcontext(sys.stdout) as stream:
+        with (
+            writing(output, "the results") if output else contextlib.nullcontext(),
+            open(output, "w", newline="") if output else contextlib.nullcontext(sys.stdout) as stream,
+        ):
             writer = ResultWriter(stream, fmt)
             try:
                 for d in tqdm(results, disable=not show_bar, unit="img", desc="predict"):

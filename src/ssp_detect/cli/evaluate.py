@@ -20,7 +20,9 @@ def add_test_parser(sub: argparse._SubParsersAction) -> None:
             help=summary if name == "test" else "Alias of test.",
             description="Score labelled images with a checkpoint and write results.md/.csv/.json: per subset real acc, "
             "fake acc, acc at the threshold, AP, ROC-AUC, EER, best-threshold acc; then the mean over subsets and the "
-            "pooled figure over all images.",
+            "pooled figure over all images. Unreadable images are skipped and listed in the results. Exits 2 when "
+            "no image could be read (or, with --strict, when any could not), and before scoring when --out cannot "
+            "be written.",
         )
         options.add_weights_options(p)
         options.add_data_options(p)
@@ -56,8 +58,9 @@ def cmd_test(args: argparse.Namespace) -> int:
         uncertain_band=args.uncertain_band,
     )
     if run.paths:  # rank 0 wrote them
-        print(markdown_table(run.summary))
-        print(f"\nwritten: {', '.join(map(str, run.paths))}")
+        if run.summary["n_unreadable"] < run.summary["n_images"]:
+            print(markdown_table(run.summary) + "\n")
+        print(f"written: {', '.join(map(str, run.paths))}")
     check_unreadable(run.summary, args.strict)
     return 0
 

@@ -15,7 +15,8 @@ def add_predict_parser(sub: argparse._SubParsersAction) -> None:
         help="Is this image AI-generated? Score files, folders, globs or a CSV list.",
         description="Score images and stream one result per image: path, p_fake, label (fake when "
         "p_fake >= threshold), the simple patch box and its texture score, or an error for unreadable "
-        "files. Exits 1 when nothing could be scored (or, with --strict, when anything could not).",
+        "files. Exits 1 when nothing could be scored (or, with --strict, when anything could not), and 2, before "
+        "scoring, when --output cannot be written.",
     )
     p.add_argument("paths", nargs="+", help="Image files, folders, glob patterns (quoted) or .csv lists (path column).")
     options.add_weights_options(p)
