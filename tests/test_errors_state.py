@@ -269,6 +269,30 @@ def test_read_only_output_folders_exit_2_in_every_command(command, tree, checkpo
         folder.chmod(0o755)
 
 
+@pytest.mark.parametrize("command", ["cross-eval", "robustness", "calibrate", "explain"])
+def test_other_commands_refuse_an_unwritable_place_before_loading(
+    command, tree, checkpoint_path, blocked, monkeypatch, capsys
+):
+    _deny(
+        ("ssp_detect.engine.cross_eval", "load_model"),
+        ("ssp_detect.models.loading", "load_model"),
+        ("ssp_detect.detector.Detector", "from_checkpoint"),
+    )(monkeypatch)
+    data = ["--data", str(tree), "--workers", "0", "--no-progress"]
+    weights = ["--weights", str(checkpoint_path)]
+    argv = {
+        "cross-eval": ["cross-eval", *weights, *data, "--out", str(blocked)],
+        "robustness": ["robustness", *weights, *data, "--sweeps", "jpeg", "--out", str(blocked)],
+        "calibrate": ["calibrate", *weights, *data, "--output", str(blocked / "c.pt")],
+        "explain": ["explain", str(next(tree.rglob("*.png"))), *weights, "--out", str(blocked / "e.png")],
+    }[command]
+    option = "--output" if command == "calibrate" else "--out"
+    assert main(argv) == 2
+    assert _one_sentence(capsys.readouterr().err, command) == (
+        f"Cannot write into {blocked} (Not a directory); choose another {option}."
+    )
+
+
 # -- ssp test without a readable image ----------------------------------------------------------
 
 

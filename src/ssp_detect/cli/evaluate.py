@@ -90,6 +90,7 @@ def add_cross_eval_parser(sub: argparse._SubParsersAction) -> None:
 def cmd_cross_eval(args: argparse.Namespace) -> int:
     from ssp_detect.engine.cross_eval import run_cross_eval
     from ssp_detect.engine.report import write_cross_eval
+    from ssp_detect.outputs import writing
 
     result = run_cross_eval(
         args.weights,
@@ -100,7 +101,8 @@ def cmd_cross_eval(args: argparse.Namespace) -> int:
         metric=args.metric,
         model_name=args.arch,
     )
-    paths = write_cross_eval(result.matrix, result.names, result.tests, args.out, metric=result.metric)
+    with writing(args.out, "the results"):
+        paths = write_cross_eval(result.matrix, result.names, result.tests, args.out, metric=result.metric)
     print(paths[0].read_text())
     print(f"written: {', '.join(map(str, paths))}")
     return 0
@@ -195,7 +197,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from ssp_detect.engine.scoring import calibrate_threshold
     from ssp_detect.models.checkpoint import save_calibrated
     from ssp_detect.models.loading import load_model
+    from ssp_detect.outputs import ensure_writable_file, writing
 
+    ensure_writable_file(args.output, "--output")  # before the work
     runtime = options.eval_runtime(args)
     loaded = load_model(args.weights, model_name=args.arch)
     data = f"{options.data_source(args)} split {args.split}"
@@ -208,12 +212,11 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         model_name=args.arch,
         temperature=cal.temperature,
     )
-    diagram = plot_reliability(
-        preds.label,
-        apply_temperature(preds.logit, cal.temperature),
-        Path(args.output).with_suffix(".reliability.png"),
-        title="Reliability after calibration",
-    )
+    diagram = Path(args.output).with_suffix(".reliability.png")
+    with writing(diagram, "the reliability diagram"):
+        plot_reliability(
+            preds.label, apply_temperature(preds.logit, cal.temperature), diagram, title="Reliability after calibration"
+        )
     c = cal.choice
     print(
         f"threshold {c.threshold:.6f}, temperature {cal.temperature:.3f}: false-positive rate {c.fpr:.3f} "

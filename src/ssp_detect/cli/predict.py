@@ -86,7 +86,9 @@ def add_explain_parser(sub: argparse._SubParsersAction) -> None:
 def cmd_explain(args: argparse.Namespace) -> int:
     from ssp_detect.detector import Detector
     from ssp_detect.explain import explain_figure
+    from ssp_detect.outputs import ensure_writable_file
 
+    ensure_writable_file(args.out, "--out")
     detector = Detector.from_checkpoint(
         args.weights,
         model_name=args.arch,

@@ -25,6 +25,7 @@ from ssp_detect.data.layouts import Sample
 from ssp_detect.data.preprocess import PatchOptions
 from ssp_detect.errors import UsageError
 from ssp_detect.models.loading import LoadedModel
+from ssp_detect.outputs import ensure_writable_folder, writing
 
 if TYPE_CHECKING:
     from ssp_detect.engine.evaluate import Predictions
@@ -226,12 +227,16 @@ def robustness_report(
         model_name: Architecture of foreign state dicts (default: inferred).
         sweeps, jpeg_method, interpolation, bootstrap: As for :func:`run_robustness`.
         data: The data, in words, for the report.
+
+    Raises:
+        ~ssp_detect.outputs.OutputError: ``out`` cannot be written (checked before any work).
     """
     from ssp_detect.engine.report import write_robustness
     from ssp_detect.engine.scoring import check_names
     from ssp_detect.models.loading import load_model
 
     check_names(names, weights)
+    ensure_writable_folder(out, "--out")
     models = [load_model(w, model_name=model_name) for w in weights]
     names = list(names) if names else default_names(weights, models)
     rows = run_robustness(
@@ -249,4 +254,5 @@ def robustness_report(
         f"JPEG by {jpeg_method}, rescaling by PIL {interpolation}; "
         "degradations applied to the whole image before patch selection"
     )
-    return write_robustness(rows, {k: SWEEPS[k].title for k in sweeps}, out, notes=notes)
+    with writing(out, "the results"):
+        return write_robustness(rows, {k: SWEEPS[k].title for k in sweeps}, out, notes=notes)
