@@ -346,3 +346,27 @@ def test_an_exif_rotated_jpeg_scores_as_its_pixels_turned(tmp_path, checkpoint_p
     box = {k: (r["x"], r["y"], r["w"], r["h"]) for k, r in rows.items()}
     assert rows["rotated"]["p_fake"] == rows["turned"]["p_fake"] and box["rotated"] == box["turned"]
     assert box["stored"] != box["rotated"]
+
+
+def test_the_pixel_limit_is_an_option_of_every_command_that_scores(tmp_path, checkpoint_path, capsys):
+    """The refusal names --max-pixels, so predict, explain and test have it (serve has its own)."""
+    from ssp_detect.cli import main
+
+    (tmp_path / "data" / "x" / "val" / "ai").mkdir(parents=True)
+    image = _write(tmp_path / "data" / "x" / "val" / "ai", "big.png", _save(Image.fromarray(PIXELS), "PNG"))
+    weights = ["--weights", str(checkpoint_path)]
+    assert main(["predict", str(image), *weights, "--format", "jsonl", "--max-pixels", str(H * W - 1)]) == 1
+    row = json.loads(capsys.readouterr().out)
+    assert row["error"] == (
+        f"{image} has {W}x{H} pixels, over the limit of {H * W - 1:,}; resize it first or raise the pixel limit "
+        "(max_pixels, --max-pixels)."
+    )
+    assert main(["predict", str(image), *weights, "--format", "jsonl", "--max-pixels", str(H * W)]) == 0
+    assert json.loads(capsys.readouterr().out)["error"] is None
+    assert main(["explain", str(image), *weights, "--out", str(tmp_path / "e.png"), "--max-pixels", "100"]) == 2
+    assert "over the limit of 100;" in capsys.readouterr().err
+    argv = ["test", *weights, "--data", str(tmp_path / "data"), "--workers", "0", "--no-progress"]
+    for decode in ("workers", "device"):
+        out = tmp_path / decode
+        assert main([*argv, "--decode", decode, "--out", str(out), "--max-pixels", "100"]) == 2
+        assert "over the limit of 100;" in json.loads((out / "results.json").read_text())["unreadable"][0]["error"]

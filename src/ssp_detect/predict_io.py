@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from ssp_detect.data.decode import GLOB_CHARS
+from ssp_detect.data.decode import DEFAULT_MAX_PIXELS, GLOB_CHARS
 from ssp_detect.data.layouts import list_image_files
 from ssp_detect.data.preprocess import PatchOptions
 from ssp_detect.detector import Detection, Detector
@@ -131,6 +131,7 @@ def predict_to(
     uncertain_band: float = DEFAULT_UNCERTAIN_BAND,
     stability: bool = False,
     allow_truncated: bool = False,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> PredictCounts:
     """Score every image that ``inputs`` name (see :func:`iter_image_paths`) and stream one row per
     image, in input order, to ``output`` (default: standard output) in ``fmt``.
@@ -140,7 +141,7 @@ def predict_to(
 
     Args:
         weights: Checkpoint (ours or official); ``model_name`` names a foreign architecture.
-        device, precision, threshold, patch, uncertain_band, allow_truncated: As for
+        device, precision, threshold, patch, uncertain_band, allow_truncated, max_pixels: As for
             :class:`~ssp_detect.detector.Detector`.
         stability: Score each image after common deliveries too (see :mod:`ssp_detect.stability`).
         batch_size: Images per model batch.
@@ -169,6 +170,7 @@ def predict_to(
         patch=patch,
         uncertain_band=uncertain_band,
         allow_truncated=allow_truncated,
+        max_pixels=max_pixels,
     )
     paths = iter_image_paths(inputs, recursive=recursive)
     # Under torchrun each rank scores its share of every chunk; rank 0 writes them in input order.

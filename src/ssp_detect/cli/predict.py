@@ -37,6 +37,7 @@ def add_predict_parser(sub: argparse._SubParsersAction) -> None:
         "moved it most; a verdict that flips becomes 'uncertain' (reason unstable).",
     )
     options.add_allow_truncated_option(p)
+    options.add_max_pixels_option(p)
     p.add_argument("--strict", action="store_true", help="Exit non-zero if any image could not be read.")
     p.set_defaults(func=cmd_predict)
 
@@ -60,6 +61,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         uncertain_band=args.uncertain_band,
         stability=args.stability,
         allow_truncated=args.allow_truncated,
+        max_pixels=args.max_pixels,
     )
     if counts.main and args.output:
         print(f"{counts.scored} scored, {counts.failed} unreadable; results in {args.output}", file=sys.stderr)
@@ -79,6 +81,7 @@ def add_explain_parser(sub: argparse._SubParsersAction) -> None:
     options.add_device_options(p, precision=False)
     options.add_threshold_option(p)
     options.add_allow_truncated_option(p)
+    options.add_max_pixels_option(p)
     options.add_patch_options(p)
     p.set_defaults(func=cmd_explain)
 
@@ -97,6 +100,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         patch=options.patch_options(args),
         uncertain_band=args.uncertain_band,
         allow_truncated=args.allow_truncated,
+        max_pixels=args.max_pixels,
     )
     d = explain_figure(detector, args.image, args.out)
     print(f"{d['label']} (p_fake {d['p_fake']:.4f}); figure written to {args.out}")

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from ssp_detect.data.decode import ImageDecodeError
+from ssp_detect.data.decode import DEFAULT_MAX_PIXELS, ImageDecodeError
 from ssp_detect.data.degradations import Degradation
 from ssp_detect.data.layouts import DatasetError, Sample
 from ssp_detect.data.preprocess import PatchOptions, Preprocessor
@@ -47,6 +47,7 @@ class EvalRuntime:
         decode: Where images are decoded, one of :data:`~ssp_detect.engine.runtime.DECODERS`.
         allow_truncated: Score images whose data ends early instead of listing them as unreadable
             (their verdicts count as uncertain); the device decoder always refuses them.
+        max_pixels: Images with more pixels are refused from their header (decompression-bomb guard).
     """
 
     device: torch.device
@@ -57,10 +58,13 @@ class EvalRuntime:
     progress: bool = True
     decode: str = "workers"
     allow_truncated: bool = False
+    max_pixels: int = DEFAULT_MAX_PIXELS
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise UsageError(f"The batch size must be at least 1, not {self.batch_size}.")
+        if self.max_pixels < 1:
+            raise UsageError(f"The pixel limit must be at least 1, not {self.max_pixels}.")
         if self.workers < 0:
             raise UsageError(f"The DataLoader worker count must be 0 or more, not {self.workers}.")
         if self.decode not in DECODERS:
@@ -79,6 +83,7 @@ class EvalRuntime:
         decode: str = "workers",
         join_process_group: bool = False,
         allow_truncated: bool = False,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
     ) -> EvalRuntime:
         """Resolve the options as a user gives them: ``auto`` device and precision, workers None
         for :func:`~ssp_detect.engine.runtime.default_workers`; ``join_process_group`` joins the
@@ -88,7 +93,15 @@ class EvalRuntime:
             dev = distributed.setup(dev)
         n_workers = default_workers() if workers is None else workers
         return cls(
-            dev, resolve_precision(precision, dev), batch_size, n_workers, patch, progress, decode, allow_truncated
+            dev,
+            resolve_precision(precision, dev),
+            batch_size,
+            n_workers,
+            patch,
+            progress,
+            decode,
+            allow_truncated,
+            max_pixels,
         )
 
     def keywords(self) -> dict[str, Any]:
@@ -102,6 +115,7 @@ class EvalRuntime:
             "patch": self.patch,
             "progress": self.progress,
             "allow_truncated": self.allow_truncated,
+            "max_pixels": self.max_pixels,
         }
 
     def evaluate(
