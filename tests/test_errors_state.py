@@ -385,3 +385,12 @@ def test_a_killed_and_resumed_run_logs_each_step_once(tree, tmp_path, monkeypatc
     assert steps(killed) == steps(full) and len(steps(full)) > 2
     assert epochs(killed) == epochs(full) and [e for e, _ in epochs(full)] == [1, 2]
     assert "dropped" in (killed / "train.log").read_text()
+
+
+def test_predict_to_refuses_a_batch_size_of_zero(checkpoint_path, tmp_path):
+    """The command line refuses it in argparse; the library call would have scored nothing, silently."""
+    from ssp_detect.errors import UsageError
+    from ssp_detect.predict_io import predict_to
+
+    with pytest.raises(UsageError, match=r"^The batch size must be at least 1, not 0\.$"):
+        predict_to(checkpoint_path, [str(tmp_path)], batch_size=0)

@@ -158,6 +158,8 @@ def predict_to(
 
     if fmt not in FORMATS:
         raise UsageError(f"Unknown output format {fmt!r}; choose one of {', '.join(FORMATS)}.")
+    if batch_size < 1:  # a chunk of 0 paths would score nothing, silently
+        raise UsageError(f"The batch size must be at least 1, not {batch_size}.")
     dev = distributed.setup(resolve_device(device))
     if output and distributed.is_main():
         ensure_writable_file(output, "--output")  # before the work, so that nothing scored is lost
