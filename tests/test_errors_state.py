@@ -394,3 +394,20 @@ def test_predict_to_refuses_a_batch_size_of_zero(checkpoint_path, tmp_path):
 
     with pytest.raises(UsageError, match=r"^The batch size must be at least 1, not 0\.$"):
         predict_to(checkpoint_path, [str(tmp_path)], batch_size=0)
+
+
+def test_an_input_error_while_predicting_is_not_blamed_on_the_output(
+    tree, checkpoint_path, tmp_path, monkeypatch, capsys
+):
+    image = str(next(tree.rglob("*.png")))
+
+    def paths(inputs, recursive=False):
+        yield image
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), "list.csv")  # a CSV list it cannot read
+
+    monkeypatch.setattr("ssp_detect.predict_io.iter_image_paths", paths)
+    out = tmp_path / "r.jsonl"
+    argv = ["predict", "list.csv", "--weights", str(checkpoint_path), "--format", "jsonl", "--batch-size", "1"]
+    assert main([*argv, "--output", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "ssp predict: error: Permission denied: list.csv" in err and "Could not write" not in err, err

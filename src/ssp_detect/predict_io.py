@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import glob
 import json
 import logging
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -104,6 +105,36 @@ class ResultWriter:
             self.stream.write("\n]\n" if self.count else "]\n")
 
 
+def write_results(detections: Iterable[Detection], output: str | Path | None, fmt: str) -> tuple[int, int]:
+    """Stream ``detections`` to ``output`` (None: standard output) in ``fmt``; returns (scored,
+    unreadable). Only the writes are guarded (:func:`~ssp_detect.outputs.writing`): an ``OSError``
+    while the detections are made (reading a CSV list) is not the output's."""
+    guard = functools.partial(writing, output, "the results") if output else contextlib.nullcontext
+    with guard():
+        stream = open(output, "w", newline="") if output else sys.stdout
+    scored = failed = 0
+    try:
+        with guard():
+            writer = ResultWriter(stream, fmt)
+        try:
+            for d in detections:
+                with guard():
+                    writer.write(d)
+                scored += d.error is None
+                failed += d.error is not None
+        finally:
+            with guard():
+                writer.close()  # ends a JSON array even after an interruption
+        if output:
+            with guard():
+                stream.close()
+    finally:
+        if output and not stream.closed:
+            with contextlib.suppress(OSError):
+                stream.close()
+    return scored, failed
+
+
 @dataclass(frozen=True)
 class PredictCounts:
     """How a prediction run went: images ``scored`` and ``failed`` (unreadable), over every rank;
@@ -184,18 +215,7 @@ def predict_to(
     scored = failed = 0
     if distributed.is_main():
         show_bar = sys.stderr.isatty() and (output is not None or not sys.stdout.isatty())
-        with (
-            writing(output, "the results") if output else contextlib.nullcontext(),
-            open(output, "w", newline="") if output else contextlib.nullcontext(sys.stdout) as stream,
-        ):
-            writer = ResultWriter(stream, fmt)
-            try:
-                for d in tqdm(results, disable=not show_bar, unit="img", desc="predict"):
-                    writer.write(d)
-                    scored += d.error is None
-                    failed += d.error is not None
-            finally:
-                writer.close()
+        scored, failed = write_results(tqdm(results, disable=not show_bar, unit="img", desc="predict"), output, fmt)
         log.info("%d image(s) scored, %d could not be read", scored, failed)
     else:
         for _ in results:  # drives this rank's share; rank 0 does the writing
