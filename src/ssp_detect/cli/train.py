@@ -78,7 +78,7 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
 def train_config(args: argparse.Namespace) -> TrainConfig:
     """The config of parsed ``ssp train`` arguments: defaults < preset (``--config``, else the resumed
     run's config.yaml) < the flags given."""
-    if args.resume and args.out is not None and Path(args.out).absolute() != Path(args.resume).parent.absolute():
+    if args.resume and args.out is not None and Path(args.out).resolve() != Path(args.resume).parent.resolve():
         raise UsageError(
             f"--resume continues the run in the folder of {args.resume}; leave out --out, or copy that folder to "
             f"{args.out} and resume from the last.pt there."

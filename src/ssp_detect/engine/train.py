@@ -392,7 +392,7 @@ def train(cfg: TrainConfig, *, resume: str | Path | None = None) -> dict[str, An
     """
     moved = ""
     state = read_resume_state(resume) if resume else None
-    if resume and Path(cfg.out).absolute() != Path(resume).parent.absolute():
+    if resume and Path(cfg.out).resolve() != Path(resume).parent.resolve():
         moved = cfg.out
         cfg = dataclasses.replace(cfg, out=str(Path(resume).parent))
     device = distributed.setup(resolve_device(cfg.device))
