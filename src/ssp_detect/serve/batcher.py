@@ -24,7 +24,8 @@ class DynamicBatcher:
     One asyncio task takes queued images until ``max_batch`` are gathered or ``max_wait_s`` has
     passed since the first, then runs ``score`` on them in a dedicated thread, so the event loop
     keeps accepting and decoding requests while the model runs; images queued meanwhile form the
-    next batch. A failing ``score`` fails the requests of that batch only.
+    next batch. A failing ``score`` fails the requests of that batch only. An image whose request
+    was cancelled (its client left) is dropped from the queue unscored (counted in ``dropped``).
 
     Args:
         score: p_fake of a list of prepared images (one forward pass).
@@ -38,6 +39,7 @@ class DynamicBatcher:
         self.max_wait_s = max_wait_s
         self.batches = 0
         self.images = 0
+        self.dropped = 0
         self._queue: asyncio.Queue[_Pending] | None = None
         self._task: asyncio.Task[None] | None = None
         self._model_thread: ThreadPoolExecutor | None = None
@@ -81,19 +83,31 @@ class DynamicBatcher:
             self._queue.put_nowait((item, future))
         return list(await asyncio.gather(*futures))
 
+    async def _live(self, queue: asyncio.Queue[_Pending]) -> _Pending:
+        """The next queued image whose request still waits for it; the others are dropped."""
+        while True:
+            pending = await queue.get()
+            if not pending[1].done():
+                return pending
+            self.dropped += 1
+
     async def _next_batch(self, queue: asyncio.Queue[_Pending]) -> list[_Pending]:
         loop = asyncio.get_running_loop()
-        batch = [await queue.get()]
+        batch = [await self._live(queue)]
         deadline = loop.time() + self.max_wait_s
         while len(batch) < self.max_batch:
             if not queue.empty():
-                batch.append(queue.get_nowait())
+                pending = queue.get_nowait()
+                if pending[1].done():
+                    self.dropped += 1
+                else:
+                    batch.append(pending)
                 continue
             remaining = deadline - loop.time()
             if remaining <= 0:
                 break
             try:
-                batch.append(await asyncio.wait_for(queue.get(), remaining))
+                batch.append(await asyncio.wait_for(self._live(queue), remaining))
             except TimeoutError:
                 break
         return batch
@@ -102,9 +116,12 @@ class DynamicBatcher:
         assert self._queue is not None
         loop = asyncio.get_running_loop()
         while True:
-            batch = [(item, future) for item, future in await self._next_batch(self._queue) if not future.done()]
-            if not batch:
+            batch = await self._next_batch(self._queue)
+            live = [(item, future) for item, future in batch if not future.done()]  # left while waiting
+            self.dropped += len(batch) - len(live)
+            if not live:
                 continue
+            batch = live
             try:
                 probs = await loop.run_in_executor(self._model_thread, self._score, [item for item, _ in batch])
             except asyncio.CancelledError:
