@@ -217,7 +217,7 @@ def test_model_endpoint_reports_weights_and_limits(client: TestClient, detector:
 
 def test_healthz_counts_scored_images(detector: Detector, images: list[bytes]) -> None:
     with serving(detector) as c:
-        assert c.get("/healthz").json() == {"status": "ok", "batches": 0, "images": 0}
+        assert c.get("/healthz").json() == {"status": "ok", "batches": 0, "images": 0, "dropped": 0}
         c.post("/v1/detect", files=[("files", ("a.png", images[0])), ("files", ("b.png", images[1]))])
         health = c.get("/healthz").json()
     assert health["images"] == 2 and 1 <= health["batches"] <= 2

@@ -236,7 +236,7 @@ def create_app(detector: Detector, limits: ServeLimits | None = None, access: Ac
                 "many per request.",
             )
         size = sum(upload.size or 0 for upload in uploads)
-        async with service.budget.hold(size, f"The request's {len(uploads)} file(s)"):
+        async with service.budget.hold(size, f"the request's {len(uploads)} file(s)"):
             named = [(upload.filename or f"file {i + 1}", await upload.read()) for i, upload in enumerate(uploads)]
             outcome = await unless_disconnected(request, service.detect(named, stability=stability))
         if outcome is None:
@@ -259,10 +259,12 @@ def create_app(detector: Detector, limits: ServeLimits | None = None, access: Ac
 
     @app.get("/healthz", responses={503: {"model": ErrorBody}})
     async def healthz() -> dict[str, Any]:
-        """Liveness: ok while the batcher runs, with the batches and images scored so far."""
+        """Liveness: ok while the batcher runs, with the batches and images scored so far, and the
+        images dropped unscored because their clients left."""
         if not service.batcher.running:
             raise HTTPException(503, "The model batcher is not running.")
-        return {"status": "ok", "batches": service.batcher.batches, "images": service.batcher.images}
+        batcher = service.batcher
+        return {"status": "ok", "batches": batcher.batches, "images": batcher.images, "dropped": batcher.dropped}
 
     @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     async def index() -> FileResponse:

@@ -78,8 +78,8 @@ class OverBudget(HTTPException):
     def __init__(self, what: str, n_bytes: int, budget: int) -> None:
         super().__init__(
             413,
-            f"{what} needs about {mib(n_bytes)} of memory, over the server's whole decode budget of "
-            f"{mib(budget)}; send smaller images, fewer per request, or raise --max-decode-mb.",
+            f"{what[:1].upper()}{what[1:]} needs about {mib(n_bytes)} of memory, over the server's whole "
+            f"decode budget of {mib(budget)}; send smaller images, fewer per request, or raise --max-decode-mb.",
         )
 
 
@@ -212,7 +212,7 @@ class DetectionService:
         claim is given back when the decoding thread is done, even if the request is cancelled."""
         loop = asyncio.get_running_loop()
         cost = await asyncio.to_thread(decode_cost, data, max_pixels=self.limits.max_pixels, stability=stability)
-        await self.budget.acquire(cost, f"Upload {filename!r}")
+        await self.budget.acquire(cost, f"upload {filename!r}")
         assert self._decode_pool is not None
         job = self._decode_pool.submit(self.prepare_upload, filename, data, stability)
         job.add_done_callback(lambda _: loop.call_soon_threadsafe(self.budget.release, cost))
