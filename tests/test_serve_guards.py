@@ -344,3 +344,32 @@ def test_a_request_whose_client_left_is_not_scored(fresh_detector: Detector, ima
 
     sent = asyncio.run(main())
     assert sent[0]["status"] == 499 and sizes == []
+
+
+# --- the command line ------------------------------------------------------------------------------
+
+
+def test_serve_options_are_in_mib_with_clean_defaults(
+    checkpoint_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ssp_detect.cli import build_parser, main
+    from ssp_detect.serve import app as serve_app
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "request body in MiB (default 20)." in help_text and "20.97" not in help_text
+    assert "(default 1024)" in help_text and "--allowed-host NAME" in help_text and "--cors-origin ORIGIN" in help_text
+
+    calls: list[dict] = []
+    monkeypatch.setattr(serve_app, "run_server", lambda detector, **kw: calls.append(kw))
+    argv = ["serve", "--weights", str(checkpoint_path), "--device", "cpu", "--max-upload-mb", "0.5"]
+    argv += ["--max-decode-mb", "256", "--allowed-host", "detector.lan", "--cors-origin", "https://a.example"]
+    assert main([*argv, "--max-in-flight", "8", "--header-timeout", "2", "--body-timeout", "3"]) == 0
+    (call,) = calls
+    limits = call["limits"]
+    assert limits.max_upload_bytes == 512 * 1024 and limits.max_decode_bytes == 256 * MIB
+    assert (limits.max_in_flight, limits.header_timeout_s, limits.body_timeout_s) == (8, 2.0, 3.0)
+    assert call["allowed_hosts"] == ("detector.lan",) and call["cors_origins"] == ("https://a.example",)
+    assert main(["serve", "--weights", str(checkpoint_path), "--device", "cpu"]) == 0
+    assert calls[1]["limits"] == ServeLimits() and calls[1]["allowed_hosts"] == ()
