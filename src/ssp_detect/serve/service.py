@@ -9,6 +9,12 @@ measured to take at its peak (:data:`DECODE_BYTES_PER_PIXEL`, by pixel mode: fro
 which libjpeg-turbo decodes straight to RGB, to 22 for 16-bit greyscale, widened on the way),
 plus 24 per pixel with the stability check (its re-saved and resized copies). That estimate,
 and each upload's size, are counted against one :class:`MemoryBudget` shared by all requests.
+
+Two lanes. An image whose decode cost is over :data:`LARGE_DECODE_BYTES` (about a 5 MP PNG or an
+11 MP JPEG) is decoded by the threads of the large lane, half of ``decode_workers`` (at least one),
+the others by ``decode_workers`` threads of their own: a few large or hostile uploads (a 40 MP pixel
+bomb takes seconds of CPU) then delay the ordinary photos of other clients by the CPU they share,
+never by a queue.
 """
 
 from __future__ import annotations
@@ -52,6 +58,7 @@ WIDE_MODE_BYTES_PER_PIXEL = 22  # 16- and 32-bit integer modes, and any other
 JPEG_BYTES_PER_PIXEL = 6  # an 8-bit YCbCr or greyscale JPEG: libjpeg-turbo writes RGB directly
 WEBP_BYTES_PER_PIXEL = 19  # Pillow's WebP decoder goes through RGBA
 STABILITY_BYTES_PER_PIXEL = 24  # the re-saved and resized copies of the stability check
+LARGE_DECODE_BYTES = 64 << 20  # images that cost more go to the large lane
 
 
 def decode_cost(data: bytes, *, max_pixels: int, stability: bool = False) -> int:
@@ -178,11 +185,15 @@ class DetectionService:
         self.batcher = DynamicBatcher(detector.score, max_batch=limits.max_batch, max_wait_s=limits.max_wait_ms / 1000)
         self.budget = MemoryBudget(limits.max_decode_bytes, limits.decode_wait_s)
         self._decode_pool: ThreadPoolExecutor | None = None
+        self._large_pool: ThreadPoolExecutor | None = None
 
     async def start(self) -> None:
         """Start the decode threads and the batcher (on the running event loop), after choosing a
         patch once so that the first request does not pay for loading the compiled selection."""
         self._decode_pool = ThreadPoolExecutor(max_workers=self.limits.decode_workers, thread_name_prefix="ssp-decode")
+        self._large_pool = ThreadPoolExecutor(
+            max_workers=max(1, self.limits.decode_workers // 2), thread_name_prefix="ssp-decode-large"
+        )
         blank = np.zeros((SMALL_IMAGE_SIZE, SMALL_IMAGE_SIZE, 3), np.uint8)
         await asyncio.get_running_loop().run_in_executor(self._decode_pool, self.detector.prepare, blank)
         await self.batcher.start()
@@ -190,8 +201,9 @@ class DetectionService:
     async def stop(self) -> None:
         """Stop the batcher and the decode threads."""
         await self.batcher.stop()
-        if self._decode_pool is not None:
-            self._decode_pool.shutdown(wait=False, cancel_futures=True)
+        for pool in (self._decode_pool, self._large_pool):
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
 
     def prepare_upload(
         self, filename: str, data: bytes, stability: bool = False
@@ -208,13 +220,14 @@ class DetectionService:
     async def _prepare_within_budget(
         self, filename: str, data: bytes, stability: bool
     ) -> tuple[list[Prepared] | None, str | bool]:
-        """:meth:`prepare_upload` in the decode pool once its :func:`decode_cost` is granted; the
+        """:meth:`prepare_upload` in its lane's threads once its :func:`decode_cost` is granted; the
         claim is given back when the decoding thread is done, even if the request is cancelled."""
         loop = asyncio.get_running_loop()
         cost = await asyncio.to_thread(decode_cost, data, max_pixels=self.limits.max_pixels, stability=stability)
         await self.budget.acquire(cost, f"upload {filename!r}")
-        assert self._decode_pool is not None
-        job = self._decode_pool.submit(self.prepare_upload, filename, data, stability)
+        pool = self._large_pool if cost > LARGE_DECODE_BYTES else self._decode_pool
+        assert pool is not None
+        job = pool.submit(self.prepare_upload, filename, data, stability)
         job.add_done_callback(lambda _: loop.call_soon_threadsafe(self.budget.release, cost))
         return await asyncio.wrap_future(job)  # cancelled: a job not started yet never runs
 
