@@ -131,6 +131,7 @@ class Tally:
     slow_held_s: dict[str, list[float]] = field(default_factory=lambda: {"headers": [], "body": []})
     slow_open_at_end: int = 0
     slow_answers: Counter[str] = field(default_factory=Counter)
+    no_answer: Counter[str] = field(default_factory=Counter)  # the client's error when there was no answer
 
 
 async def post_raw_oversize(port: int, declared: int) -> int:
@@ -160,8 +161,9 @@ async def well_behaved(
         sent = time.perf_counter()
         try:
             r = await client.post("/v1/detect", files={"file": ("good.png", image, "image/png")})
-        except httpx.HTTPError:
+        except httpx.HTTPError as exc:
             tally.statuses["well-behaved", 0] += 1
+            tally.no_answer[type(exc).__name__] += 1
             continue
         tally.statuses["well-behaved", r.status_code] += 1
         if r.status_code == 503:
@@ -195,8 +197,9 @@ async def abuser(
         try:
             r = await client.post("/v1/detect", files=files)
             tally.statuses[kind, r.status_code] += 1
-        except httpx.HTTPError:
+        except httpx.HTTPError as exc:
             tally.statuses[kind, 0] += 1
+            tally.no_answer[type(exc).__name__] += 1
 
 
 async def slow_connection(port: int, part: str, byte_s: float, until: float) -> tuple[float, bytes] | None:
@@ -356,6 +359,8 @@ def report(out: dict, args: argparse.Namespace, limits) -> str:
         ),
     ]
     rows += [(f"answers: {kind}", ", ".join(parts), "") for kind, parts in by_kind.items()]
+    if tally.no_answer:
+        rows.append(("no answer: the client's error", ", ".join(f"{k}: {n}" for k, n in tally.no_answer.items()), ""))
     lines = ["| measure | value | target |", "| --- | --- | --- |"]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
     return "\n".join(lines)

@@ -8,6 +8,7 @@ import asyncio
 import io
 import re
 import threading
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -152,21 +153,30 @@ def test_requests_beyond_the_in_flight_cap_get_503_with_retry_after(fresh_detect
     record_batches(fresh_detector, [], before=lambda: (entered.set(), release.wait(10)))
     app = create_app(fresh_detector, ServeLimits(max_in_flight=2, max_wait_ms=0))
 
-    async def scenario(client: httpx.AsyncClient) -> tuple[list[int], httpx.Response, int]:
+    async def scenario(client: httpx.AsyncClient) -> tuple[list[int], httpx.Response, httpx.Response, int]:
         files = {"file": ("a.png", image)}
         first = asyncio.create_task(client.post("/v1/detect", files=files))
         assert await asyncio.to_thread(entered.wait, 10)  # the model holds the first request
         second = asyncio.create_task(client.post("/v1/detect", files=files))
         await asyncio.sleep(0.2)  # the second is in flight, waiting for the model
         refused = await client.post("/v1/detect", files=files)
+
+        async def body() -> AsyncIterator[bytes]:
+            yield b"--x\r\n"
+
+        chunked = await client.post("/v1/detect", content=body(), headers={"content-type": "x"})
         health = (await client.get("/healthz")).status_code  # other routes are not capped
         release.set()
-        return [(await first).status_code, (await second).status_code], refused, health
+        return [(await first).status_code, (await second).status_code], refused, chunked, health
 
-    done, refused, health = run_async(app, scenario)
+    done, refused, chunked, health = run_async(app, scenario)
     assert done == [200, 200] and health == 200
     assert_error(refused, 503, "busy with 2 requests", "retry in 1 s")
-    assert refused.headers["retry-after"] == "1" and refused.headers["connection"] == "close"
+    assert refused.headers["retry-after"] == "1"
+    # A declared body is read and dropped by the server (the client reads the 503 while sending);
+    # a chunked one, of unknown length, is not read: the connection closes.
+    assert "connection" not in refused.headers and chunked.headers["connection"] == "close"
+    assert_error(chunked, 503, "busy")
 
 
 # --- memory budget -------------------------------------------------------------------------------------
@@ -373,3 +383,37 @@ def test_serve_options_are_in_mib_with_clean_defaults(
     assert call["allowed_hosts"] == ("detector.lan",) and call["cors_origins"] == ("https://a.example",)
     assert main(["serve", "--weights", str(checkpoint_path), "--device", "cpu"]) == 0
     assert calls[1]["limits"] == ServeLimits() and calls[1]["allowed_hosts"] == ()
+
+
+def test_large_decodes_do_not_hold_up_small_ones(
+    fresh_detector: Detector, image: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ssp_detect.serve import service as service_module
+
+    large = encode(noisy_image(np.random.default_rng(9), (300, 300)))
+    monkeypatch.setattr(service_module, "LARGE_DECODE_BYTES", 300 * 300 * 12 - 1)  # large.png is "large"
+    app = create_app(fresh_detector, ServeLimits(decode_workers=2, max_wait_ms=0))
+    service = app.state.service
+    release = threading.Event()
+    prepare = service.prepare_upload
+
+    def slow_for_large(filename: str, data: bytes, stability: bool = False):
+        if filename == "large.png":
+            release.wait(10)  # a long decode
+        return prepare(filename, data, stability)
+
+    service.prepare_upload = slow_for_large
+
+    async def scenario(client: httpx.AsyncClient) -> tuple[list[int], list[int]]:
+        larges = [
+            asyncio.create_task(client.post("/v1/detect", files={"file": ("large.png", large)})) for _ in range(2)
+        ]
+        await asyncio.sleep(0.2)
+        # Two large decodes would fill both decode threads; the large lane has one, the small ones two.
+        small = await client.post("/v1/detect", files={"file": ("small.png", image)})
+        still_decoding = sum(not task.done() for task in larges)
+        release.set()
+        return [small.status_code, still_decoding], [(await t).status_code for t in larges]
+
+    (small_status, still_decoding), large_statuses = run_async(app, scenario)
+    assert small_status == 200 and still_decoding == 2 and large_statuses == [200, 200]

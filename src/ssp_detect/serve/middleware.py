@@ -1,9 +1,10 @@
 """The service's ASGI guards, outermost first: security headers on every response, the Host
-allow-list, cross-origin requests, the cap on requests in flight, the body's size and time.
+allow-list, cross-origin requests, the declared body size, the cap on requests in flight, the
+body's size and time as it arrives.
 
 Each refuses with the service's JSON error body (``{"error": "<one sentence>"}``); a refusal sent
-before the body was read also closes the connection (``Connection: close``), so the rest of that
-body is never read.
+before the body was read closes the connection (``Connection: close``), so the rest of that body is
+never read, except the in-flight cap's 503 (see :class:`InFlightLimit`).
 """
 
 from __future__ import annotations
@@ -176,7 +177,12 @@ class CrossOriginGuard:
 
 class InFlightLimit:
     """Answers 503 with ``Retry-After`` to a request under ``paths`` beyond ``max_in_flight`` of them
-    in the app at once (counted from the start of the request to the end of its response)."""
+    in the app at once (counted from the start of the request to the end of its response).
+
+    The connection stays open when the body's length is declared (within the upload limit, checked
+    before by :class:`DeclaredSizeLimit`): uvicorn then reads the rest of the body and drops it, so
+    the client, still sending, reads the 503 instead of a reset connection.
+    """
 
     def __init__(self, app: ASGIApp, max_in_flight: int, paths: tuple[str, ...]) -> None:
         self.app = app
@@ -191,7 +197,9 @@ class InFlightLimit:
             return
         if self.in_flight >= self.max_in_flight:
             sentence = f"The server is busy with {self.in_flight} requests, its limit; retry in {RETRY_AFTER_S} s."
-            headers = {**CLOSE, "retry-after": str(RETRY_AFTER_S)}
+            headers = {"retry-after": str(RETRY_AFTER_S)}
+            if header(scope, b"content-length") is None:  # a chunked body of any length: do not read it
+                headers.update(CLOSE)
             await error_response(503, sentence, headers=headers)(scope, receive, send)
             return
         self.in_flight += 1
@@ -225,13 +233,29 @@ class BodyTimeout(HTTPException):
         )
 
 
-class BodyLimits:
-    """Refuses request bodies over ``max_bytes`` or slower than ``timeout_s`` in all.
+class DeclaredSizeLimit:
+    """Answers 413 to a request whose ``Content-Length`` is over ``max_bytes``, without reading its body."""
 
-    A declared ``Content-Length`` over the limit is answered with 413 without reading the body; a
-    body without one (chunked) is counted as it arrives and cut off with :class:`UploadTooLarge`.
-    The whole body must arrive within ``timeout_s`` of the end of the headers, however it is
-    spread out (a client trickling a byte a second included), else :class:`BodyTimeout` (408).
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        declared = (header(scope, b"content-length") or "") if scope["type"] == "http" else ""
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            error = UploadTooLarge(self.max_bytes)
+            await error_response(error.status_code, error.detail, headers=error.headers)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+class BodyLimits:
+    """Refuses request bodies over ``max_bytes`` or slower than ``timeout_s`` in all, as they arrive.
+
+    A body is counted as it arrives and cut off with :class:`UploadTooLarge` past ``max_bytes`` (a
+    chunked one; a declared one is refused before, by :class:`DeclaredSizeLimit`). The whole body
+    must arrive within ``timeout_s`` of the end of the headers, however it is spread out (a client
+    trickling a byte a second included), else :class:`BodyTimeout` (408).
 
     Args:
         app: The wrapped ASGI app.
@@ -247,11 +271,6 @@ class BodyLimits:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
-            return
-        declared = header(scope, b"content-length") or ""
-        if declared.isdigit() and int(declared) > self.max_bytes:
-            error = UploadTooLarge(self.max_bytes)
-            await error_response(error.status_code, error.detail, headers=error.headers)(scope, receive, send)
             return
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout_s
