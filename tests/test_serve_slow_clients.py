@@ -152,3 +152,14 @@ def test_a_client_that_leaves_while_queued_is_dropped(fresh_detector: Detector) 
             time.sleep(0.3)
             health = client.get("/healthz").json()
     assert sizes == [1] and health["images"] == 1 and health["dropped"] == 1
+
+
+def test_a_declared_oversize_body_is_refused_before_it_is_sent(served: int) -> None:
+    head = HEAD + b"Content-Type: multipart/form-data; boundary=x\r\nContent-Length: 21000000\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", served), timeout=10) as conn:
+        conn.sendall(head)  # and not one byte of the body
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+    status, sentence = error_of(answer)
+    assert status == 413 and "upload limit of 20 MiB (20,971,520 bytes)" in sentence

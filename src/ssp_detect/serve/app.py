@@ -62,6 +62,7 @@ from ssp_detect.serve.middleware import (
     AccessPolicy,
     BodyLimits,
     CrossOriginGuard,
+    DeclaredSizeLimit,
     HostAllowList,
     InFlightLimit,
     SecurityHeaders,
@@ -175,6 +176,7 @@ def create_app(detector: Detector, limits: ServeLimits | None = None, access: Ac
     # Added innermost first: a request meets them in the reverse order.
     app.add_middleware(BodyLimits, max_bytes=limits.max_upload_bytes, timeout_s=limits.body_timeout_s)
     app.add_middleware(InFlightLimit, max_in_flight=limits.max_in_flight, paths=(DETECT_PATH,))
+    app.add_middleware(DeclaredSizeLimit, max_bytes=limits.max_upload_bytes)
     app.add_middleware(CrossOriginGuard, allowed=access.cors_origins)
     if access.cors_origins:
         app.add_middleware(
