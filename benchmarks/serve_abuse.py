@@ -131,6 +131,7 @@ class Tally:
     slow_held_s: dict[str, list[float]] = field(default_factory=lambda: {"headers": [], "body": []})
     slow_open_at_end: int = 0
     slow_answers: Counter[str] = field(default_factory=Counter)
+    shed_by: Counter[str] = field(default_factory=Counter)  # which guard answered 503
     no_answer: Counter[str] = field(default_factory=Counter)  # the client's error when there was no answer
 
 
@@ -168,6 +169,7 @@ async def well_behaved(
         tally.statuses["well-behaved", r.status_code] += 1
         if r.status_code == 503:
             tally.good_503 += 1
+            tally.shed_by["memory budget" if "decoding" in r.text else "in-flight cap"] += 1
             await asyncio.sleep(float(r.headers.get("retry-after", "1")))
             continue
         latencies.append((time.perf_counter() - sent) * 1000)
@@ -197,6 +199,8 @@ async def abuser(
         try:
             r = await client.post("/v1/detect", files=files)
             tally.statuses[kind, r.status_code] += 1
+            if r.status_code == 503:
+                tally.shed_by["memory budget" if "decoding" in r.text else "in-flight cap"] += 1
         except httpx.HTTPError as exc:
             tally.statuses[kind, 0] += 1
             tally.no_answer[type(exc).__name__] += 1
@@ -331,7 +335,12 @@ def report(out: dict, args: argparse.Namespace, limits) -> str:
     rows = [
         ("requests answered under abuse", f"{total - sum(tally.no_answer.values())}", ""),
         ("5xx: 500 (faults)", f"{n_500}", "0"),
-        ("5xx: 503 (shed, with Retry-After)", f"{n_503} (well-behaved client: {tally.good_503})", "—"),
+        (
+            "5xx: 503 (shed, with Retry-After)",
+            f"{n_503} ({', '.join(f'{k}: {n}' for k, n in tally.shed_by.items())}; "
+            f"well-behaved client: {tally.good_503})",
+            "—",
+        ),
         (
             "slow connections ended by the server",
             f"{finished} of {finished} ({finished - shed} by a timeout, {shed} shed at once with 503; "

@@ -232,6 +232,26 @@ def test_memory_budget_grants_waits_overtakes_and_refuses() -> None:
     asyncio.run(scenario())
 
 
+def test_large_claims_leave_a_quarter_of_the_budget_to_small_ones() -> None:
+    async def scenario() -> None:
+        budget = MemoryBudget(100, wait_s=5, large_bytes=20, large_share=0.75)
+        await budget.acquire(50, "large a")
+        second = asyncio.create_task(budget.acquire(30, "large b"))  # 80 > 75 for large claims: waits
+        await asyncio.sleep(0)
+        for _ in range(3):
+            await budget.acquire(15, "small")  # 95 of 100: fits
+        assert not second.done() and (budget.used, budget.used_large) == (95, 50)
+        budget.release(50)
+        await second
+        assert (budget.used, budget.used_large) == (75, 30)
+        for claim in (30, 15, 15, 15):
+            budget.release(claim)
+        await budget.acquire(90, "one large alone")  # alone, a large claim may use it all
+        assert (budget.used, budget.used_large) == (90, 90)
+
+    asyncio.run(scenario())
+
+
 def test_an_image_over_the_whole_budget_is_413(detector: Detector) -> None:
     bomb = encoded(Image.new("1", (3000, 2000)), "PNG")  # 6 MP: about 60 MB to decode, 2 KB to send
     with serving(detector, ServeLimits(max_decode_bytes=50 * MIB)) as c:

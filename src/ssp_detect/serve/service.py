@@ -12,9 +12,10 @@ and each upload's size, are counted against one :class:`MemoryBudget` shared by 
 
 Two lanes. An image whose decode cost is over :data:`LARGE_DECODE_BYTES` (about a 5 MP PNG or an
 11 MP JPEG) is decoded by the threads of the large lane, half of ``decode_workers`` (at least one),
-the others by ``decode_workers`` threads of their own: a few large or hostile uploads (a 40 MP pixel
-bomb takes seconds of CPU) then delay the ordinary photos of other clients by the CPU they share,
-never by a queue.
+the others by ``decode_workers`` threads of their own, and large images may hold together only
+three quarters of the memory budget: a few large or hostile uploads (a 40 MP pixel bomb takes
+seconds of CPU and 400 MB) then delay the ordinary photos of other clients by the CPU they share,
+never by a queue for threads or memory.
 """
 
 from __future__ import annotations
@@ -109,25 +110,40 @@ class MemoryBudget:
     A claim that fits is granted at once; one that does not waits, in order with the other
     waiting claims but overtaken by any later claim that fits (small images are not held up by a
     large one), for at most ``wait_s``, then fails with :class:`Busy`; a claim larger than the
-    whole budget fails at once with :class:`OverBudget`.
+    whole budget fails at once with :class:`OverBudget`. Large claims (over ``large_bytes``)
+    together fit in ``large_share`` of the budget, unless one is alone: the rest stays free for
+    ordinary images while pixel bombs and huge uploads queue.
 
     Args:
         total: The budget in bytes.
         wait_s: Longest wait of a claim.
+        large_bytes: Claims over this are large.
+        large_share: Share of the budget that large claims may hold together.
     """
 
-    def __init__(self, total: int, wait_s: float) -> None:
+    def __init__(
+        self, total: int, wait_s: float, *, large_bytes: int = LARGE_DECODE_BYTES, large_share: float = 0.75
+    ) -> None:
         self.total = total
         self.wait_s = wait_s
+        self.large_bytes = large_bytes
+        self.large_total = int(total * large_share)
         self.used = 0
+        self.used_large = 0
         self.peak = 0
         self._waiting: deque[tuple[int, asyncio.Future[None]]] = deque()
+
+    def fits(self, n_bytes: int) -> bool:
+        """True when a claim of ``n_bytes`` would be granted now."""
+        if self.used + n_bytes > self.total:
+            return False
+        return n_bytes <= self.large_bytes or not self.used_large or self.used_large + n_bytes <= self.large_total
 
     async def acquire(self, n_bytes: int, what: str) -> None:
         """Claim ``n_bytes``; raises :class:`OverBudget` or :class:`Busy` (see the class)."""
         if n_bytes > self.total:
             raise OverBudget(what, n_bytes, self.total)
-        if self.used + n_bytes <= self.total:
+        if self.fits(n_bytes):
             self._grant(n_bytes)
             return
         granted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -148,9 +164,11 @@ class MemoryBudget:
     def release(self, n_bytes: int) -> None:
         """Give back a claim, and grant the waiting claims that now fit."""
         self.used -= n_bytes
+        if n_bytes > self.large_bytes:
+            self.used_large -= n_bytes
         for entry in list(self._waiting):
             n, granted = entry
-            if self.used + n <= self.total:
+            if self.fits(n):
                 self._waiting.remove(entry)
                 self._grant(n)
                 granted.set_result(None)
@@ -166,6 +184,8 @@ class MemoryBudget:
 
     def _grant(self, n_bytes: int) -> None:
         self.used += n_bytes
+        if n_bytes > self.large_bytes:
+            self.used_large += n_bytes
         self.peak = max(self.peak, self.used)
 
 
