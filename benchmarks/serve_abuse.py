@@ -158,7 +158,8 @@ def well_behaved(base_url: str, image: bytes, seconds: float, max_requests: int 
     clients' event loop): single-image requests one at a time for ``seconds`` or ``max_requests``,
     honouring Retry-After. Client-side latencies and the server's own ``timings_ms.total`` of the
     answered requests, and the statuses."""
-    out: dict = {"latency_ms": [], "server_ms": [], "statuses": Counter(), "shed_by": Counter(), "no_answer": Counter()}
+    out: dict = {"latency_ms": [], "statuses": Counter(), "shed_by": Counter(), "no_answer": Counter()}
+    out |= {"server_ms": [], "decode_ms": [], "model_ms": []}
     until = time.monotonic() + seconds
     with httpx.Client(base_url=base_url, timeout=120.0) as client:
         while time.monotonic() < until and (max_requests is None or len(out["latency_ms"]) < max_requests):
@@ -175,7 +176,10 @@ def well_behaved(base_url: str, image: bytes, seconds: float, max_requests: int 
                 time.sleep(float(r.headers.get("retry-after", "1")))
                 continue
             out["latency_ms"].append((time.perf_counter() - sent) * 1000)
-            out["server_ms"].append(r.json()["timings_ms"]["total"])
+            timings = r.json()["timings_ms"]
+            out["server_ms"].append(timings["total"])
+            out["decode_ms"].append(timings["decode_and_patch"])
+            out["model_ms"].append(timings["queue_and_model"])
     return out
 
 
@@ -374,7 +378,10 @@ def report(out: dict, args: argparse.Namespace, limits) -> str:
         (
             "well-behaved client p50 / p99, under abuse",
             f"{p50_1:.1f} / {p99_1:.1f} ms ({len(loaded)} requests; in the server "
-            f"{percentile(server_1, 50):.1f} / {percentile(server_1, 99):.1f} ms)",
+            f"{percentile(server_1, 50):.1f} / {percentile(server_1, 99):.1f} ms, of which decoding "
+            f"{percentile(out['loaded']['decode_ms'], 50):.1f} / {percentile(out['loaded']['decode_ms'], 99):.1f} ms, "
+            f"queue and model {percentile(out['loaded']['model_ms'], 50):.1f} / "
+            f"{percentile(out['loaded']['model_ms'], 99):.1f} ms)",
             f"p99 ≤ {3 * p99_0:.0f} ms (3x)",
         ),
         ("p99 under abuse / unloaded", f"{p99_1 / p99_0:.1f}x", "≤ 3x"),

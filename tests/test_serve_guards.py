@@ -324,6 +324,34 @@ def test_the_batcher_drops_images_of_cancelled_requests() -> None:
     assert scored == [1, 1] and batcher.dropped == 2 and batcher.images == 2
 
 
+def test_a_one_image_request_waits_for_one_batch_behind_a_bulk_request() -> None:
+    entered, release = threading.Event(), threading.Event()
+    batches: list[list[str]] = []
+
+    def score(items: list) -> np.ndarray:
+        batches.append(list(items))
+        entered.set()
+        release.wait(10)
+        return np.full(len(items), 0.5)
+
+    async def scenario() -> None:
+        batcher = DynamicBatcher(score, max_batch=4, max_wait_s=0)
+        await batcher.start()
+        first = asyncio.create_task(batcher.score(["first"]))
+        assert await asyncio.to_thread(entered.wait, 10)  # the model is busy: the next ones queue
+        bulk = asyncio.create_task(batcher.score([f"bulk{i}" for i in range(10)]))
+        await asyncio.sleep(0)
+        single = asyncio.create_task(batcher.score(["single"]))
+        await asyncio.sleep(0.05)
+        release.set()
+        await asyncio.gather(first, bulk, single)
+        await batcher.stop()
+
+    asyncio.run(scenario())
+    assert batches[1] == ["bulk0", "single", "bulk1", "bulk2"]  # round-robin, not first come first served
+    assert sorted(sum(batches, [])) == sorted(["first", "single", *(f"bulk{i}" for i in range(10))])
+
+
 def test_a_request_whose_client_left_is_not_scored(fresh_detector: Detector, image: bytes) -> None:
     sizes: list[int] = []
     record_batches(fresh_detector, sizes)
