@@ -191,9 +191,9 @@ def encoded(img: Image.Image, fmt: str, **options) -> bytes:
 def test_decode_cost_comes_from_the_header() -> None:
     one_bit = encoded(Image.new("1", (2000, 1000)), "PNG")
     assert len(one_bit) < 2000  # a tiny file ...
-    assert decode_cost(one_bit, max_pixels=10**8) == 2_000_000 * 10  # ... that costs 20 MB to decode
+    assert decode_cost(one_bit, max_pixels=10**8) == 2_000_000 * 11  # ... that costs 22 MB to decode
     rgb = Image.fromarray(noisy_image(np.random.default_rng(0), (100, 120)))
-    assert decode_cost(encoded(rgb, "PNG"), max_pixels=10**8) == 12_000 * 12
+    assert decode_cost(encoded(rgb, "PNG"), max_pixels=10**8) == 12_000 * 13
     assert decode_cost(encoded(rgb, "JPEG"), max_pixels=10**8) == 12_000 * JPEG_BYTES_PER_PIXEL
     assert decode_cost(encoded(rgb, "JPEG"), max_pixels=10**8, stability=True) == 12_000 * (
         JPEG_BYTES_PER_PIXEL + STABILITY_BYTES_PER_PIXEL
@@ -253,10 +253,10 @@ def test_large_claims_leave_a_quarter_of_the_budget_to_small_ones() -> None:
 
 
 def test_an_image_over_the_whole_budget_is_413(detector: Detector) -> None:
-    bomb = encoded(Image.new("1", (3000, 2000)), "PNG")  # 6 MP: about 60 MB to decode, 2 KB to send
+    bomb = encoded(Image.new("1", (3000, 2000)), "PNG")  # 6 MP: about 66 MB to decode, 2 KB to send
     with serving(detector, ServeLimits(max_decode_bytes=50 * MIB)) as c:
         r = c.post("/v1/detect", files={"file": ("bomb.png", bomb)})
-        assert_error(r, 413, "Upload 'bomb.png' needs about 57.22 MiB", "budget of 50 MiB", "--max-decode-mb")
+        assert_error(r, 413, "Upload 'bomb.png' needs about 62.94 MiB", "budget of 50 MiB", "--max-decode-mb")
         assert c.app.state.service.budget.used == 0
 
 
@@ -277,13 +277,13 @@ def test_a_full_budget_gives_503_then_frees(fresh_detector: Detector, image: byt
     assert_error(busy, 503, "busy decoding other images: upload 'a.png'", "within 0.2 s")
     assert busy.headers["retry-after"] == "1"
     assert ok.status_code == 200 and sizes == [1]  # the refused request never reached the model
-    assert budget.used == 0 and budget.peak >= len(image) + 64 * 72 * 12
+    assert budget.used == 0 and budget.peak >= len(image) + 64 * 72 * 13
 
 
 def test_many_images_of_one_request_share_the_budget_in_turn(detector: Detector) -> None:
     rng = np.random.default_rng(4)
     files = [("files", (f"{i}.png", encode(noisy_image(rng, (400, 500))))) for i in range(6)]
-    one = 400 * 500 * 12
+    one = 400 * 500 * 13
     # Room for two decodes at a time, not six: the request still gets all six answers.
     with serving(detector, ServeLimits(max_decode_bytes=2 * one + 3 * MIB, decode_workers=2)) as c:
         r = c.post("/v1/detect", files=files)
@@ -439,7 +439,7 @@ def test_large_decodes_do_not_hold_up_small_ones(
     from ssp_detect.serve import service as service_module
 
     large = encode(noisy_image(np.random.default_rng(9), (300, 300)))
-    monkeypatch.setattr(service_module, "LARGE_DECODE_BYTES", 300 * 300 * 12 - 1)  # large.png is "large"
+    monkeypatch.setattr(service_module, "LARGE_DECODE_BYTES", 300 * 300 * 13 - 1)  # large.png is "large"
     app = create_app(fresh_detector, ServeLimits(decode_workers=2, max_wait_ms=0))
     service = app.state.service
     release = threading.Event()

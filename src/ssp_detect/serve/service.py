@@ -2,7 +2,7 @@
 scoring through the batcher.
 
 Decode cost. An upload's size says little about what decoding it costs: 300 KB of 1-bit PNG can
-hold 40 million pixels, which take about 400 MB to decode and search. So before any pixel is
+hold 40 million pixels, which take about 440 MB to decode and search. So before any pixel is
 decoded, each image's header gives its size and mode, and :func:`decode_cost` estimates the peak
 memory of decoding it and choosing its patch: pixels x the bytes per pixel that this decoding was
 measured to take at its peak (:data:`DECODE_BYTES_PER_PIXEL`, by pixel mode: from 6 for a JPEG,
@@ -42,12 +42,13 @@ from ssp_detect.serve.limits import RETRY_AFTER_S, ServeLimits, mib
 log = logging.getLogger(__name__)
 
 # Peak memory per pixel of decoding an image and choosing its patch, by Pillow's pixel mode (RSS
-# measured on 8 MP images of each kind, rounded up); an unknown mode counts as the most costly.
+# measured on 8 MP images of each kind and rounded up: benchmarks/serve_decode_cost.py); an unknown
+# mode counts as the most costly.
 DECODE_BYTES_PER_PIXEL = {
-    "1": 10,
-    "L": 11,
+    "1": 11,
+    "L": 12,
     "P": 13,
-    "RGB": 12,
+    "RGB": 13,
     "RGBA": 14,
     "LA": 14,
     "PA": 14,
