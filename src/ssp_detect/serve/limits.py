@@ -1,19 +1,21 @@
-"""What one request may ask of the service: the limits record and the body-size middleware."""
+"""What the service lets one request, and all of them together, cost: the limits record.
+
+Sizes are in bytes here and in MiB (2**20 bytes) on the command line.
+"""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
 
-from fastapi import HTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
-from ssp_detect.serve.schemas import error_response
+MIB = 1 << 20
+RETRY_AFTER_S = 1  # the Retry-After of every 503: the service is busy now, not broken
 
 
 @dataclass(frozen=True)
 class ServeLimits:
-    """What one request may ask of the service, and how requests are batched on the model.
+    """What one request may ask of the service, what all requests together may hold, and how
+    requests are batched on the model.
 
     Attributes:
         max_upload_bytes: Largest request body (all files plus the multipart framing), 20 MiB;
@@ -26,65 +28,54 @@ class ServeLimits:
         max_wait_ms: Longest time the first image of a batch waits for others to join it (5 ms);
             a batch also starts as soon as it is full.
         decode_workers: Threads that decode images and select patches (min(4, CPU count)).
+        max_in_flight: Most detection requests inside the service at once (64), from their first
+            body byte to their answer; one more is answered 503 with ``Retry-After`` at once.
+        max_decode_bytes: Memory budget shared by all requests for their uploaded bytes and the
+            images being decoded (1 GiB): each upload is counted from its size, each image from
+            its header (pixels x the bytes per pixel its decoding takes) before it is decoded.
+            An image that would not fit waits up to ``decode_wait_s`` for memory to free, then is
+            answered 503 with ``Retry-After``; a request whose uploads or one image alone exceed
+            the whole budget is answered 413.
+        decode_wait_s: Longest wait of an image for the decode budget (5 s).
+        header_timeout_s: Time a client has to send a request's headers, from its connection or
+            the end of its previous request (10 s); the connection is then closed.
+        body_timeout_s: Time a client has to send a request's whole body, from the end of its
+            headers (30 s, so about 0.7 MiB/s for the largest upload); the request is then
+            answered 408 and the connection closed.
     """
 
-    max_upload_bytes: int = 20 * 1024 * 1024
+    max_upload_bytes: int = 20 * MIB
     max_pixels: int = 40_000_000
     max_files: int = 16
     max_batch: int = 32
     max_wait_ms: float = 5.0
     decode_workers: int = field(default_factory=lambda: min(4, os.cpu_count() or 1))
+    max_in_flight: int = 64
+    max_decode_bytes: int = 1024 * MIB
+    decode_wait_s: float = 5.0
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
 
     def __post_init__(self) -> None:
-        for name in ("max_upload_bytes", "max_pixels", "max_files", "max_batch", "decode_workers"):
+        for name in (
+            "max_upload_bytes",
+            "max_pixels",
+            "max_files",
+            "max_batch",
+            "decode_workers",
+            "max_in_flight",
+            "max_decode_bytes",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"Serve limit {name}={getattr(self, name)} must be at least 1.")
-        if self.max_wait_ms < 0:
-            raise ValueError(f"Serve limit max_wait_ms={self.max_wait_ms} must not be negative.")
+        for name in ("max_wait_ms", "decode_wait_s"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"Serve limit {name}={getattr(self, name)} must not be negative.")
+        for name in ("header_timeout_s", "body_timeout_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"Serve limit {name}={getattr(self, name)} must be above 0.")
 
 
-class UploadTooLarge(HTTPException):
-    """A request body over the upload limit (413), raised while the body streams in."""
-
-    def __init__(self, max_bytes: int) -> None:
-        super().__init__(
-            413, f"The request body is over the upload limit of {max_bytes:,} bytes; send fewer or smaller files."
-        )
-
-
-class BodySizeLimit:
-    """ASGI middleware refusing request bodies over ``max_bytes``.
-
-    A declared ``Content-Length`` over the limit is answered with 413 without reading the body; a
-    body without one (chunked) is counted as it arrives and cut off with :class:`UploadTooLarge`.
-
-    Args:
-        app: The wrapped ASGI app.
-        max_bytes: Largest accepted body.
-    """
-
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope["headers"]).get(b"content-length", b"")
-        if declared.isdigit() and int(declared) > self.max_bytes:
-            error = UploadTooLarge(self.max_bytes)
-            await error_response(error.status_code, error.detail)(scope, receive, send)
-            return
-        received = 0
-
-        async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise UploadTooLarge(self.max_bytes)
-            return message
-
-        await self.app(scope, limited_receive, send)
+def mib(n_bytes: int) -> str:
+    """A size for people: ``20 MiB``, ``0.5 MiB``."""
+    return f"{n_bytes / MIB:,.4g} MiB"

@@ -55,6 +55,8 @@ class ErrorBody(BaseModel):
     error: str
 
 
-def error_response(status_code: int, sentence: str, **extra: Any) -> JSONResponse:
-    """The JSON body of an error: ``{"error": sentence, **extra}``."""
-    return JSONResponse({"error": sentence, **extra}, status_code=status_code)
+def error_response(
+    status_code: int, sentence: str, *, headers: dict[str, str] | None = None, **extra: Any
+) -> JSONResponse:
+    """The JSON body of an error: ``{"error": sentence, **extra}``, with any ``headers``."""
+    return JSONResponse({"error": sentence, **extra}, status_code=status_code, headers=headers)

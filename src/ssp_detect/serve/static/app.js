@@ -31,9 +31,11 @@ function showModelInfo() {
     .catch(() => { el.textContent = "Model information is unavailable."; });
 }
 
-/** Decode a file in the browser for the preview; null when the browser cannot (e.g. TIFF). */
+/** Decode a file in the browser for the preview, turned as its EXIF orientation says (as the
+ * server decodes it, so the patch box lands on the pixels it names); null when the browser cannot
+ * (e.g. TIFF, HEIC): the card then shows the verdict without a preview. */
 function loadBitmap(file) {
-  return createImageBitmap(file).catch(() => null);
+  return createImageBitmap(file, { imageOrientation: "from-image" }).catch(() => null);
 }
 
 function newCard(file) {
