@@ -130,6 +130,7 @@ def predict_to(
     uncertain_band: float = DEFAULT_UNCERTAIN_BAND,
     stability: bool = False,
     allow_truncated: bool = False,
+    backend: str = "auto",
 ) -> PredictCounts:
     """Score every image that ``inputs`` name (see :func:`iter_image_paths`) and stream one row per
     image, in input order, to ``output`` (default: standard output) in ``fmt``.
@@ -139,7 +140,7 @@ def predict_to(
 
     Args:
         weights: Checkpoint (ours or official); ``model_name`` names a foreign architecture.
-        device, precision, threshold, patch, uncertain_band, allow_truncated: As for
+        device, precision, threshold, patch, uncertain_band, allow_truncated, backend: As for
             :class:`~ssp_detect.detector.Detector`.
         stability: Score each image after common deliveries too (see :mod:`ssp_detect.stability`).
         batch_size: Images per model batch.
@@ -162,6 +163,7 @@ def predict_to(
         patch=patch,
         uncertain_band=uncertain_band,
         allow_truncated=allow_truncated,
+        backend=backend,
     )
     paths = iter_image_paths(inputs, recursive=recursive)
     # Under torchrun each rank scores its share of every chunk; rank 0 writes them in input order.

@@ -20,7 +20,7 @@ def add_serve_parser(sub: argparse._SubParsersAction) -> None:
     options.add_weights_options(p)
     p.add_argument("--host", default="127.0.0.1", help="Address to listen on (default 127.0.0.1).")
     p.add_argument("--port", type=int, default=8000, help="Port (default 8000).")
-    options.add_device_options(p)
+    options.add_device_options(p, backend=True)
     options.add_threshold_option(p)
     options.add_allow_truncated_option(p)
     # The limits' types refuse what ServeLimits refuses, in one sentence, before anything is loaded.
@@ -79,6 +79,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_pixels=args.max_pixels,
         uncertain_band=args.uncertain_band,
         allow_truncated=args.allow_truncated,
+        backend=args.backend,
     )
     run_server(detector, host=args.host, port=args.port, limits=limits)
     return 0

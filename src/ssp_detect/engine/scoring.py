@@ -25,7 +25,7 @@ from ssp_detect.data.preprocess import PatchOptions, Preprocessor
 from ssp_detect.engine import distributed
 from ssp_detect.engine.calibrate import Calibration
 from ssp_detect.engine.evaluate import Predictions, evaluate_model
-from ssp_detect.engine.runtime import DECODERS, default_workers, resolve_device, resolve_precision
+from ssp_detect.engine.runtime import BACKENDS, DECODERS, default_workers, resolve_device, resolve_precision
 from ssp_detect.errors import UsageError
 from ssp_detect.models.loading import LoadedModel
 from ssp_detect.verdict import DEFAULT_UNCERTAIN_BAND
@@ -47,6 +47,8 @@ class EvalRuntime:
         decode: Where images are decoded, one of :data:`~ssp_detect.engine.runtime.DECODERS`.
         allow_truncated: Score images whose data ends early instead of listing them as unreadable
             (their verdicts count as uncertain); the device decoder always refuses them.
+        backend: What runs the model: ``auto``, ``torch`` or ``onnxruntime`` (see
+            :mod:`ssp_detect.engine.backend`).
     """
 
     device: torch.device
@@ -57,6 +59,7 @@ class EvalRuntime:
     progress: bool = True
     decode: str = "workers"
     allow_truncated: bool = False
+    backend: str = "auto"
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -65,6 +68,8 @@ class EvalRuntime:
             raise UsageError(f"The DataLoader worker count must be 0 or more, not {self.workers}.")
         if self.decode not in DECODERS:
             raise UsageError(f"Unknown decoding {self.decode!r}; choose one of {', '.join(DECODERS)}.")
+        if self.backend not in BACKENDS:
+            raise UsageError(f"Unknown backend {self.backend!r}; choose one of {', '.join(BACKENDS)}.")
 
     @classmethod
     def resolve(
@@ -79,6 +84,7 @@ class EvalRuntime:
         decode: str = "workers",
         join_process_group: bool = False,
         allow_truncated: bool = False,
+        backend: str = "auto",
     ) -> EvalRuntime:
         """Resolve the options as a user gives them: ``auto`` device and precision, workers None
         for :func:`~ssp_detect.engine.runtime.default_workers`; ``join_process_group`` joins the
@@ -88,7 +94,15 @@ class EvalRuntime:
             dev = distributed.setup(dev)
         n_workers = default_workers() if workers is None else workers
         return cls(
-            dev, resolve_precision(precision, dev), batch_size, n_workers, patch, progress, decode, allow_truncated
+            dev,
+            resolve_precision(precision, dev),
+            batch_size,
+            n_workers,
+            patch,
+            progress,
+            decode,
+            allow_truncated,
+            backend,
         )
 
     def keywords(self) -> dict[str, Any]:
@@ -102,6 +116,7 @@ class EvalRuntime:
             "patch": self.patch,
             "progress": self.progress,
             "allow_truncated": self.allow_truncated,
+            "backend": self.backend,
         }
 
     def evaluate(
