@@ -16,35 +16,16 @@ from torch import nn
 from ssp_detect.cli import main
 from ssp_detect.data.preprocess import InputSpec, Preprocessor, normalize
 from ssp_detect.detector import Detector
-from ssp_detect.models import CheckpointError, get_spec, list_models, load_model
+from ssp_detect.models import CheckpointError, list_models, load_model
 from ssp_detect.models import registry as registry_module
 from ssp_detect.models.card import model_card
-from ssp_detect.models.checkpoint import save_checkpoint
 from ssp_detect.models.export import ExportError, export_onnx, onnx_bytes
-from ssp_detect.models.registry import ModelSpec, create_model
+from ssp_detect.models.registry import ModelSpec
 from ssp_detect.models.safetensors_io import config_path, save_safetensors
-from tests.helpers import noisy_image
+from tests.helpers import noisy_image, trained_like_checkpoint
 from tests.reference.official import OfficialSSP
 
 HEAVY = {"ssp", "ssp-gn", "ssp-native-gn", "resnet50-baseline", "essp"}  # ResNet-50s: seconds to export each
-
-
-def trained_like_checkpoint(path, name: str, seed: int = 0, **extra) -> str:
-    """A checkpoint of ``name`` whose every weight is random, heads included (a zero head would make
-    every p_fake 0.5 and every parity test pass), with BatchNorm statistics away from 0 and 1."""
-    torch.manual_seed(seed)
-    net = create_model(name)
-    with torch.no_grad():
-        for module in net.modules():
-            if isinstance(module, nn.Linear) and module.out_features == 1:
-                module.weight.normal_(0, 3.0 / module.in_features**0.5)
-            if isinstance(module, nn.BatchNorm2d):
-                module.running_mean.uniform_(-0.1, 0.1)
-                module.running_var.uniform_(0.5, 1.5)
-    save_checkpoint(
-        path, {"model": name, "state_dict": net.state_dict(), "preprocess": get_spec(name).feed.to_dict(), **extra}
-    )
-    return str(path)
 
 
 def image_batch(loaded, n: int = 12, seed: int = 3) -> torch.Tensor:
