@@ -96,6 +96,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         patch=options.patch_options(args),
         uncertain_band=args.uncertain_band,
         allow_truncated=args.allow_truncated,
+        backend="torch",  # the figure reads the model's internals; its verdict comes from the same module
     )
     d = explain_figure(detector, args.image, args.out)
     print(f"{d['label']} (p_fake {d['p_fake']:.4f}); figure written to {args.out}")
