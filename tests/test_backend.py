@@ -84,7 +84,9 @@ def test_a_model_that_does_not_export_runs_on_torch_under_auto_and_is_refused_un
     with caplog.at_level(logging.INFO, logger="ssp_detect.engine.backend"):
         assert isinstance(resolve(loaded), TorchBackend)
     assert "does not export to ONNX" in caplog.text
-    with pytest.raises(ExportError, match=r"^Model 'counting' does not export to ONNX \(.*\); use --backend torch\.$"):
+    with pytest.raises(
+        ExportError, match=r"^Model 'counting' does not export to ONNX \(.*\); score it with --backend torch, or export"
+    ):
         resolve(loaded, "onnxruntime")
     assert not cached_onnx_path(loaded).exists()
 

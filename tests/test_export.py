@@ -116,7 +116,10 @@ def test_a_model_that_does_not_export_is_refused_in_one_sentence(tmp_path, monke
         export_onnx(load_model(ckpt), tmp_path / "c.onnx")
     message = str(caught.value)
     assert message.startswith("Model 'counting' does not export to ONNX") and "\n" not in message
-    assert message.endswith("use --backend torch.") and not (tmp_path / "c.onnx").exists()
+    assert (
+        message.endswith("score it with --backend torch, or export it with --format safetensors.")
+        and not (tmp_path / "c.onnx").exists()
+    )
 
 
 def calibrated_checkpoint(tmp_path, name: str = "ssp-lite") -> str:

@@ -128,7 +128,10 @@ def _trace(loaded: LoadedModel) -> bytes:
             )
     except Exception as exc:  # the exporter raises many types; each means "does not export"
         reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else exc.__class__.__name__
-        raise ExportError(f"Model {loaded.name!r} does not export to ONNX ({reason}); use --backend torch.") from exc
+        raise ExportError(
+            f"Model {loaded.name!r} does not export to ONNX ({reason}); score it with --backend torch, or export it "
+            "with --format safetensors."
+        ) from exc
     return buffer.getvalue()
 
 
@@ -181,7 +184,7 @@ def onnx_bytes(loaded: LoadedModel) -> bytes:
     if not worst <= PARITY_TOLERANCE:
         raise ExportError(
             f"The ONNX graph of model {loaded.name!r} does not reproduce PyTorch (p_fake differs by {worst:.2g}, "
-            f"more than {PARITY_TOLERANCE:g}); use --backend torch."
+            f"more than {PARITY_TOLERANCE:g}); score it with --backend torch, or export it with --format safetensors."
         )
     log.info("exported %s to ONNX (opset %d); p_fake within %.1e of PyTorch", loaded.name, OPSET, worst)
     return graph
