@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> None:
         delta = np.abs(p["bf16"] - p["fp32"])
         flips = ((p["bf16"] >= loaded.threshold) != (p["fp32"] >= loaded.threshold)).sum()
         near = (np.abs(p["fp32"] - loaded.threshold) < 0.05).mean()
-        label = f"{Path(w).name} ({loaded.name}, {loaded.source})"
+        label = f"{Path(w).parent.name}/{Path(w).name} ({loaded.name}, {loaded.source})"
         rows.append((label, len(delta), delta.max(), delta.mean(), 1000 * flips / len(delta), flips, near, p["fp32"]))
     print(f"\nbf16 autocast against fp32 on the CPU, {len(images)} images from {args.data}, {datetime.date.today()}\n")
     print(
