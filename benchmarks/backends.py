@@ -83,7 +83,8 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"\nModel step on the CPU, batch {args.batch_size}, {threads} threads, median of {args.repeats} runs of "
         f"{args.batches} batches; {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-        f"{datetime.date.today()}\n"
+        f"{datetime.date.today()}; load average {os.getloadavg()[0]:.1f} at the end (a shared machine slows both "
+        "backends alike: read the ratio)\n"
     )
     print("| model | input | PyTorch fp32 img/s | ONNX Runtime img/s | ratio | max abs delta p_fake | export s |")
     print("|---|---|---|---|---|---|---|")
