@@ -3,7 +3,9 @@
     python -m benchmarks.bf16_agreement --data data/demo --weights runs/demo/ssp-lite/best.pt --official
 
 For each checkpoint (and, with ``--official``, an official-format ``ssp`` file with random weights
-in the official layout: ``srm.kernel`` and ``disc.*``, labels real = 1), every image under ``--data``
+in the official layout: ``srm.kernel`` and ``disc.*``, labels real = 1; its head rescaled so that its
+logits on these images have mean 0 and standard deviation 2, as a trained model's spread, since a
+random BatchNorm ResNet-50 gives p_fake 0 or 1 everywhere), every image under ``--data``
 is decoded once and preprocessed as the checkpoint asks, with each of ``--seeds`` seeds of the
 seeded patch mode (several simple-patch draws per image: more inputs from few images); the same
 batches are scored by PyTorch in fp32 and in bf16 autocast. Prints, per checkpoint: inputs, max and
@@ -37,7 +39,7 @@ def main(argv: list[str] | None = None) -> None:
     from ssp_detect.engine.backend import TorchBackend
     from ssp_detect.engine.runtime import model_input, place_model
     from ssp_detect.models.loading import load_model
-    from ssp_detect.models.registry import create_model
+    from ssp_detect.models.registry import create_model, get_spec
 
     suffixes = {".png", ".jpg", ".jpeg", ".webp"}
     files = sorted(p for p in Path(args.data).rglob("*") if p.suffix.lower() in suffixes)[: args.max_images]
@@ -46,12 +48,19 @@ def main(argv: list[str] | None = None) -> None:
     folder = tempfile.TemporaryDirectory()
     if args.official:
         torch.manual_seed(0)
-        net = create_model("ssp")
+        net, net_feed = create_model("ssp"), get_spec("ssp").feed
         with torch.no_grad():
             for m in net.modules():
                 if isinstance(m, torch.nn.BatchNorm2d):
                     m.running_mean.uniform_(-0.1, 0.1)
                     m.running_var.uniform_(0.5, 1.5)
+            # Random BatchNorm ResNets saturate (every p_fake 0 or 1, where no precision shows): rescale the
+            # head so that the logits on these images have mean 0 and standard deviation 2, as a trained one.
+            sample = np.stack([Preprocessor.for_model(net_feed)(img).pixels for img in images[::4][:64]])
+            z = net.eval()(model_input(torch.from_numpy(sample), torch.device("cpu"), net_feed.mean, net_feed.std))
+            scale = 2.0 / z.std()
+            net.disc.fc.weight.mul_(scale)
+            net.disc.fc.bias.sub_(z.mean()).mul_(scale)
         path = Path(folder.name) / "official-format-ssp.pth"
         torch.save(net.state_dict(), path)  # srm.kernel + disc.*: read as the official release
         weights.append(str(path))
