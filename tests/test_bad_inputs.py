@@ -4,6 +4,7 @@ pixels as displayed, or is refused with one sentence naming the file (never a ma
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import struct
@@ -162,6 +163,8 @@ REFUSED: dict[str, tuple[str, Callable[[], bytes], type[ImageDecodeError], str]]
         r"is truncated or corrupt \(its progressive scans stop before the image "
         r"is complete\)",
     ),
+    "three bytes": ("tiny.jpg", lambda: b"hi\n", ImageDecodeError, r"is not an image format that Pillow can read\."),
+    "one byte of a bmp": ("tiny.bmp", lambda: b"B", ImageDecodeError, r"is not an image format that Pillow can read\."),
     "png header cut": (
         "header.png",
         lambda: _save(Image.fromarray(PIXELS), "PNG")[:20],
@@ -233,3 +236,137 @@ def test_permission_denied(tmp_path):
             load_rgb(path)
     finally:
         path.chmod(0o644)
+
+
+# --- the same corpus through the commands ------------------------------------------------------
+
+CLI_REFUSED = ("zero bytes", "three bytes", "text named .jpg", "png bomb header", "baseline jpeg cut at 50%")
+CLI_REFUSED += ("png cut at 50%",)
+CLI_DECODED = ("heic", "avif", "exif-rotated jpeg")
+
+
+def _cli_corpus(folder: Path) -> dict[str, str | None]:
+    """Good images and every bad case in ``folder``; returns each file name and the pattern of its
+    error after its path (None: it must be scored)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    expected: dict[str, str | None] = {}
+    for case in CLI_REFUSED:
+        name, make, _, message = REFUSED[case]
+        _write(folder, name, make())
+        expected[name] = message
+    for case in CLI_DECODED:
+        name, make, _ = DECODED[case]
+        if name.endswith(".avif") and not features.check("avif"):
+            continue
+        _write(folder, name, make())
+        expected[name] = None
+    for name, pixels in (("good.png", PIXELS), ("two\nlines.png", 255 - PIXELS)):
+        _write(folder, name, _save(Image.fromarray(pixels), "PNG"))
+        expected[name] = None
+    _write(folder, "good.jpg", _save(Image.fromarray(PIXELS[::-1]), "JPEG", quality=92))
+    expected["good.jpg"] = None
+    (folder / "broken.jpg").symlink_to("gone.jpg")
+    expected["broken.jpg"] = r"is a link to gone\.jpg, which does not exist\."
+    (folder / "loop1.jpg").symlink_to("loop2.jpg")
+    (folder / "loop2.jpg").symlink_to("loop1.jpg")
+    expected["loop1.jpg"] = expected["loop2.jpg"] = r"is a link that loops back on itself\."
+    return expected
+
+
+def _check_error(path: str, error: str, pattern: str) -> None:
+    assert re.match(re.escape(path) + " " + pattern, error), error
+    assert error.endswith(".") and "\n" not in error and ". " not in error.removeprefix(path), error  # one sentence
+
+
+def test_predict_reports_each_bad_file_in_one_line_and_scores_the_others(tmp_path, checkpoint_path, capsys):
+    from ssp_detect.cli import main
+
+    folder = tmp_path / "photos"
+    expected = _cli_corpus(folder)
+    assert main(["predict", str(folder), "--weights", str(checkpoint_path), "--format", "jsonl"]) == 0
+    rows = {Path(r["path"]).name: r for r in map(json.loads, capsys.readouterr().out.splitlines())}
+    assert set(rows) == set(expected)
+    for name, pattern in expected.items():
+        if pattern is None:
+            assert rows[name]["error"] is None and 0 <= rows[name]["p_fake"] <= 1, name
+        else:
+            assert rows[name]["p_fake"] is None, name
+            _check_error(rows[name]["path"], rows[name]["error"], pattern)
+    # The table: a header and one line per file, the newline in a name escaped; --strict exits 1.
+    assert main(["predict", str(folder), "--weights", str(checkpoint_path), "--strict"]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 1 + len(expected)
+    assert sum(line.startswith("ERROR") for line in lines) == sum(p is not None for p in expected.values())
+    assert any(line.endswith(str(folder / "two\\nlines.png")) for line in lines)
+    # Nothing readable: exit 1, as documented.
+    bad = [str(folder / n) for n, p in expected.items() if p is not None]
+    assert main(["predict", *bad, "--weights", str(checkpoint_path)]) == 1
+
+
+def test_test_lists_each_bad_file_once_and_scores_the_others(tmp_path, checkpoint_path, capsys):
+    from ssp_detect.cli import main
+
+    root = tmp_path / "data"
+    expected = {}
+    for label in ("nature", "ai"):
+        folder = root / "phones" / "val" / label
+        expected |= {str(folder / n): p for n, p in _cli_corpus(folder).items()}
+    argv = ["test", "--weights", str(checkpoint_path), "--data", str(root), "--workers", "0", "--no-progress"]
+    assert main([*argv, "--out", str(tmp_path / "t")]) == 0
+    report = json.loads((tmp_path / "t" / "results.json").read_text())
+    errors = {u["path"]: u["error"] for u in report["unreadable"]}
+    assert set(errors) == {p for p, pattern in expected.items() if pattern is not None}
+    assert len(report["unreadable"]) == len(errors)  # each once
+    for path, error in errors.items():
+        _check_error(path, error, expected[path])
+    good = sum(pattern is None for pattern in expected.values()) // 2
+    assert report["pooled"]["n_real"] == report["pooled"]["n_fake"] == good
+    assert report["n_images"] == len(expected)
+    capsys.readouterr()
+    assert main([*argv, "--strict", "--out", str(tmp_path / "s")]) == 2
+    assert re.search(r"ssp test: error: \d+ image\(s\) could not be read", capsys.readouterr().err)
+
+
+def test_an_exif_rotated_jpeg_scores_as_its_pixels_turned(tmp_path, checkpoint_path, capsys):
+    """The same p_fake and box through ``ssp predict`` as the displayed pixels saved without an
+    orientation (a lossless PNG); the stored pixels, unturned, give another box."""
+    from ssp_detect.cli import main
+
+    data = _rotated_jpeg()
+    stored = _pillow_rgb(data)
+    files = {
+        "rotated": _write(tmp_path, "rotated.jpg", data),
+        "turned": _write(tmp_path, "turned.png", _save(Image.fromarray(np.rot90(stored, -1).copy()), "PNG")),
+        "stored": _write(tmp_path, "stored.png", _save(Image.fromarray(stored), "PNG")),
+    }
+    rows = {}
+    for key, path in files.items():
+        assert main(["predict", str(path), "--weights", str(checkpoint_path), "--format", "jsonl"]) == 0
+        rows[key] = json.loads(capsys.readouterr().out)
+    box = {k: (r["x"], r["y"], r["w"], r["h"]) for k, r in rows.items()}
+    assert rows["rotated"]["p_fake"] == rows["turned"]["p_fake"] and box["rotated"] == box["turned"]
+    assert box["stored"] != box["rotated"]
+
+
+def test_the_pixel_limit_is_an_option_of_every_command_that_scores(tmp_path, checkpoint_path, capsys):
+    """The refusal names --max-pixels, so predict, explain and test have it (serve has its own)."""
+    from ssp_detect.cli import main
+
+    (tmp_path / "data" / "x" / "val" / "ai").mkdir(parents=True)
+    image = _write(tmp_path / "data" / "x" / "val" / "ai", "big.png", _save(Image.fromarray(PIXELS), "PNG"))
+    weights = ["--weights", str(checkpoint_path)]
+    assert main(["predict", str(image), *weights, "--format", "jsonl", "--max-pixels", str(H * W - 1)]) == 1
+    row = json.loads(capsys.readouterr().out)
+    assert row["error"] == (
+        f"{image} has {W}x{H} pixels, over the limit of {H * W - 1:,}; resize it first or raise the pixel limit "
+        "(max_pixels, --max-pixels)."
+    )
+    assert main(["predict", str(image), *weights, "--format", "jsonl", "--max-pixels", str(H * W)]) == 0
+    assert json.loads(capsys.readouterr().out)["error"] is None
+    assert main(["explain", str(image), *weights, "--out", str(tmp_path / "e.png"), "--max-pixels", "100"]) == 2
+    assert "over the limit of 100;" in capsys.readouterr().err
+    argv = ["test", *weights, "--data", str(tmp_path / "data"), "--workers", "0", "--no-progress"]
+    for decode in ("workers", "device"):
+        out = tmp_path / decode
+        assert main([*argv, "--decode", decode, "--out", str(out), "--max-pixels", "100"]) == 2
+        assert "over the limit of 100;" in json.loads((out / "results.json").read_text())["unreadable"][0]["error"]

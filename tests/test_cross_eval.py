@@ -65,18 +65,24 @@ def test_runtime_is_resolved_once_and_checked():
         "patch": PatchOptions("exhaustive"),
         "progress": True,
         "allow_truncated": False,
+        "max_pixels": 100_000_000,
     }
-    for bad in ({"batch_size": 0}, {"workers": -1}, {"decode": "gpu"}, {"precision": "fp16"}):
+    for bad in ({"batch_size": 0}, {"workers": -1}, {"decode": "gpu"}, {"precision": "fp16"}, {"max_pixels": 0}):
         with pytest.raises(UsageError):
             EvalRuntime.resolve(device="cpu", **bad)
 
 
 def test_unreadable_images_are_skipped_unless_strict():
-    clean = {"n_unreadable": 0, "unreadable": []}
+    clean = {"n_images": 5, "n_unreadable": 0, "unreadable": []}
     check_unreadable(clean, strict=True)
-    broken = {"n_unreadable": 2, "unreadable": [{"path": "x.jpg", "error": "cut"}, {"path": "y.jpg", "error": "?"}]}
+    unreadable = [{"path": "x.jpg", "error": "cut"}, {"path": "y.jpg", "error": "?"}]
+    broken = {"n_images": 5, "n_unreadable": 2, "unreadable": unreadable}
     check_unreadable(broken, strict=False)
     from ssp_detect.data.decode import ImageDecodeError
+    from ssp_detect.data.layouts import DatasetError
 
     with pytest.raises(ImageDecodeError, match="2 image\\(s\\) could not be read, e.g. x.jpg; drop --strict"):
         check_unreadable(broken, strict=True)
+    for strict in (False, True):  # nothing to report on: an error either way
+        with pytest.raises(DatasetError, match="None of the 2 image\\(s\\) could be read \\(the first: x.jpg\\)"):
+            check_unreadable(broken | {"n_images": 2}, strict=strict)

@@ -260,3 +260,31 @@ def test_persistent_workers_see_each_new_epoch(tmp_path, rng):
     assert boxes[0] != boxes[1] and boxes[0] == boxes[2]
     ds.set_epoch(2)
     assert collate([ds[i] for i in range(4)])["box"].tolist() == boxes[1]
+
+
+def test_random_delivery_is_drawn_the_same_for_both_classes(monkeypatch):
+    from ssp_detect.data.degradations import DELIVERY_KINDS, Delivery
+
+    img = noisy_image(np.random.default_rng(0), (64, 64))
+    seen: dict[int, list[Delivery]] = {0: [], 1: []}
+    original = Delivery.__call__
+    augment = TrainAugment(delivery_prob=0.8, format_match_probs=(0.0, 1.0))  # fakes are format-matched first
+    for label in (0, 1):
+        monkeypatch.setattr(
+            Delivery, "__call__", lambda self, x, label=label: seen[label].append(self) or original(self, x)
+        )
+        for i in range(300):
+            augment.apply(img, np.random.default_rng([7, i]), label=label, stored_as_jpeg=False)
+    assert seen[0] == seen[1] and 200 < len(seen[0]) < 280  # the same deliveries whatever the label
+    kinds = [d.kind for d in seen[0]]
+    assert set(kinds) == set(DELIVERY_KINDS) and min(kinds.count(k) for k in DELIVERY_KINDS) > 30
+
+
+def test_each_delivery_kind_does_what_it_says():
+    from ssp_detect.data.degradations import Delivery, jpeg_compress, rescale, webp_compress
+
+    img = noisy_image(np.random.default_rng(1), (64, 80))
+    np.testing.assert_array_equal(Delivery("png")(img), img)
+    np.testing.assert_array_equal(Delivery("jpeg", 70, "4:4:4")(img), jpeg_compress(img, 70, "pil", "4:4:4"))
+    np.testing.assert_array_equal(Delivery("webp", 80)(img), webp_compress(img, 80))
+    assert Delivery("resize", scale=0.5)(img).shape == rescale(img, 0.5).shape == (32, 40, 3)

@@ -10,7 +10,13 @@ from PIL import Image
 
 from ssp_detect.cli import main
 from ssp_detect.data import device_decode
-from ssp_detect.data.decode import ImageDecodeError, TruncatedImageError, apply_orientation, load_rgb
+from ssp_detect.data.decode import (
+    ImageDecodeError,
+    TruncatedImageError,
+    apply_orientation,
+    load_rgb,
+    read_device_jpeg,
+)
 from ssp_detect.data.device_decode import EncodedImageDataset, collate_encoded, decode_jpegs, orient_chw
 from ssp_detect.data.device_patch import select_patches_on_device
 from ssp_detect.data.layouts import GENIMAGE_SUBSETS, Sample, load_samples
@@ -313,3 +319,28 @@ def test_rotated_and_cut_jpegs_on_the_device_path(tmp_path, rng):
             with pytest.raises(TruncatedImageError) as refused:
                 load_rgb(cut)
             assert EncodedImageDataset([Sample(str(cut), 1, "s")])[0] == {"index": 0, "error": str(refused.value)}
+
+
+@pytest.mark.filterwarnings("error")
+def test_device_decoding_prints_no_warnings(tmp_path, checkpoint_path, capfd):
+    """No Python warning from torchvision's decoders, and no libjpeg message on the standard error: a
+    JPEG with a harmless libjpeg warning (junk before its end marker) is decoded on the CPU instead,
+    to the pixels the workers decode."""
+    rng = np.random.default_rng(3)
+    root = make_genimage_tree(tmp_path / "g", subsets=("sdv4",), n=2, splits=("val",))
+    folder = root / GENIMAGE_SUBSETS["sdv4"] / "val"
+    for i in range(2):
+        write_image(folder / "nature" / f"rj{i}.jpg", noisy_image(rng, noise=12.0))
+    good = write_image(folder / "ai" / "fj.jpg", noisy_image(rng))
+    padded = folder / "ai" / "padded.jpg"
+    padded.write_bytes(good.read_bytes()[:-2] + bytes(64) + b"\xff\xd9")
+    assert read_device_jpeg(good) is not None and read_device_jpeg(padded) is None
+    results = {}
+    for d in ("workers", "device"):
+        argv = ["test", "--weights", str(checkpoint_path), "--data", str(root), "--device", "cpu", "--workers", "0"]
+        assert main([*argv, "--no-progress", "--out", str(tmp_path / d), "--decode", d]) == 0
+        results[d] = json.loads((tmp_path / d / "results.json").read_text())
+    err = capfd.readouterr().err
+    assert "Corrupt JPEG" not in err and "Warning" not in err, err
+    assert results["device"]["pooled"] == results["workers"]["pooled"] and not results["device"]["unreadable"]
+    assert results["device"]["pooled"]["n_fake"] == 4

@@ -15,7 +15,7 @@ from ssp_detect.engine.robustness import DIFFERENCE_FIELDS, SWEEPS, run_robustne
 from ssp_detect.models import load_model
 from tests.helpers import make_checkpoint, make_genimage_tree
 
-METRICS = ["n_real", "n_fake", "acc", "real_acc", "fake_acc", "ap", "auc"]
+METRICS = ["n_real", "n_fake", "acc", "real_acc", "fake_acc", "ap", "auc", "tpr@fpr1", "tpr@fpr5", "tpr@fpr10", "ece"]
 
 
 @pytest.fixture(scope="module")

@@ -161,6 +161,13 @@ class TrainConfig:
         help="JPEG qualities for format matching, used at 4:2:0 (default: the (quality, chroma subsampling) pairs of "
         "the training JPEGs, from the data manifest or the files).",
     )
+    delivery_prob: float = _option(
+        0.0,
+        group="augmentation",
+        help="Probability that a training image, real or fake alike, goes through a random delivery (a PNG round "
+        "trip, JPEG at quality 60-100 with any chroma subsampling, WebP 60-95, or downscaling to 0.5-0.9) after "
+        "format matching, so that format and compression history carry no class information (default {default}).",
+    )
     # auxiliary losses of models that define training_loss (ESSP), added to the detection BCE
     perception_weight: float = _option(
         0.5, help="Weight of the blur/JPEG perception BCE (default {default}).", group="losses"

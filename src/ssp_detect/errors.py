@@ -19,11 +19,12 @@ The hierarchy (each class lives beside the code that raises it)::
         TrainError(SSPError, ValueError)            engine/train.py: a training set-up that cannot run
         DemoBuildError(SSPError, ValueError)        demo/rrdbnet.py: the demo benchmark cannot be built
         ScoreError(SSPError, ValueError)            verdict.py: a non-finite score, a threshold outside [0, 1]
+        OutputError(SSPError, OSError)              outputs.py: a result that cannot be written
 
-The second base (``ValueError``, or ``KeyError`` for an unknown model) is what each class was
-before it had this one; it stays so that callers of the library who catch ``ValueError`` (or
-``KeyError`` from :func:`~ssp_detect.models.registry.get_spec`) keep working. New code should catch
-``SSPError``.
+The second base (``ValueError``, ``KeyError`` for an unknown model, ``OSError`` for a failed write)
+is what each class was before it had this one; it stays so that callers of the library who catch
+``ValueError`` (or ``KeyError`` from :func:`~ssp_detect.models.registry.get_spec`, ``OSError`` from a
+write) keep working. New code should catch ``SSPError``.
 """
 
 from __future__ import annotations

@@ -5,20 +5,22 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import glob
 import json
 import logging
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from ssp_detect.data.decode import GLOB_CHARS
+from ssp_detect.data.decode import DEFAULT_MAX_PIXELS, GLOB_CHARS
 from ssp_detect.data.layouts import list_image_files
 from ssp_detect.data.preprocess import PatchOptions
 from ssp_detect.detector import Detection, Detector
 from ssp_detect.errors import UsageError
+from ssp_detect.outputs import ensure_writable_file, writing
 from ssp_detect.verdict import DEFAULT_UNCERTAIN_BAND
 
 log = logging.getLogger(__name__)
@@ -103,6 +105,36 @@ class ResultWriter:
             self.stream.write("\n]\n" if self.count else "]\n")
 
 
+def write_results(detections: Iterable[Detection], output: str | Path | None, fmt: str) -> tuple[int, int]:
+    """Stream ``detections`` to ``output`` (None: standard output) in ``fmt``; returns (scored,
+    unreadable). Only the writes are guarded (:func:`~ssp_detect.outputs.writing`): an ``OSError``
+    while the detections are made (reading a CSV list) is not the output's."""
+    guard = functools.partial(writing, output, "the results") if output else contextlib.nullcontext
+    with guard():
+        stream = open(output, "w", newline="") if output else sys.stdout
+    scored = failed = 0
+    try:
+        with guard():
+            writer = ResultWriter(stream, fmt)
+        try:
+            for d in detections:
+                with guard():
+                    writer.write(d)
+                scored += d.error is None
+                failed += d.error is not None
+        finally:
+            with guard():
+                writer.close()  # ends a JSON array even after an interruption
+        if output:
+            with guard():
+                stream.close()
+    finally:
+        if output and not stream.closed:
+            with contextlib.suppress(OSError):
+                stream.close()
+    return scored, failed
+
+
 @dataclass(frozen=True)
 class PredictCounts:
     """How a prediction run went: images ``scored`` and ``failed`` (unreadable), over every rank;
@@ -131,6 +163,7 @@ def predict_to(
     stability: bool = False,
     allow_truncated: bool = False,
     backend: str = "auto",
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> PredictCounts:
     """Score every image that ``inputs`` name (see :func:`iter_image_paths`) and stream one row per
     image, in input order, to ``output`` (default: standard output) in ``fmt``.
@@ -140,11 +173,15 @@ def predict_to(
 
     Args:
         weights: Checkpoint (ours or official); ``model_name`` names a foreign architecture.
-        device, precision, threshold, patch, uncertain_band, allow_truncated, backend: As for
+        device, precision, threshold, patch, uncertain_band, allow_truncated, backend, max_pixels: As for
             :class:`~ssp_detect.detector.Detector`.
         stability: Score each image after common deliveries too (see :mod:`ssp_detect.stability`).
         batch_size: Images per model batch.
         threads: Decoding threads.
+
+    Raises:
+        OutputError: ``output`` cannot be written (checked before the model is loaded), or a
+            write fails later (a full disk).
     """
     from tqdm import tqdm
 
@@ -153,7 +190,11 @@ def predict_to(
 
     if fmt not in FORMATS:
         raise UsageError(f"Unknown output format {fmt!r}; choose one of {', '.join(FORMATS)}.")
+    if batch_size < 1:  # a chunk of 0 paths would score nothing, silently
+        raise UsageError(f"The batch size must be at least 1, not {batch_size}.")
     dev = distributed.setup(resolve_device(device))
+    if output and distributed.is_main():
+        ensure_writable_file(output, "--output")  # before the work, so that nothing scored is lost
     detector = Detector.from_checkpoint(
         weights,
         model_name=model_name,
@@ -164,6 +205,7 @@ def predict_to(
         uncertain_band=uncertain_band,
         allow_truncated=allow_truncated,
         backend=backend,
+        max_pixels=max_pixels,
     )
     paths = iter_image_paths(inputs, recursive=recursive)
     # Under torchrun each rank scores its share of every chunk; rank 0 writes them in input order.
@@ -175,15 +217,7 @@ def predict_to(
     scored = failed = 0
     if distributed.is_main():
         show_bar = sys.stderr.isatty() and (output is not None or not sys.stdout.isatty())
-        with open(output, "w", newline="") if output else contextlib.nullcontext(sys.stdout) as stream:
-            writer = ResultWriter(stream, fmt)
-            try:
-                for d in tqdm(results, disable=not show_bar, unit="img", desc="predict"):
-                    writer.write(d)
-                    scored += d.error is None
-                    failed += d.error is not None
-            finally:
-                writer.close()
+        scored, failed = write_results(tqdm(results, disable=not show_bar, unit="img", desc="predict"), output, fmt)
         log.info("%d image(s) scored, %d could not be read", scored, failed)
     else:
         for _ in results:  # drives this rank's share; rank 0 does the writing

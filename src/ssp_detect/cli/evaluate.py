@@ -20,7 +20,9 @@ def add_test_parser(sub: argparse._SubParsersAction) -> None:
             help=summary if name == "test" else "Alias of test.",
             description="Score labelled images with a checkpoint and write results.md/.csv/.json: per subset real acc, "
             "fake acc, acc at the threshold, AP, ROC-AUC, EER, best-threshold acc; then the mean over subsets and the "
-            "pooled figure over all images.",
+            "pooled figure over all images. Unreadable images are skipped and listed in the results. Exits 2 when "
+            "no image could be read (or, with --strict, when any could not), and before scoring when --out cannot "
+            "be written.",
         )
         options.add_weights_options(p)
         options.add_data_options(p)
@@ -56,8 +58,9 @@ def cmd_test(args: argparse.Namespace) -> int:
         uncertain_band=args.uncertain_band,
     )
     if run.paths:  # rank 0 wrote them
-        print(markdown_table(run.summary))
-        print(f"\nwritten: {', '.join(map(str, run.paths))}")
+        if run.summary["n_unreadable"] < run.summary["n_images"]:
+            print(markdown_table(run.summary) + "\n")
+        print(f"written: {', '.join(map(str, run.paths))}")
     check_unreadable(run.summary, args.strict)
     return 0
 
@@ -87,6 +90,7 @@ def add_cross_eval_parser(sub: argparse._SubParsersAction) -> None:
 def cmd_cross_eval(args: argparse.Namespace) -> int:
     from ssp_detect.engine.cross_eval import run_cross_eval
     from ssp_detect.engine.report import write_cross_eval
+    from ssp_detect.outputs import writing
 
     result = run_cross_eval(
         args.weights,
@@ -97,7 +101,8 @@ def cmd_cross_eval(args: argparse.Namespace) -> int:
         metric=args.metric,
         model_name=args.arch,
     )
-    paths = write_cross_eval(result.matrix, result.names, result.tests, args.out, metric=result.metric)
+    with writing(args.out, "the results"):
+        paths = write_cross_eval(result.matrix, result.names, result.tests, args.out, metric=result.metric)
     print(paths[0].read_text())
     print(f"written: {', '.join(map(str, paths))}")
     return 0
@@ -192,7 +197,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from ssp_detect.engine.scoring import calibrate_threshold
     from ssp_detect.models.checkpoint import save_calibrated
     from ssp_detect.models.loading import load_model
+    from ssp_detect.outputs import ensure_writable_file, writing
 
+    ensure_writable_file(args.output, "--output")  # before the work
     runtime = options.eval_runtime(args)
     loaded = load_model(args.weights, model_name=args.arch)
     data = f"{options.data_source(args)} split {args.split}"
@@ -205,12 +212,11 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         model_name=args.arch,
         temperature=cal.temperature,
     )
-    diagram = plot_reliability(
-        preds.label,
-        apply_temperature(preds.logit, cal.temperature),
-        Path(args.output).with_suffix(".reliability.png"),
-        title="Reliability after calibration",
-    )
+    diagram = Path(args.output).with_suffix(".reliability.png")
+    with writing(diagram, "the reliability diagram"):
+        plot_reliability(
+            preds.label, apply_temperature(preds.logit, cal.temperature), diagram, title="Reliability after calibration"
+        )
     c = cal.choice
     print(
         f"threshold {c.threshold:.6f}, temperature {cal.temperature:.3f}: false-positive rate {c.fpr:.3f} "

@@ -13,6 +13,7 @@ import argparse
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from ssp_detect.data.decode import DEFAULT_MAX_PIXELS
 from ssp_detect.data.layouts import LAYOUTS
 from ssp_detect.data.patch import MODES
 from ssp_detect.engine.runtime import BACKENDS, DECODERS, PRECISIONS
@@ -146,6 +147,7 @@ def add_runtime_options(p: argparse.ArgumentParser, *, decode: bool = False) -> 
     )
     g.add_argument("--batch-size", type=positive_int, default=64, help="Images per batch (default 64).")
     add_allow_truncated_option(g)
+    add_max_pixels_option(g)
     add_progress_option(g)
 
 
@@ -155,6 +157,16 @@ def add_allow_truncated_option(p: Target) -> None:
         action="store_true",
         help="Score images whose data ends early (the decoder makes the missing part up) instead of "
         "listing them as unreadable; their verdicts are 'uncertain' with the reason truncated.",
+    )
+
+
+def add_max_pixels_option(p: Target) -> None:
+    p.add_argument(
+        "--max-pixels",
+        type=positive_int,
+        default=DEFAULT_MAX_PIXELS,
+        help=f"Largest image accepted, in pixels (default {DEFAULT_MAX_PIXELS:,}); a larger one is refused from "
+        "its header, before any pixel is decoded (a decompression-bomb guard).",
     )
 
 
@@ -286,6 +298,7 @@ def eval_runtime(args: argparse.Namespace, *, join_process_group: bool = False) 
         join_process_group=join_process_group,
         allow_truncated=args.allow_truncated,
         backend=args.backend,
+        max_pixels=args.max_pixels,
     )
 
 

@@ -15,7 +15,8 @@ def add_predict_parser(sub: argparse._SubParsersAction) -> None:
         help="Is this image AI-generated? Score files, folders, globs or a CSV list.",
         description="Score images and stream one result per image: path, p_fake, label (fake when "
         "p_fake >= threshold), the simple patch box and its texture score, or an error for unreadable "
-        "files. Exits 1 when nothing could be scored (or, with --strict, when anything could not).",
+        "files. Exits 1 when nothing could be scored (or, with --strict, when anything could not), and 2, before "
+        "scoring, when --output cannot be written.",
     )
     p.add_argument("paths", nargs="+", help="Image files, folders, glob patterns (quoted) or .csv lists (path column).")
     options.add_weights_options(p)
@@ -36,6 +37,7 @@ def add_predict_parser(sub: argparse._SubParsersAction) -> None:
         "moved it most; a verdict that flips becomes 'uncertain' (reason unstable).",
     )
     options.add_allow_truncated_option(p)
+    options.add_max_pixels_option(p)
     p.add_argument("--strict", action="store_true", help="Exit non-zero if any image could not be read.")
     p.set_defaults(func=cmd_predict)
 
@@ -60,6 +62,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         stability=args.stability,
         allow_truncated=args.allow_truncated,
         backend=args.backend,
+        max_pixels=args.max_pixels,
     )
     if counts.main and args.output:
         print(f"{counts.scored} scored, {counts.failed} unreadable; results in {args.output}", file=sys.stderr)
@@ -80,6 +83,7 @@ def add_explain_parser(sub: argparse._SubParsersAction) -> None:
     options.add_device_options(p, precision=False)
     options.add_threshold_option(p)
     options.add_allow_truncated_option(p)
+    options.add_max_pixels_option(p)
     options.add_patch_options(p)
     p.set_defaults(func=cmd_explain)
 
@@ -87,7 +91,9 @@ def add_explain_parser(sub: argparse._SubParsersAction) -> None:
 def cmd_explain(args: argparse.Namespace) -> int:
     from ssp_detect.detector import Detector
     from ssp_detect.explain import explain_figure
+    from ssp_detect.outputs import ensure_writable_file
 
+    ensure_writable_file(args.out, "--out")
     detector = Detector.from_checkpoint(
         args.weights,
         model_name=args.arch,
@@ -97,6 +103,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         uncertain_band=args.uncertain_band,
         allow_truncated=args.allow_truncated,
         backend="torch",  # the figure reads the model's internals; its verdict comes from the same module
+        max_pixels=args.max_pixels,
     )
     d = explain_figure(detector, args.image, args.out)
     print(f"{d['label']} (p_fake {d['p_fake']:.4f}); figure written to {args.out}")

@@ -12,10 +12,12 @@ import argparse
 import types
 import typing
 from dataclasses import Field, fields
+from pathlib import Path
 from typing import Any
 
 from ssp_detect.cli.options import add_switch, at_least
 from ssp_detect.config import GROUPS, TrainConfig, build_config, option_help, resume_preset
+from ssp_detect.errors import UsageError
 
 
 def value_type(hint: Any) -> tuple[type, bool]:
@@ -66,8 +68,8 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", help="YAML preset: a file, or a packaged name (official, from-scratch, robust).")
     p.add_argument(
         "--resume",
-        help="Continue exactly from a last.pt (model, optimizer, schedule, epoch); its run "
-        "folder's config.yaml is the preset unless --config is given.",
+        help="Continue exactly from a last.pt (model, optimizer, schedule, epoch), in its folder (wherever the "
+        "run folder has moved); its run folder's config.yaml is the preset unless --config is given.",
     )
     add_config_options(p)
     p.set_defaults(func=cmd_train)
@@ -76,6 +78,11 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
 def train_config(args: argparse.Namespace) -> TrainConfig:
     """The config of parsed ``ssp train`` arguments: defaults < preset (``--config``, else the resumed
     run's config.yaml) < the flags given."""
+    if args.resume and args.out is not None and Path(args.out).resolve() != Path(args.resume).parent.resolve():
+        raise UsageError(
+            f"--resume continues the run in the folder of {args.resume}; leave out --out, or copy that folder to "
+            f"{args.out} and resume from the last.pt there."
+        )
     preset = args.config or (resume_preset(args.resume) if args.resume else None)
     return build_config(preset, {f.name: getattr(args, f.name) for f in fields(TrainConfig)})
 

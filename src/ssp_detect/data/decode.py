@@ -232,11 +232,11 @@ def _identify(fp: io.BytesIO) -> ImageFile.ImageFile:
         for fmt in [f for f in Image.ID if f not in tried]:
             tried.add(fmt)
             factory, accept = Image.OPEN[fmt]
-            result = accept(prefix) if accept else True
-            if not result or isinstance(result, str):
-                continue
-            fp.seek(0)
-            try:
+            try:  # as Image.open: a check may read past the end of a file of a few bytes
+                result = accept(prefix) if accept else True
+                if not result or isinstance(result, str):
+                    continue
+                fp.seek(0)
                 return factory(fp, "")
             except (SyntaxError, IndexError, TypeError, struct.error):
                 continue
@@ -313,18 +313,28 @@ def progression_gap(data: bytes) -> str | None:
     return None
 
 
-def jpeg_data_loss(data: bytes) -> str | None:
-    """Why part of a JPEG's image is not in ``data`` (libjpeg's warning, or
-    :func:`progression_gap`), else None: a strict decode at 1/8 scale, so all of the entropy-coded
-    data are read but hardly any pixel is computed. Raises ``ValueError`` when libjpeg-turbo cannot
-    decode it at all."""
+def jpeg_warning(data: bytes) -> tuple[str, bool] | None:
+    """libjpeg's first warning on a JPEG and whether it means lost data (:data:`JPEG_DATA_LOSS`), or
+    None when it draws none: a strict decode at 1/8 scale, so all of the entropy-coded data are read
+    but hardly any pixel is computed. Raises ``ValueError`` when libjpeg-turbo cannot decode it at all."""
     space = "CMYK" if simplejpeg.decode_jpeg_header(data)[2] in ("CMYK", "YCCK") else "GRAY"
     try:
         simplejpeg.decode_jpeg(data, colorspace=space, fastdct=True, fastupsample=True, min_height=1, min_width=1)
     except ValueError as exc:
         if any(part in str(exc).lower() for part in JPEG_DATA_LOSS):
-            return str(exc)
+            return str(exc), True
         simplejpeg.decode_jpeg(data, colorspace=space, min_height=1, min_width=1, strict=False)  # fatal: raises
+        return str(exc), False
+    return None
+
+
+def jpeg_data_loss(data: bytes) -> str | None:
+    """Why part of a JPEG's image is not in ``data`` (libjpeg's warning, or
+    :func:`progression_gap`), else None; see :func:`jpeg_warning`. Raises ``ValueError`` when
+    libjpeg-turbo cannot decode it at all."""
+    warning = jpeg_warning(data)
+    if warning is not None and warning[1]:
+        return warning[0]
     return progression_gap(data)
 
 
@@ -585,8 +595,10 @@ def open_image(
 def read_device_jpeg(source: str | Path | bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> DeviceJpeg | None:
     """A JPEG's bytes for a device decoder, when every libjpeg decodes them to :func:`load_rgb`'s
     pixels (before orientation): an 8-bit YCbCr or greyscale JPEG, ending with its end marker,
-    whose data are all there (:func:`jpeg_data_loss`, on the CPU). None for any other image: decode
-    it with :func:`load_rgb`, which gives its pixels or its error.
+    whose data are all there and draw no libjpeg warning at all (:func:`jpeg_warning` and
+    :func:`progression_gap`, on the CPU; a device decoder's libjpeg would print even a harmless
+    warning on the standard error). None for any other image: decode it with :func:`load_rgb`,
+    which gives its pixels or its error.
 
     Raises:
         ImageDecodeError: the header errors of :func:`load_rgb` (missing, unreadable, empty,
@@ -597,7 +609,7 @@ def read_device_jpeg(source: str | Path | bytes, *, max_pixels: int = DEFAULT_MA
     if img.format not in JPEG_FORMATS or img.mode not in ("RGB", "L") or not data.endswith(b"\xff\xd9"):
         return None
     try:
-        if jpeg_data_loss(data):
+        if jpeg_warning(data) is not None or progression_gap(data):
             return None
     except ValueError:
         return None

@@ -188,6 +188,47 @@ class Degradation:
         return random_crop(img, int(self.value), rng)
 
 
+# The deliveries an image commonly meets between a camera (or a generator) and a detector, drawn at
+# random for both classes alike in training (``TrainAugment.delivery_prob``), so that the storage
+# format and compression history carry no class information by construction.
+DELIVERY_KINDS = ("png", "jpeg", "webp", "resize")
+DELIVERY_JPEG_QUALITY = (60, 100)
+DELIVERY_SUBSAMPLINGS = ("4:4:4", "4:2:2", "4:2:0")
+DELIVERY_WEBP_QUALITY = (60, 95)
+DELIVERY_SCALE = (0.5, 0.9)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One random delivery: ``kind`` (:data:`DELIVERY_KINDS`) and its parameters."""
+
+    kind: str
+    quality: int = 0
+    subsampling: str = "4:2:0"
+    scale: float = 1.0
+
+    @classmethod
+    def draw(cls, rng: np.random.Generator) -> Delivery:
+        """A delivery drawn from ``rng`` with a fixed number of draws, whatever is drawn: the same
+        generator state gives the same delivery to a real image and to a fake."""
+        kind = DELIVERY_KINDS[int(rng.integers(len(DELIVERY_KINDS)))]
+        jpeg_q = int(rng.integers(DELIVERY_JPEG_QUALITY[0], DELIVERY_JPEG_QUALITY[1] + 1))
+        subsampling = DELIVERY_SUBSAMPLINGS[int(rng.integers(len(DELIVERY_SUBSAMPLINGS)))]
+        webp_q = int(rng.integers(DELIVERY_WEBP_QUALITY[0], DELIVERY_WEBP_QUALITY[1] + 1))
+        scale = float(rng.uniform(*DELIVERY_SCALE))
+        quality = jpeg_q if kind == "jpeg" else webp_q if kind == "webp" else 0
+        return cls(kind, quality, subsampling, scale if kind == "resize" else 1.0)
+
+    def __call__(self, img: np.ndarray) -> np.ndarray:
+        if self.kind == "jpeg":
+            return jpeg_compress(img, self.quality, "pil", self.subsampling)
+        if self.kind == "webp":
+            return webp_compress(img, self.quality)
+        if self.kind == "resize":
+            return rescale(img, self.scale, "bilinear")
+        return img  # png: lossless, the pixels as they are
+
+
 @dataclass(frozen=True)
 class Augmented:
     """The result of :meth:`TrainAugment.apply`.
@@ -224,6 +265,11 @@ class TrainAugment:
         format_match_histories: (quality, chroma subsampling) pairs to draw from (those of the
             training JPEGs): the subsampling too, since 4:2:0 leaves colour structure that 4:4:4
             does not, a cue as telling as the quality.
+        delivery_prob: Probability that an image, real or fake alike, goes through a random
+            delivery (:class:`Delivery`: a PNG round trip, JPEG at quality 60-100 with any chroma
+            subsampling, WebP at 60-95, or downscaling to 0.5-0.9), after format matching. The draw
+            does not depend on the label, so after it storage format and compression history say
+            nothing about the class.
     """
 
     blur_prob: float = 0.0
@@ -233,18 +279,27 @@ class TrainAugment:
     jpg_qual: tuple[int, int] = (90, 100)
     format_match_probs: tuple[float, float] = (0.0, 0.0)
     format_match_histories: Sequence[tuple[int, str]] = ((90, "4:2:0"),)
+    delivery_prob: float = 0.0
 
     @property
     def active(self) -> bool:
         """True when any augmentation can fire."""
-        return self.blur_prob > 0 or self.jpg_prob > 0 or max(self.format_match_probs) > 0
+        return self.blur_prob > 0 or self.jpg_prob > 0 or max(self.format_match_probs) > 0 or self.delivery_prob > 0
 
     def apply(self, img: np.ndarray, rng: np.random.Generator, *, label: int, stored_as_jpeg: bool) -> Augmented:
-        """Augment ``img`` and say what was applied (the draws come from ``rng``, in a fixed order)."""
+        """Augment ``img`` and say what was applied (the draws come from ``rng``, in a fixed order;
+        the delivery is drawn first, so that it does not depend on the label)."""
+        delivery = None
+        if self.delivery_prob > 0:
+            delivered = rng.random() < self.delivery_prob
+            drawn = Delivery.draw(rng)
+            delivery = drawn if delivered else None
         p_match = self.format_match_probs[label]
         if p_match > 0 and not stored_as_jpeg and rng.random() < p_match:
             quality, subsampling = self.format_match_histories[int(rng.integers(len(self.format_match_histories)))]
             img = jpeg_compress(img, int(quality), "pil", subsampling)
+        if delivery is not None:
+            img = delivery(img)
         source = out = img
         blurred = self.blur_prob > 0 and rng.random() < self.blur_prob
         if blurred:

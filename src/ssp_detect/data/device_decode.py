@@ -17,12 +17,16 @@ a batch holds a JPEG that torchvision cannot decode, each is decoded alone and `
 what torchvision refuses: a corrupt file becomes one error record with its one-sentence message,
 never a substitute image.
 
-torchvision 0.29 marks its image decoders deprecated in favour of TorchCodec (a DeprecationWarning).
+Quiet: torchvision's decoders are called without their Python warnings (0.29 marks them deprecated
+in favour of TorchCodec, a DeprecationWarning), and a JPEG that makes libjpeg warn at all, even
+harmlessly (extraneous bytes before a marker), is decoded on the CPU instead: the libjpeg inside
+torchvision would print the warning on the standard error, where no filter reaches.
 """
 
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -88,6 +92,15 @@ class EncodedImageDataset(Dataset):
         return {"index": index, "label": self.samples[index].label, "image": image, "orientation": orientation}
 
 
+def _decode_quietly(data: torch.Tensor | list[torch.Tensor], device: torch.device) -> Any:
+    """torchvision's ``decode_jpeg`` without the warnings of torchvision's image module (its
+    deprecation notice; the files were checked on the CPU before, see the module docstring)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torchvision\.io")
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"torchvision\.io")
+        return decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
+
+
 def collate_encoded(items: list[dict[str, Any]]) -> dict[str, Any]:
     """Keep the good items' images as a list (their sizes differ) with their ``orientation`` list and
     ``label`` and ``index`` tensors; keep the failed ones as ``errors`` [(index, message)]."""
@@ -126,14 +139,14 @@ def decode_jpegs(
         return []
     turns = list(orientations) if orientations is not None else [1] * len(data)
     try:
-        batch = decode_jpeg(list(data), mode=ImageReadMode.RGB, device=device)
+        batch = _decode_quietly(list(data), device)
         return [orient_chw(im, o) for im, o in zip(batch, turns, strict=True)]
     except RuntimeError as exc:
         log.debug("batched JPEG decoding failed (%s); decoding the %d files one by one", exc, len(data))
     decoded: list[torch.Tensor | ImageDecodeError] = []
     for one, path, orientation in zip(data, paths, turns, strict=True):
         try:
-            decoded.append(orient_chw(decode_jpeg(one, mode=ImageReadMode.RGB, device=device), orientation))
+            decoded.append(orient_chw(_decode_quietly(one, device), orientation))
         except RuntimeError:
             try:
                 decoded.append(chw_tensor(load_rgb(path, max_pixels=max_pixels)).to(device))

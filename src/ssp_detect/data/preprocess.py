@@ -136,6 +136,43 @@ class PatchOptions:
             )
 
 
+class FedBy:
+    """What a record that holds an :class:`InputSpec` as ``feed`` says of it, by name (a model's spec,
+    a preprocessor): ``input``, ``patch_size``, ``image_size``, ``num_candidates``, ``mean``,
+    ``std`` and ``size``."""
+
+    feed: InputSpec
+
+    @property
+    def input(self) -> str:
+        return self.feed.input
+
+    @property
+    def patch_size(self) -> int:
+        return self.feed.patch_size
+
+    @property
+    def image_size(self) -> int:
+        return self.feed.image_size
+
+    @property
+    def num_candidates(self) -> int | None:
+        return self.feed.num_candidates
+
+    @property
+    def mean(self) -> tuple[float, float, float]:
+        return self.feed.mean
+
+    @property
+    def std(self) -> tuple[float, float, float]:
+        return self.feed.std
+
+    @property
+    def size(self) -> int:
+        """Side of the model input."""
+        return self.feed.size
+
+
 @dataclass(frozen=True)
 class Prepared:
     """One preprocessed image: ``pixels`` uint8 (3, S, S), the patch ``box`` (x, y, w, h) and its
@@ -210,7 +247,7 @@ def simplest_tiles_level(pixels: np.ndarray, tile: int = TEXTURE_TILE, share: fl
 
 
 @dataclass(frozen=True)
-class Preprocessor:
+class Preprocessor(FedBy):
     """Turns an RGB uint8 image into model input, according to a model's :class:`InputSpec`.
 
     Args:
@@ -231,27 +268,6 @@ class Preprocessor:
         """The preprocessor of a model fed as ``feed`` (a registry spec's or a checkpoint's), with the
         user's patch options; an option left at None keeps the model's value."""
         return cls(feed.with_options(options), options.mode, options.seed)
-
-    @property
-    def input(self) -> str:
-        return self.feed.input
-
-    @property
-    def patch_size(self) -> int:
-        return self.feed.patch_size
-
-    @property
-    def image_size(self) -> int:
-        return self.feed.image_size
-
-    @property
-    def num_candidates(self) -> int | None:
-        return self.feed.num_candidates
-
-    @property
-    def size(self) -> int:
-        """Side of the model input."""
-        return self.feed.size
 
     def settings(self) -> dict[str, Any]:
         """What decides the model input, as plain types (shown by the service and in reports)."""

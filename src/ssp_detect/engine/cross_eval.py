@@ -17,6 +17,7 @@ import numpy as np
 from ssp_detect.data.layouts import Sample
 from ssp_detect.errors import UsageError
 from ssp_detect.models.loading import LoadedModel, load_model
+from ssp_detect.outputs import ensure_writable_folder, writing
 
 if TYPE_CHECKING:  # scoring imports scikit-learn, which `ssp --help` need not load for the metric names
     from ssp_detect.engine.scoring import EvalRuntime
@@ -67,6 +68,7 @@ def run_cross_eval(
 
     Raises:
         UsageError: a names count that is not the checkpoint count, or an unknown metric.
+        ~ssp_detect.outputs.OutputError: ``out`` cannot be written (checked before any work).
     """
     from ssp_detect.engine.report import write_summary
     from ssp_detect.engine.scoring import check_names
@@ -74,6 +76,7 @@ def run_cross_eval(
     check_names(names, weights)
     if metric not in CROSS_EVAL_METRICS:
         raise UsageError(f"Unknown cross-evaluation metric {metric!r}; choose one of {', '.join(CROSS_EVAL_METRICS)}.")
+    ensure_writable_folder(out, "--out")
     tests = sorted({s.subset for s in samples})
     rows, row_names = [], []
     for i, w in enumerate(weights):
@@ -81,7 +84,8 @@ def run_cross_eval(
         summary, _ = runtime.evaluate(loaded, samples, desc=Path(w).stem)
         row_names.append(names[i] if names else row_name(w, loaded))
         rows.append([summary["subsets"].get(t, {}).get(metric, np.nan) for t in tests])
-        write_summary(
-            summary, Path(out) / "per_checkpoint", stem=f"{i:02d}_{row_names[-1]}", title=f"{w} on all subsets"
-        )
+        with writing(out, "the results"):
+            write_summary(
+                summary, Path(out) / "per_checkpoint", stem=f"{i:02d}_{row_names[-1]}", title=f"{w} on all subsets"
+            )
     return CrossEval(np.array(rows, dtype=float), row_names, tests, metric)

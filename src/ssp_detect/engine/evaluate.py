@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
 from ssp_detect.data.dataset import DetectionDataset, collate, make_loader
+from ssp_detect.data.decode import DEFAULT_MAX_PIXELS
 from ssp_detect.data.degradations import Degradation
 from ssp_detect.data.device_decode import DeviceDecodedBatches, EncodedImageDataset, collate_encoded
 from ssp_detect.data.layouts import Sample
@@ -246,6 +247,7 @@ def evaluate_model(
     uncertain_band: float = DEFAULT_UNCERTAIN_BAND,
     allow_truncated: bool = False,
     backend: str = "auto",
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> tuple[dict[str, Any], Predictions]:
     """Score ``samples`` with a loaded model and summarise them (see :func:`summarize`, which also
     explains ``bootstrap`` and the coverage of verdicts within ``uncertain_band``).
@@ -254,8 +256,9 @@ def evaluate_model(
     every image (real and fake alike) before patch selection. ``decode`` says where images are
     decoded and patches chosen: ``workers`` (PIL and numpy in the DataLoader workers) or ``device``
     (JPEGs by torchvision on ``device``, nvJPEG on CUDA, and the patches chosen there in one batch;
-    see :mod:`ssp_detect.data.device_decode`), for patch models without a degradation. ``backend``
-    runs the model (``auto``, ``torch`` or ``onnxruntime``; see :mod:`ssp_detect.engine.backend`).
+    see :mod:`ssp_detect.data.device_decode`), for patch models without a degradation. Images of more
+    than ``max_pixels`` pixels are unreadable (refused from their header). ``backend`` runs the model
+    (``auto``, ``torch`` or ``onnxruntime``; see :mod:`ssp_detect.engine.backend`).
     """
     preprocessor = Preprocessor.for_model(loaded.feed, patch)
     pin_memory = device.type == "cuda"
@@ -268,6 +271,7 @@ def evaluate_model(
             seed=patch.seed,
             input_checks=True,
             allow_truncated=allow_truncated,
+            max_pixels=max_pixels,
         )
         batches = make_eval_loader(dataset, batch_size=batch_size, workers=workers, pin_memory=pin_memory)
     elif decode == "device":
@@ -277,7 +281,7 @@ def evaluate_model(
                 "with device decoding; use --decode workers."
             )
         loader = make_eval_loader(
-            EncodedImageDataset(samples),
+            EncodedImageDataset(samples, max_pixels=max_pixels),
             batch_size=batch_size,
             workers=workers,
             pin_memory=pin_memory,

@@ -315,7 +315,7 @@ def write_cross_eval(
     return [out / f"{stem}.{e}" for e in ("md", "csv", "json", "png")]
 
 
-_ROBUSTNESS_COLUMNS = ("acc", "real_acc", "fake_acc", "ap", "auc")
+_ROBUSTNESS_COLUMNS = ("acc", "real_acc", "fake_acc", "ap", "auc", "tpr@fpr5")
 
 
 def _robustness_table(rows: Sequence[dict[str, Any]], title: str) -> str:

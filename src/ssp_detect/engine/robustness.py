@@ -20,11 +20,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ssp_detect.data.decode import DEFAULT_MAX_PIXELS
 from ssp_detect.data.degradations import Degradation, Interpolation, JpegMethod
 from ssp_detect.data.layouts import Sample
 from ssp_detect.data.preprocess import PatchOptions
 from ssp_detect.errors import UsageError
 from ssp_detect.models.loading import LoadedModel
+from ssp_detect.outputs import ensure_writable_folder, writing
 
 if TYPE_CHECKING:
     from ssp_detect.engine.evaluate import Predictions
@@ -32,7 +34,19 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ROBUSTNESS_METRICS = ("n_real", "n_fake", "acc", "real_acc", "fake_acc", "ap", "auc")
+ROBUSTNESS_METRICS = (
+    "n_real",
+    "n_fake",
+    "acc",
+    "real_acc",
+    "fake_acc",
+    "ap",
+    "auc",
+    "tpr@fpr1",
+    "tpr@fpr5",
+    "tpr@fpr10",
+    "ece",
+)
 DIFFERENCE_FIELDS = ("auc_diff", "auc_diff_low", "auc_diff_high", "acc_diff", "acc_diff_low", "acc_diff_high")
 
 
@@ -117,6 +131,7 @@ def run_robustness(
     bootstrap: int = 0,
     allow_truncated: bool = False,
     backend: str = "auto",
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> list[dict[str, Any]]:
     """Score every model under every setting of the chosen sweeps.
 
@@ -126,7 +141,7 @@ def run_robustness(
         sweeps: Names from :data:`SWEEPS`.
         jpeg_method: JPEG library of the JPEG sweep.
         interpolation: PIL filter of the scale sweep.
-        device, precision, batch_size, workers, patch, progress, allow_truncated, backend: As for
+        device, precision, batch_size, workers, patch, progress, allow_truncated, backend, max_pixels: As for
             :func:`~ssp_detect.engine.evaluate.evaluate_model`.
         bootstrap: With two models or more and ``bootstrap`` > 0, every model after the first is
             compared with the first on the same images at each setting: the differences in AUC and
@@ -171,6 +186,7 @@ def run_robustness(
                         degradation=key,
                         allow_truncated=allow_truncated,
                         backend=backend,
+                        max_pixels=max_pixels,
                     )
                     scored[key] = summary["pooled"] | {"n_unreadable": summary["n_unreadable"]}
                     if compare:
@@ -228,12 +244,16 @@ def robustness_report(
         model_name: Architecture of foreign state dicts (default: inferred).
         sweeps, jpeg_method, interpolation, bootstrap: As for :func:`run_robustness`.
         data: The data, in words, for the report.
+
+    Raises:
+        ~ssp_detect.outputs.OutputError: ``out`` cannot be written (checked before any work).
     """
     from ssp_detect.engine.report import write_robustness
     from ssp_detect.engine.scoring import check_names
     from ssp_detect.models.loading import load_model
 
     check_names(names, weights)
+    ensure_writable_folder(out, "--out")
     models = [load_model(w, model_name=model_name) for w in weights]
     names = list(names) if names else default_names(weights, models)
     rows = run_robustness(
@@ -251,4 +271,5 @@ def robustness_report(
         f"JPEG by {jpeg_method}, rescaling by PIL {interpolation}; "
         "degradations applied to the whole image before patch selection"
     )
-    return write_robustness(rows, {k: SWEEPS[k].title for k in sweeps}, out, notes=notes)
+    with writing(out, "the results"):
+        return write_robustness(rows, {k: SWEEPS[k].title for k in sweeps}, out, notes=notes)

@@ -10,7 +10,6 @@ Under torchrun every rank scores its share and only rank 0 writes files.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any
 
 import torch
 
-from ssp_detect.data.decode import ImageDecodeError
+from ssp_detect.data.decode import DEFAULT_MAX_PIXELS, ImageDecodeError
 from ssp_detect.data.degradations import Degradation
 from ssp_detect.data.layouts import DatasetError, Sample
 from ssp_detect.data.preprocess import PatchOptions, Preprocessor
@@ -28,6 +27,7 @@ from ssp_detect.engine.evaluate import Predictions, evaluate_model
 from ssp_detect.engine.runtime import BACKENDS, DECODERS, default_workers, resolve_device, resolve_precision
 from ssp_detect.errors import UsageError
 from ssp_detect.models.loading import LoadedModel
+from ssp_detect.outputs import ensure_writable_folder, writing
 from ssp_detect.verdict import DEFAULT_UNCERTAIN_BAND
 
 log = logging.getLogger(__name__)
@@ -49,6 +49,7 @@ class EvalRuntime:
             (their verdicts count as uncertain); the device decoder always refuses them.
         backend: What runs the model: ``auto``, ``torch`` or ``onnxruntime`` (see
             :mod:`ssp_detect.engine.backend`).
+        max_pixels: Images with more pixels are refused from their header (decompression-bomb guard).
     """
 
     device: torch.device
@@ -60,10 +61,13 @@ class EvalRuntime:
     decode: str = "workers"
     allow_truncated: bool = False
     backend: str = "auto"
+    max_pixels: int = DEFAULT_MAX_PIXELS
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise UsageError(f"The batch size must be at least 1, not {self.batch_size}.")
+        if self.max_pixels < 1:
+            raise UsageError(f"The pixel limit must be at least 1, not {self.max_pixels}.")
         if self.workers < 0:
             raise UsageError(f"The DataLoader worker count must be 0 or more, not {self.workers}.")
         if self.decode not in DECODERS:
@@ -85,6 +89,7 @@ class EvalRuntime:
         join_process_group: bool = False,
         allow_truncated: bool = False,
         backend: str = "auto",
+        max_pixels: int = DEFAULT_MAX_PIXELS,
     ) -> EvalRuntime:
         """Resolve the options as a user gives them: ``auto`` device and precision, workers None
         for :func:`~ssp_detect.engine.runtime.default_workers`; ``join_process_group`` joins the
@@ -103,6 +108,7 @@ class EvalRuntime:
             decode,
             allow_truncated,
             backend,
+            max_pixels,
         )
 
     def keywords(self) -> dict[str, Any]:
@@ -117,6 +123,7 @@ class EvalRuntime:
             "progress": self.progress,
             "allow_truncated": self.allow_truncated,
             "backend": self.backend,
+            "max_pixels": self.max_pixels,
         }
 
     def evaluate(
@@ -177,20 +184,6 @@ def _threshold_origin(calibration: dict[str, Any], override: float | None) -> st
     return "the checkpoint's default"
 
 
-def ensure_writable_folder(folder: str | Path, option: str) -> Path:
-    """Create ``folder`` and check that a file can be written there, before any work; a read-only,
-    full or unusable place is a :class:`UsageError` naming the folder and ``option``."""
-    path = Path(folder)
-    probe = path / f".ssp-write-check-{os.getpid()}"
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe.write_bytes(b"ok")
-        probe.unlink()
-    except OSError as exc:
-        raise UsageError(f"Cannot write into {path} ({exc.strerror or exc}); choose another {option}.") from None
-    return path
-
-
 def check_names(names: Sequence[str] | None, weights: Sequence[str | Path]) -> None:
     """Raise :class:`UsageError` unless ``names`` is None or gives one name per checkpoint."""
     if names and len(names) != len(weights):
@@ -201,9 +194,15 @@ def check_names(names: Sequence[str] | None, weights: Sequence[str | Path]) -> N
 
 def check_unreadable(summary: dict[str, Any], strict: bool) -> None:
     """The policy for unreadable images: they are skipped (never replaced) and listed in the report,
-    with a warning; with ``strict`` they are an error (:class:`ImageDecodeError`)."""
+    with a warning; with ``strict`` they are an error (:class:`ImageDecodeError`), and so they are
+    when no image at all could be read (:class:`DatasetError`: there is nothing to report on)."""
     if summary["n_unreadable"]:
         log.warning("%d unreadable image(s) were skipped (listed in the report).", summary["n_unreadable"])
+        if summary["n_unreadable"] >= summary["n_images"]:
+            first = summary["unreadable"][0]["path"]
+            raise DatasetError(
+                f"None of the {summary['n_images']} image(s) could be read (the first: {first}); the report lists why."
+            )
         if strict:
             first = summary["unreadable"][0]["path"]
             raise ImageDecodeError(
@@ -268,9 +267,14 @@ def run_test(
             f"{loaded.temperature:.3g}; uncertain within {uncertain_band:g} of the threshold, or without texture, "
             "or upscaled",
         ]
-        paths = write_summary(
-            summary, out, title=f"Test of {Path(weights).name}", notes=notes, reliability=(preds.label, preds.p_fake)
-        )
+        with writing(out, "the results"):
+            paths = write_summary(
+                summary,
+                out,
+                title=f"Test of {Path(weights).name}",
+                notes=notes,
+                reliability=(preds.label, preds.p_fake),
+            )
     distributed.teardown()
     return TestRun(summary, paths)
 

@@ -51,6 +51,7 @@ from ssp_detect.engine.runtime import (
 from ssp_detect.errors import SSPError
 from ssp_detect.models.checkpoint import read_checkpoint_file, save_checkpoint
 from ssp_detect.models.registry import create_model, get_spec
+from ssp_detect.outputs import ensure_writable_folder, writing
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +165,7 @@ def make_augment(cfg: TrainConfig, train: Sequence[Sample]) -> TrainAugment:
         jpg_qual=tuple(cfg.jpeg_qual),
         format_match_probs=probs,
         format_match_histories=tuple(histories),
+        delivery_prob=cfg.delivery_prob,
     )
 
 
@@ -227,18 +229,55 @@ def _setup_logging(out: Path) -> logging.Handler | None:
     return handler
 
 
-class _MetricsLog:
-    """One JSON object per line, written by rank 0 only."""
+def keep_records_through(path: Path, epoch: int) -> int:
+    """Drop the records of ``metrics.jsonl`` after ``epoch`` (and a last line cut short), so that a
+    run resumed from the checkpoint of ``epoch`` does not repeat the records of the epoch it was
+    killed in; returns how many were dropped. The file is rewritten atomically."""
+    if not path.is_file():
+        return 0
+    kept, dropped = [], 0
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            dropped += bool(line.strip())  # a line cut short by the kill
+            continue
+        if isinstance(record, dict) and isinstance(record.get("epoch"), int) and record["epoch"] > epoch:
+            dropped += 1
+        else:
+            kept.append(line)
+    if dropped:
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        with writing(path, "the metrics"):
+            tmp.write_text("".join(line + "\n" for line in kept))
+            tmp.replace(path)
+    return dropped
 
-    def __init__(self, path: Path, append: bool) -> None:
-        self.file = path.open("a" if append else "w") if distributed.is_main() else None
+
+class _MetricsLog:
+    """One JSON object per line, written by rank 0 only; a resumed run (``resumed_epoch``) appends
+    after the records of the epochs up to its checkpoint's (see :func:`keep_records_through`)."""
+
+    def __init__(self, path: Path, resumed_epoch: int | None = None) -> None:
+        self.path, self.file = path, None
+        if not distributed.is_main():
+            return
+        if resumed_epoch is not None:
+            dropped = keep_records_through(path, resumed_epoch)
+            if dropped:
+                log.info(
+                    "%s: dropped %d record(s) written after epoch %d by the run resumed", path, dropped, resumed_epoch
+                )
+        with writing(path, "the metrics"):
+            self.file = path.open("a" if resumed_epoch is not None else "w")
 
     def write(self, record: dict[str, Any]) -> None:
         if self.file:
             from ssp_detect.engine.report import to_jsonable
 
-            self.file.write(json.dumps(to_jsonable(record)) + "\n")
-            self.file.flush()
+            with writing(self.path, "the metrics"):
+                self.file.write(json.dumps(to_jsonable(record)) + "\n")
+                self.file.flush()
 
     def close(self) -> None:
         if self.file:
@@ -322,22 +361,52 @@ def train_one_epoch(
     }
 
 
+def read_resume_state(path: str | Path) -> dict[str, Any]:
+    """The state of a ``last.pt`` to resume; :class:`TrainError` for a checkpoint without an
+    optimizer state or epoch (a ``best.pt``, a calibrated copy, official weights)."""
+    state = read_checkpoint_file(path)
+    if "optimizer" not in state or "epoch" not in state:
+        raise TrainError(
+            f"{path} cannot be resumed: it holds no optimizer state (best.pt and calibrated copies are saved "
+            f"without it); pass the last.pt of its run folder, {Path(path).parent / 'last.pt'}."
+        )
+    return state
+
+
 def train(cfg: TrainConfig, *, resume: str | Path | None = None) -> dict[str, Any]:
     """Train as configured; returns the paths written and the best validation metrics.
 
+    The output folder is created and checked before anything else is done.
+
     Args:
         cfg: The resolved configuration.
-        resume: A ``last.pt`` to continue from exactly (model, optimizer, epoch, best so far).
+        resume: A ``last.pt`` to continue from exactly (model, optimizer, epoch, best so far). The
+            run continues in the folder of that file, whatever ``cfg.out`` says (a run folder may
+            have been moved since), and ``metrics.jsonl`` there loses the records written after the
+            checkpoint's epoch (by the run that was killed).
+
+    Raises:
+        TrainError: ``resume`` is not a ``last.pt`` (see :func:`read_resume_state`), or a set-up
+            that cannot run.
+        ~ssp_detect.outputs.OutputError: the output folder cannot be written, before any work, or a
+            write fails later (the last checkpoint written stays intact).
     """
+    moved = ""
+    state = read_resume_state(resume) if resume else None
+    if resume and Path(cfg.out).resolve() != Path(resume).parent.resolve():
+        moved = cfg.out
+        cfg = dataclasses.replace(cfg, out=str(Path(resume).parent))
     device = distributed.setup(resolve_device(cfg.device))
     precision = resolve_precision(cfg.precision, device)
     out = Path(cfg.out)
     if distributed.is_main():
-        out.mkdir(parents=True, exist_ok=True)
+        ensure_writable_folder(out, "--out")
     distributed.barrier()
     handler = _setup_logging(out)
+    if moved:
+        log.info("continuing the run in %s, the folder of %s (its config.yaml said %s)", out, resume, moved)
     try:
-        return _train(cfg, device, precision, out, resume)
+        return _train(cfg, device, precision, out, resume, state)
     finally:
         if handler:
             logging.getLogger("ssp_detect").removeHandler(handler)
@@ -345,7 +414,12 @@ def train(cfg: TrainConfig, *, resume: str | Path | None = None) -> dict[str, An
 
 
 def _train(
-    cfg: TrainConfig, device: torch.device, precision: str, out: Path, resume: str | Path | None
+    cfg: TrainConfig,
+    device: torch.device,
+    precision: str,
+    out: Path,
+    resume: str | Path | None,
+    state: dict[str, Any] | None,
 ) -> dict[str, Any]:
     spec = get_spec(cfg.model)
     train_samples, val_samples, val_what = load_train_val(cfg)
@@ -402,22 +476,26 @@ def _train(
 
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     start_epoch, best, history = 1, -math.inf, []
-    if resume:
-        state = read_checkpoint_file(resume)
+    stop_after = cfg.stop_after
+    if state is not None:
         if state.get("model") != cfg.model:
             raise TrainError(f"{resume} is a {state.get('model')!r} checkpoint, but the config trains {cfg.model!r}.")
         model.load_state_dict(state["state_dict"])
         optimizer.load_state_dict(state["optimizer"])
         start_epoch, best, history = int(state["epoch"]) + 1, float(state["best"]), list(state.get("history", []))
         log.info("resumed from %s at epoch %d", resume, start_epoch)
+        if stop_after is not None and stop_after < start_epoch:
+            log.info("--stop-after %d was reached before; training on to epoch %d", stop_after, cfg.epochs)
+            stop_after = None
     train_model: nn.Module = model
     if cfg.compile:
         train_model = torch.compile(train_model)
     if distributed.is_distributed():
         train_model = DistributedDataParallel(train_model, device_ids=[device.index] if device.type == "cuda" else None)
     if distributed.is_main():
-        save_config(cfg, out / "config.yaml")
-    metrics = _MetricsLog(out / "metrics.jsonl", append=resume is not None)
+        with writing(out / "config.yaml", "the config"):
+            save_config(cfg, out / "config.yaml")
+    metrics = _MetricsLog(out / "metrics.jsonl", resumed_epoch=start_epoch - 1 if state is not None else None)
     common = {"device": device, "precision": precision, "mean": spec.mean, "std": spec.std}
     loss_weights = (
         {"perception_weight": cfg.perception_weight, "restoration_weight": cfg.restoration_weight}
@@ -521,7 +599,7 @@ def _train(
                     save_checkpoint(out / "best.pt", payload)
             distributed.barrier()
             result["best_val"] = val["pooled"] if improved else result.get("best_val", val["pooled"])
-            if cfg.stop_after is not None and epoch >= cfg.stop_after and epoch < cfg.epochs:
+            if stop_after is not None and epoch >= stop_after and epoch < cfg.epochs:
                 log.info("stopping after epoch %d as asked; continue with --resume %s", epoch, out / "last.pt")
                 break
     finally:

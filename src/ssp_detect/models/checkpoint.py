@@ -17,7 +17,9 @@ A calibrated copy (:func:`save_calibrated`) adds ``"calibration": {"target_fpr",
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,7 @@ import torch
 from torch import nn
 
 from ssp_detect.errors import SSPError
+from ssp_detect.outputs import write_failed
 
 log = logging.getLogger(__name__)
 
@@ -109,12 +112,31 @@ def infer_official_model(state: dict[str, torch.Tensor]) -> str:
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
-    """Write a checkpoint atomically (temporary file, then rename)."""
+    """Write a checkpoint atomically: into ``<path>.tmp``, flushed to the disk, then renamed over
+    ``path``, so that a reader or a crash never meets a half-written file.
+
+    Raises:
+        ~ssp_detect.outputs.OutputError: the write failed (a full disk, a read-only folder): the temporary file is
+            removed and a checkpoint already at ``path`` is left as it was.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save({"format": FORMAT, "label_convention": OUR_CONVENTION, **payload}, tmp)
-    tmp.replace(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Through a Python file, so that a failed write is an OSError with its errno (torch.save to a
+        # path raises a RuntimeError from its C++ writer).
+        with open(tmp, "wb") as f:
+            torch.save({"format": FORMAT, "label_convention": OUR_CONVENTION, **payload}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.replace(path)
+    except BaseException as exc:  # an interrupt too: never leave the temporary file behind
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        if not isinstance(exc, OSError):
+            raise
+        kept = "; the previous one is unchanged" if path.is_file() else ""
+        raise write_failed(f"the checkpoint {path}", exc, kept) from exc
 
 
 def save_calibrated(

@@ -15,12 +15,12 @@ from pathlib import Path
 
 from torch import nn
 
-from ssp_detect.data.preprocess import InputSpec
+from ssp_detect.data.preprocess import FedBy, InputSpec
 from ssp_detect.errors import SSPError
 
 
 @dataclass(frozen=True)
-class ModelSpec:
+class ModelSpec(FedBy):
     """How a registered model is built and fed.
 
     Attributes:
@@ -36,27 +36,6 @@ class ModelSpec:
     feed: InputSpec = InputSpec()
     paper: bool = False
     description: str = ""
-
-    @property
-    def input(self) -> str:
-        """The input kind: ``patch``, ``image`` or ``crop``."""
-        return self.feed.input
-
-    @property
-    def patch_size(self) -> int:
-        return self.feed.patch_size
-
-    @property
-    def image_size(self) -> int:
-        return self.feed.image_size
-
-    @property
-    def mean(self) -> tuple[float, float, float]:
-        return self.feed.mean
-
-    @property
-    def std(self) -> tuple[float, float, float]:
-        return self.feed.std
 
 
 class UnknownModelError(SSPError, KeyError):

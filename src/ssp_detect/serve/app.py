@@ -37,6 +37,7 @@ from ssp_detect.detector import Detector
 from ssp_detect.serve.limits import BodySizeLimit, ServeLimits
 from ssp_detect.serve.schemas import DetectResponse, ErrorBody, error_response
 from ssp_detect.serve.service import DetectionService
+from ssp_detect.verdict import ScoreError
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +99,11 @@ def create_app(detector: Detector, limits: ServeLimits | None = None) -> FastAPI
         return error_response(
             400, f"Invalid request field {where}: {str(first.get('msg', 'invalid value')).rstrip('.')}."
         )
+
+    @app.exception_handler(ScoreError)
+    async def untrustworthy_scores(request: Request, exc: ScoreError) -> JSONResponse:
+        log.error("The model gave scores that cannot be trusted on %s %s: %s", request.method, request.url.path, exc)
+        return error_response(503, f"The model cannot give a verdict now: {exc}")
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:
