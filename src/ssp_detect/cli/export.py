@@ -32,8 +32,15 @@ def cmd_export(args: argparse.Namespace) -> int:
     from ssp_detect.models.card import write_model_card
     from ssp_detect.models.export import export_onnx
     from ssp_detect.models.loading import load_model
-    from ssp_detect.models.safetensors_io import save_safetensors
+    from ssp_detect.models.safetensors_io import config_path, save_safetensors
+    from ssp_detect.outputs import ensure_writable_file
 
+    # Every file this will write is checked before the (possibly long) export.
+    ensure_writable_file(args.out, "--out")
+    if args.format == "safetensors":
+        ensure_writable_file(config_path(args.out), "--out")
+    if args.card:
+        ensure_writable_file(Path(args.out).with_suffix(".md"), "--out")
     loaded = load_model(args.checkpoint, model_name=args.arch)
     if args.format == "onnx":
         written = [export_onnx(loaded, args.out)]
@@ -61,7 +68,10 @@ def add_card_parser(sub: argparse._SubParsersAction) -> None:
 def cmd_card(args: argparse.Namespace) -> int:
     from ssp_detect.models.card import model_card, write_model_card
     from ssp_detect.models.loading import load_model
+    from ssp_detect.outputs import ensure_writable_file
 
+    if args.out:
+        ensure_writable_file(args.out, "--out")
     loaded = load_model(args.checkpoint, model_name=args.arch)
     if args.out:
         print(f"written: {write_model_card(loaded, args.out, title=f'Model card: {Path(args.checkpoint).name}')}")

@@ -235,13 +235,10 @@ def model_card(loaded: LoadedModel, *, title: str | None = None) -> str:
 
 def write_model_card(loaded: LoadedModel, path: str | Path, *, title: str | None = None) -> Path:
     """Write :func:`model_card` to ``path`` (atomically) and return it."""
-    from ssp_detect.models.export import ExportError, write_atomically
+    from ssp_detect.models.export import write_atomically
+    from ssp_detect.outputs import writing
 
     path = Path(path)
-    try:
+    with writing(path, "the model card"):
         write_atomically(path, model_card(loaded, title=title).encode())
-    except OSError as exc:
-        raise ExportError(
-            f"Cannot write the model card {path} ({exc.strerror or exc}); choose another --out."
-        ) from None
     return path

@@ -202,13 +202,14 @@ def write_atomically(path: Path, data: bytes) -> None:
 
 
 def export_onnx(loaded: LoadedModel, path: str | Path) -> Path:
-    """Write the checked ONNX graph of ``loaded`` to ``path`` (atomically); see :func:`onnx_bytes`."""
+    """Write the checked ONNX graph of ``loaded`` to ``path`` (atomically); see :func:`onnx_bytes`. A
+    failed write is an :class:`~ssp_detect.outputs.OutputError`."""
+    from ssp_detect.outputs import writing
+
     path = Path(path)
     data = onnx_bytes(loaded)
-    try:
+    with writing(path, "the ONNX graph"):
         write_atomically(path, data)
-    except OSError as exc:
-        raise ExportError(f"Cannot write {path} ({exc.strerror or exc}); choose another --out.") from None
     return path
 
 

@@ -71,14 +71,16 @@ def safetensors_config(loaded: LoadedModel) -> dict[str, Any]:
 
 
 def save_safetensors(loaded: LoadedModel, path: str | Path) -> tuple[Path, Path]:
-    """Write the weights of ``loaded`` to ``path`` and its config to :func:`config_path`, each atomically.
+    """Write the weights of ``loaded`` to ``path`` and its config to :func:`config_path`, each atomically
+    (a failed write is an :class:`~ssp_detect.outputs.OutputError`).
 
     Returns:
         The two files written, weights first.
     """
     from safetensors.torch import save
 
-    from ssp_detect.models.export import ExportError, write_atomically
+    from ssp_detect.models.export import write_atomically
+    from ssp_detect.outputs import writing
 
     path = Path(path)
     state = {
@@ -86,11 +88,10 @@ def save_safetensors(loaded: LoadedModel, path: str | Path) -> tuple[Path, Path]
         for k, v in loaded.model.state_dict().items()
     }
     config = config_path(path)
-    try:
+    with writing(path, "the weights"):
         write_atomically(path, save(state, metadata={"format": SAFETENSORS_FORMAT, "model": loaded.name}))
+    with writing(config, "the config"):
         write_atomically(config, (json.dumps(safetensors_config(loaded), indent=2) + "\n").encode())
-    except OSError as exc:
-        raise ExportError(f"Cannot write {path} ({exc.strerror or exc}); choose another --out.") from None
     return path, config
 
 
