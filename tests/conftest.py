@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from tests.helpers import make_checkpoint
+
+
+@pytest.fixture(autouse=True, scope="session")
+def onnx_cache(tmp_path_factory) -> Path:
+    """The auto backend's ONNX exports go to a folder of the test session, never the user's cache."""
+    folder = tmp_path_factory.mktemp("ssp-cache")
+    before = os.environ.get("SSP_CACHE")
+    os.environ["SSP_CACHE"] = str(folder)
+    yield folder
+    if before is None:
+        os.environ.pop("SSP_CACHE", None)
+    else:
+        os.environ["SSP_CACHE"] = before
 
 
 @pytest.fixture

@@ -73,6 +73,24 @@ def make_checkpoint(path: Path, model: str = "ssp-lite", threshold: float = 0.5,
     return path
 
 
+def trained_like_checkpoint(path, name: str, seed: int = 0, **extra) -> str:
+    """A checkpoint of ``name`` whose every weight is random, heads included (a zero head would make
+    every p_fake 0.5 and every parity test pass), with BatchNorm statistics away from 0 and 1."""
+    torch.manual_seed(seed)
+    net = create_model(name)
+    with torch.no_grad():
+        for module in net.modules():
+            if isinstance(module, torch.nn.Linear) and module.out_features == 1:
+                module.weight.normal_(0, 3.0 / module.in_features**0.5)
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.1, 0.1)
+                module.running_var.uniform_(0.5, 1.5)
+    save_checkpoint(
+        path, {"model": name, "state_dict": net.state_dict(), "preprocess": get_spec(name).feed.to_dict(), **extra}
+    )
+    return str(path)
+
+
 def train_test_predict(tmp_path: Path, model: str, lr: str) -> tuple[dict, str, list[dict]]:
     """Train ``model`` from the CLI on a small noisy-real / smooth-fake tree (3 epochs), then
     ``ssp test`` and ``ssp predict`` its best.pt; returns results.json, results.md and the

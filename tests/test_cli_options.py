@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from ssp_detect.cli import build_parser, main
+from ssp_detect.cli.export import EXPORT_FORMATS
 from ssp_detect.cli.train import train_config
 from ssp_detect.config import (
     PRESET_DIR,
@@ -24,7 +25,7 @@ from ssp_detect.data.patch import MODES
 from ssp_detect.demo.build import DEMO_SIZES
 from ssp_detect.engine.cross_eval import CROSS_EVAL_METRICS
 from ssp_detect.engine.robustness import SWEEPS
-from ssp_detect.engine.runtime import DECODERS, PRECISIONS
+from ssp_detect.engine.runtime import BACKENDS, DECODERS, PRECISIONS
 from ssp_detect.errors import SSPError, UsageError
 from ssp_detect.predict_io import FORMATS
 
@@ -34,6 +35,7 @@ LIBRARY_CHOICES = [
         LAYOUTS,
         MODES,
         PRECISIONS,
+        BACKENDS,
         DECODERS,
         JPEG_METHODS,
         INTERPOLATIONS,
@@ -42,6 +44,7 @@ LIBRARY_CHOICES = [
         SELECT_METRICS,
         SWEEPS,
         DEMO_SIZES,
+        EXPORT_FORMATS,  # the formats ssp_detect.models.export writes
     )
 ]
 WEIGHT_COMMANDS = {  # commands that load weights, with the arguments they need besides --weights

@@ -457,9 +457,10 @@ def test_a_model_failure_is_a_json_500_and_the_batcher_survives(fresh_detector: 
         assert c.get("/healthz").status_code == 200
 
 
-def test_non_finite_scores_are_a_json_503_never_a_label(fresh_detector: Detector, images: list[bytes]) -> None:
-    fresh_detector.model.forward = lambda x: torch.full((x.shape[0],), float("nan"))
-    with serving(fresh_detector, ServeLimits(max_wait_ms=0), raise_server_exceptions=False) as c:
+def test_non_finite_scores_are_a_json_503_never_a_label(checkpoint_path: Path, images: list[bytes]) -> None:
+    detector = Detector.from_checkpoint(checkpoint_path, device="cpu", backend="torch")  # its PyTorch model is broken
+    detector.model.forward = lambda x: torch.full((x.shape[0],), float("nan"))
+    with serving(detector, ServeLimits(max_wait_ms=0), raise_server_exceptions=False) as c:
         r = c.post("/v1/detect", files={"file": ("a.png", images[0])})
         assert_error(r, 503, "non-finite")
         assert "label" not in r.text

@@ -33,7 +33,7 @@ class NoiseLevelNet(nn.Module):
 
 def toy_detector(tmp_path, level: float, **options) -> Detector:
     loaded = load_model(make_checkpoint(tmp_path / "cooc.pt", "ssp-cooc"))  # fed pixel values 0-255
-    return Detector(dataclasses.replace(loaded, model=NoiseLevelNet(level)), device="cpu", **options)
+    return Detector(dataclasses.replace(loaded, model=NoiseLevelNet(level)), device="cpu", backend="torch", **options)
 
 
 def test_decide_labels_and_orders_reasons():
@@ -131,7 +131,7 @@ def test_a_model_that_outputs_nan_gives_an_error_not_a_label(tmp_path):
             return torch.full((x.shape[0],), float("nan"))
 
     loaded = load_model(make_checkpoint(tmp_path / "m.pt", "ssp-cooc"))
-    detector = Detector(dataclasses.replace(loaded, model=NaNNet()), device="cpu")
+    detector = Detector(dataclasses.replace(loaded, model=NaNNet()), device="cpu", backend="torch")
     with pytest.raises(ScoreError, match="non-finite"):
         detector.predict(noisy_image(np.random.default_rng(5)))
 

@@ -2,8 +2,9 @@
 
 The ``ssp predict`` command and the HTTP service both use this object, so they cannot diverge.
 Data flow per image: source -> RGB uint8 -> simple patch (or resized image, or crop) -> uint8
-batch -> normalised on the device -> logit -> p_fake -> verdict (``real``, ``fake`` or
-``uncertain`` with its reasons, see :mod:`ssp_detect.verdict`). With ``stability=True`` the image's
+batch -> normalised on the device -> logit (by PyTorch or ONNX Runtime, see
+:mod:`ssp_detect.engine.backend`) -> p_fake -> verdict (``real``, ``fake`` or ``uncertain`` with its
+reasons, see :mod:`ssp_detect.verdict`). With ``stability=True`` the image's
 common deliveries (:mod:`ssp_detect.stability`) join the same batch.
 """
 
@@ -23,7 +24,8 @@ from PIL import Image
 
 from ssp_detect.data.decode import DEFAULT_MAX_PIXELS, DecodedImage, ImageDecodeError, decode_image, to_rgb_array
 from ssp_detect.data.preprocess import PatchOptions, Prepared, Preprocessor
-from ssp_detect.engine.runtime import autocast, model_input, place_model, resolve_device, resolve_precision
+from ssp_detect.engine.backend import resolve_backend
+from ssp_detect.engine.runtime import model_input, place_model, resolve_device, resolve_precision
 from ssp_detect.models.loading import LoadedModel, load_model
 from ssp_detect.stability import Stability, delivered
 from ssp_detect.verdict import DEFAULT_UNCERTAIN_BAND, ScoreError, check_band, check_finite, check_threshold, decide
@@ -113,7 +115,8 @@ class Detector:
     Args:
         loaded: The model and its metadata (see :func:`ssp_detect.models.load_model`).
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
-        precision: ``auto`` (bf16 on CUDA, fp32 on CPU), ``fp32`` or ``bf16``.
+        precision: ``auto`` (fp32 on the CPU; bf16 on CUDA, except for official weights, which keep
+            fp32), ``fp32`` or ``bf16``.
         threshold: Decision threshold; None uses the checkpoint's (0.5 unless calibrated).
         patch: Patch selection (default seeded, deterministic) and any override of the
             checkpoint's patch size and candidate count.
@@ -122,6 +125,9 @@ class Detector:
             (reason ``near-threshold``); 0 turns the band off.
         allow_truncated: Score a file whose image data ends early (the decoder makes the rest up)
             instead of refusing it; its verdict is ``uncertain`` with the reason ``truncated``.
+        backend: ``auto`` (ONNX Runtime on the CPU in fp32 when the model exports, else PyTorch),
+            ``torch`` or ``onnxruntime``; see :mod:`ssp_detect.engine.backend`. ``model`` stays the
+            PyTorch module either way (``ssp explain`` reads its internals).
     """
 
     def __init__(
@@ -135,16 +141,25 @@ class Detector:
         max_pixels: int = DEFAULT_MAX_PIXELS,
         uncertain_band: float = DEFAULT_UNCERTAIN_BAND,
         allow_truncated: bool = False,
+        backend: str = "auto",
     ) -> None:
         self.loaded = loaded
         self.device = resolve_device(device)
-        self.precision = resolve_precision(precision, self.device)
+        self.precision = resolve_precision(precision, self.device, official=loaded.source == "official")
         self.threshold = check_threshold(loaded.threshold if threshold is None else threshold)
         self.uncertain_band = check_band(uncertain_band)
         self.allow_truncated = allow_truncated
         self.preprocessor = Preprocessor.for_model(loaded.feed, patch)
         self.max_pixels = max_pixels
         self.model = place_model(loaded.model, self.device).eval()
+        self.backend = resolve_backend(
+            backend,
+            loaded,
+            self.model,
+            device=self.device,
+            precision=self.precision,
+            input_size=self.preprocessor.size,
+        )
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, *, model_name: str | None = None, **options: Any) -> Detector:
@@ -164,6 +179,7 @@ class Detector:
             **self.preprocessor.settings(),
             "device": str(self.device),
             "precision": self.precision,
+            "backend": self.backend.name,
         }
 
     def read(self, source: ImageSource, *, max_pixels: int | None = None) -> DecodedImage:
@@ -189,13 +205,12 @@ class Detector:
 
     @torch.inference_mode()
     def score(self, prepared: Sequence[Prepared]) -> np.ndarray:
-        """p_fake of preprocessed images, in one batch on the device."""
+        """p_fake of preprocessed images, in one batch on the device, by the backend."""
         if not prepared:
             return np.zeros(0, dtype=np.float64)
         pixels = torch.from_numpy(np.stack([p.pixels for p in prepared]))
         x = model_input(pixels, self.device, self.loaded.feed.mean, self.loaded.feed.std)
-        with autocast(self.device, self.precision):
-            logits = self.model(x)
+        logits = self.backend(x)
         p_fake = torch.sigmoid(logits.float() / self.loaded.temperature).cpu().numpy().astype(np.float64)
         return check_finite(p_fake, f"checkpoint {self.loaded.sha256[:12]} ({self.loaded.name})")
 

@@ -20,6 +20,7 @@ The hierarchy (each class lives beside the code that raises it)::
         DemoBuildError(SSPError, ValueError)        demo/rrdbnet.py: the demo benchmark cannot be built
         ScoreError(SSPError, ValueError)            verdict.py: a non-finite score, a threshold outside [0, 1]
         OutputError(SSPError, OSError)              outputs.py: a result that cannot be written
+        ExportError(SSPError, ValueError)           models/export.py: a model that does not export to ONNX
 
 The second base (``ValueError``, ``KeyError`` for an unknown model, ``OSError`` for a failed write)
 is what each class was before it had this one; it stays so that callers of the library who catch

@@ -162,6 +162,7 @@ def predict_to(
     uncertain_band: float = DEFAULT_UNCERTAIN_BAND,
     stability: bool = False,
     allow_truncated: bool = False,
+    backend: str = "auto",
     max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> PredictCounts:
     """Score every image that ``inputs`` name (see :func:`iter_image_paths`) and stream one row per
@@ -172,7 +173,7 @@ def predict_to(
 
     Args:
         weights: Checkpoint (ours or official); ``model_name`` names a foreign architecture.
-        device, precision, threshold, patch, uncertain_band, allow_truncated, max_pixels: As for
+        device, precision, threshold, patch, uncertain_band, allow_truncated, backend, max_pixels: As for
             :class:`~ssp_detect.detector.Detector`.
         stability: Score each image after common deliveries too (see :mod:`ssp_detect.stability`).
         batch_size: Images per model batch.
@@ -203,6 +204,7 @@ def predict_to(
         patch=patch,
         uncertain_band=uncertain_band,
         allow_truncated=allow_truncated,
+        backend=backend,
         max_pixels=max_pixels,
     )
     paths = iter_image_paths(inputs, recursive=recursive)

@@ -10,6 +10,7 @@ whose ``choices`` are the library's constants, are in :mod:`ssp_detect.cli.optio
 * :mod:`~ssp_detect.cli.predict`: ``predict``, ``explain``
 * :mod:`~ssp_detect.cli.serve`: ``serve``
 * :mod:`~ssp_detect.cli.data`: ``data build-demo``, ``demo``
+* :mod:`~ssp_detect.cli.export`: ``export``, ``card``
 
 Errors a user can cause (:class:`~ssp_detect.errors.SSPError`, and missing or unreadable paths) end
 in one sentence on stderr and exit status 2; any other exception is a bug and keeps its traceback.
@@ -31,7 +32,7 @@ USER_ERRORS: tuple[type[BaseException], ...] = (SSPError, FileNotFoundError, Per
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``ssp`` argument parser with every sub-command."""
-    from ssp_detect.cli import data, evaluate, models, predict, serve, train
+    from ssp_detect.cli import data, evaluate, export, models, predict, serve, train
 
     parser = argparse.ArgumentParser(
         prog="ssp", description="ssp-detect: AI-generated image detection from a single simple patch (SSP)."
@@ -39,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"ssp-detect {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="Debug logging; errors show their traceback.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (models, train, evaluate, predict, serve, data):
+    for module in (models, train, evaluate, predict, serve, data, export):
         for add in module.PARSERS:
             add(sub)
     return parser

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from ssp_detect.data.decode import DEFAULT_MAX_PIXELS
 from ssp_detect.data.layouts import LAYOUTS
 from ssp_detect.data.patch import MODES
-from ssp_detect.engine.runtime import DECODERS, PRECISIONS
+from ssp_detect.engine.runtime import BACKENDS, DECODERS, PRECISIONS
 from ssp_detect.verdict import DEFAULT_UNCERTAIN_BAND, ScoreError, check_band, check_threshold
 
 if TYPE_CHECKING:
@@ -104,23 +104,34 @@ def add_data_options(p: argparse.ArgumentParser, *, split_default: str = "val") 
     g.add_argument("--fake", help="Folder of fake images (with --real).")
 
 
-def add_device_options(p: Target, *, precision: bool = True) -> None:
-    """``--device`` and, with ``precision``, ``--precision``."""
+def add_device_options(p: Target, *, precision: bool = True, backend: bool = False) -> None:
+    """``--device``, with ``precision`` ``--precision`` and, with ``backend``, ``--backend`` (commands
+    that score images with the model's output alone; ``explain`` reads its internals and keeps PyTorch)."""
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N (default auto).")
     if precision:
         p.add_argument(
             "--precision",
             default="auto",
             choices=PRECISIONS,
-            help="auto = bf16 autocast on CUDA, fp32 on CPU (default auto). The SRM filter always runs in fp32.",
+            help="auto = fp32 on CPU; bf16 autocast on CUDA, except for official weights, which keep fp32 "
+            "(default auto). The SRM filter always runs in fp32.",
+        )
+    if backend:
+        p.add_argument(
+            "--backend",
+            default="auto",
+            choices=BACKENDS,
+            help="What runs the model after patch selection: auto (default) = ONNX Runtime on the CPU in fp32 "
+            "when it is installed and the model exports (exported once per checkpoint, cached under $SSP_CACHE "
+            "or ~/.cache/ssp-detect/onnx), else PyTorch; torch; onnxruntime (CPU, fp32 only).",
         )
 
 
 def add_runtime_options(p: argparse.ArgumentParser, *, decode: bool = False) -> None:
-    """Device, precision, DataLoader workers, batch size, progress bars and, with ``decode``, where
+    """Device, precision, backend, DataLoader workers, batch size, progress bars and, with ``decode``, where
     images are decoded: the fields of :class:`~ssp_detect.engine.scoring.EvalRuntime`."""
     g = p.add_argument_group("runtime")
-    add_device_options(g)
+    add_device_options(g, backend=True)
     if decode:
         g.add_argument(
             "--decode",
@@ -286,6 +297,7 @@ def eval_runtime(args: argparse.Namespace, *, join_process_group: bool = False) 
         decode=getattr(args, "decode", "workers"),
         join_process_group=join_process_group,
         allow_truncated=args.allow_truncated,
+        backend=args.backend,
         max_pixels=args.max_pixels,
     )
 

@@ -27,7 +27,7 @@ def add_predict_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=options.positive_int, default=32, help="Images per model batch (default 32).")
     p.add_argument("--threads", type=options.non_negative_int, default=2, help="Decoding threads (default 2).")
     p.add_argument("--workers", dest="threads", type=options.non_negative_int, help=argparse.SUPPRESS)  # the old name
-    options.add_device_options(p)
+    options.add_device_options(p, backend=True)
     options.add_patch_options(p)
     p.add_argument(
         "--stability",
@@ -61,6 +61,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         uncertain_band=args.uncertain_band,
         stability=args.stability,
         allow_truncated=args.allow_truncated,
+        backend=args.backend,
         max_pixels=args.max_pixels,
     )
     if counts.main and args.output:
@@ -73,7 +74,8 @@ def add_explain_parser(sub: argparse._SubParsersAction) -> None:
         "explain",
         help="Figure: candidate patches, the chosen simple patch, its SRM residuals and p_fake.",
         description="Draw one image with every candidate patch and the chosen simple patch boxed, the "
-        "patch enlarged, its three SRM residual maps and the verdict.",
+        "patch enlarged, its three SRM residual maps and the verdict. Runs PyTorch (no --backend): the figure "
+        "reads the model's internals.",
     )
     p.add_argument("image", help="Image file.")
     options.add_weights_options(p)
@@ -100,6 +102,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         patch=options.patch_options(args),
         uncertain_band=args.uncertain_band,
         allow_truncated=args.allow_truncated,
+        backend="torch",  # the figure reads the model's internals; its verdict comes from the same module
         max_pixels=args.max_pixels,
     )
     d = explain_figure(detector, args.image, args.out)

@@ -37,7 +37,7 @@ def add_serve_parser(sub: argparse._SubParsersAction) -> None:
         help="Origin (such as https://app.example) whose browser pages may call the API (repeatable). "
         "Default: none; POSTs from pages of other origins than the server's own get 403.",
     )
-    options.add_device_options(p)
+    options.add_device_options(p, backend=True)
     options.add_threshold_option(p)
     options.add_allow_truncated_option(p)
     # The limits' types refuse what ServeLimits refuses, in one sentence, before anything is loaded.
@@ -133,6 +133,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_pixels=args.max_pixels,
         uncertain_band=args.uncertain_band,
         allow_truncated=args.allow_truncated,
+        backend=args.backend,
     )
     run_server(
         detector,

@@ -21,6 +21,7 @@ from ssp_detect.data.device_decode import DeviceDecodedBatches, EncodedImageData
 from ssp_detect.data.layouts import Sample
 from ssp_detect.data.preprocess import NO_TEXTURE_LEVEL, PatchOptions, Preprocessor
 from ssp_detect.engine import distributed
+from ssp_detect.engine.backend import Backend, TorchBackend, resolve_backend
 from ssp_detect.engine.metrics import (
     METRIC_NAMES,
     TRUST_METRIC_NAMES,
@@ -29,7 +30,7 @@ from ssp_detect.engine.metrics import (
     selective_metrics,
     trust_metrics,
 )
-from ssp_detect.engine.runtime import DECODERS, autocast, model_input, place_model
+from ssp_detect.engine.runtime import DECODERS, model_input, place_model
 from ssp_detect.errors import UsageError
 from ssp_detect.models.loading import LoadedModel
 from ssp_detect.verdict import DEFAULT_UNCERTAIN_BAND, check_finite
@@ -73,7 +74,7 @@ def make_eval_loader(
 
 @torch.inference_mode()
 def predict_loader(
-    model: nn.Module,
+    model: nn.Module | Backend,
     loader: Iterable[dict[str, Any]],
     *,
     device: torch.device,
@@ -87,26 +88,31 @@ def predict_loader(
     """Run ``model`` over batches as :func:`~ssp_detect.data.dataset.collate` makes them (a loader
     built on :class:`DetectionDataset`, or :class:`DeviceDecodedBatches`); gathered over ranks under DDP.
 
+    ``model`` is an ``nn.Module``, run by PyTorch in ``precision`` (put in eval mode for the loop and
+    back after), or a backend from :func:`~ssp_detect.engine.backend.resolve_backend` (ONNX Runtime).
+
     Every rank returns the same, complete, de-duplicated predictions sorted by index. p_fake is
     ``sigmoid(logit / temperature)`` (a calibrated checkpoint's temperature; 1 is the raw output).
     """
-    was_training = model.training
-    model.eval()
+    backend = TorchBackend(model, device, precision) if isinstance(model, nn.Module) else model
+    module = backend.model if isinstance(backend, TorchBackend) else None
+    was_training = module is not None and module.training
+    if module is not None:
+        module.eval()
     parts: dict[str, list[Any]] = {k: [] for k in ("index", "label", "p_fake", "box", "score", "logit")}
     errors: list[tuple[int, str]] = []
     for batch in tqdm(loader, desc=desc, disable=not progress or not distributed.is_main(), leave=False, unit="batch"):
         errors += batch["errors"]
         if batch["pixels"] is None:
             continue
-        x = model_input(batch["pixels"], device, mean, std)
-        with autocast(device, precision):
-            logits = model(x)
+        logits = backend(model_input(batch["pixels"], device, mean, std))
         parts["logit"].append(logits.float().cpu().numpy())
         parts["p_fake"].append(torch.sigmoid(logits.float() / temperature).cpu().numpy())
         for key in ("index", "label", "box", "score", "texture", "upscaled", "truncated"):
             if key in batch:
                 parts.setdefault(key, []).append(batch[key].numpy())
-    model.train(was_training)
+    if module is not None:
+        module.train(was_training)
     arrays = {
         "index": np.concatenate(parts["index"]) if parts["index"] else np.zeros(0, dtype=np.int64),
         "label": np.concatenate(parts["label"]).astype(np.int64) if parts["label"] else np.zeros(0, dtype=np.int64),
@@ -240,6 +246,7 @@ def evaluate_model(
     bootstrap: int = 0,
     uncertain_band: float = DEFAULT_UNCERTAIN_BAND,
     allow_truncated: bool = False,
+    backend: str = "auto",
     max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> tuple[dict[str, Any], Predictions]:
     """Score ``samples`` with a loaded model and summarise them (see :func:`summarize`, which also
@@ -250,7 +257,8 @@ def evaluate_model(
     decoded and patches chosen: ``workers`` (PIL and numpy in the DataLoader workers) or ``device``
     (JPEGs by torchvision on ``device``, nvJPEG on CUDA, and the patches chosen there in one batch;
     see :mod:`ssp_detect.data.device_decode`), for patch models without a degradation. Images of more
-    than ``max_pixels`` pixels are unreadable (refused from their header).
+    than ``max_pixels`` pixels are unreadable (refused from their header). ``backend`` runs the model
+    (``auto``, ``torch`` or ``onnxruntime``; see :mod:`ssp_detect.engine.backend`).
     """
     preprocessor = Preprocessor.for_model(loaded.feed, patch)
     pin_memory = device.type == "cuda"
@@ -282,9 +290,16 @@ def evaluate_model(
         batches = DeviceDecodedBatches(loader, preprocessor, device)
     else:
         raise UsageError(f"Unknown decoding {decode!r}; choose one of {', '.join(DECODERS)}.")
-    model = place_model(loaded.model, device)
+    runner = resolve_backend(
+        backend,
+        loaded,
+        place_model(loaded.model, device),
+        device=device,
+        precision=precision,
+        input_size=preprocessor.size,
+    )
     preds = predict_loader(
-        model,
+        runner,
         batches,
         device=device,
         mean=loaded.feed.mean,

@@ -130,6 +130,7 @@ def run_robustness(
     progress: bool = True,
     bootstrap: int = 0,
     allow_truncated: bool = False,
+    backend: str = "auto",
     max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> list[dict[str, Any]]:
     """Score every model under every setting of the chosen sweeps.
@@ -140,7 +141,7 @@ def run_robustness(
         sweeps: Names from :data:`SWEEPS`.
         jpeg_method: JPEG library of the JPEG sweep.
         interpolation: PIL filter of the scale sweep.
-        device, precision, batch_size, workers, patch, progress, allow_truncated, max_pixels: As for
+        device, precision, batch_size, workers, patch, progress, allow_truncated, backend, max_pixels: As for
             :func:`~ssp_detect.engine.evaluate.evaluate_model`.
         bootstrap: With two models or more and ``bootstrap`` > 0, every model after the first is
             compared with the first on the same images at each setting: the differences in AUC and
@@ -184,6 +185,7 @@ def run_robustness(
                         desc=f"{sweep} {label}",
                         degradation=key,
                         allow_truncated=allow_truncated,
+                        backend=backend,
                         max_pixels=max_pixels,
                     )
                     scored[key] = summary["pooled"] | {"n_unreadable": summary["n_unreadable"]}

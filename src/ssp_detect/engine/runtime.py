@@ -14,6 +14,8 @@ PRECISIONS = ("auto", "fp32", "bf16")
 # Where evaluation images are decoded: in the DataLoader workers (PIL), or on the model's device
 # (see :func:`ssp_detect.engine.evaluate.evaluate_model`).
 DECODERS = ("workers", "device")
+# What runs the model after patch selection (see :mod:`ssp_detect.engine.backend`).
+BACKENDS = ("auto", "torch", "onnxruntime")
 
 
 class DeviceError(SSPError, ValueError):
@@ -33,12 +35,14 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """``auto`` means bf16 autocast on CUDA and fp32 on the CPU."""
+def resolve_precision(precision: str, device: torch.device, *, official: bool = False) -> str:
+    """``auto`` means fp32 on the CPU and bf16 autocast on CUDA, except for ``official`` weights (the
+    paper's release), which keep fp32 everywhere: bf16 moves their p_fake (measured in
+    ``benchmarks/bf16_agreement.py``), and their numbers should be the paper's."""
     if precision not in PRECISIONS:
         raise UsageError(f"Unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}.")
     if precision == "auto":
-        return "bf16" if device.type == "cuda" else "fp32"
+        return "bf16" if device.type == "cuda" and not official else "fp32"
     return precision
 
 

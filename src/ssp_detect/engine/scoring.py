@@ -24,7 +24,7 @@ from ssp_detect.data.preprocess import PatchOptions, Preprocessor
 from ssp_detect.engine import distributed
 from ssp_detect.engine.calibrate import Calibration
 from ssp_detect.engine.evaluate import Predictions, evaluate_model
-from ssp_detect.engine.runtime import DECODERS, default_workers, resolve_device, resolve_precision
+from ssp_detect.engine.runtime import BACKENDS, DECODERS, default_workers, resolve_device, resolve_precision
 from ssp_detect.errors import UsageError
 from ssp_detect.models.loading import LoadedModel
 from ssp_detect.outputs import ensure_writable_folder, writing
@@ -47,6 +47,8 @@ class EvalRuntime:
         decode: Where images are decoded, one of :data:`~ssp_detect.engine.runtime.DECODERS`.
         allow_truncated: Score images whose data ends early instead of listing them as unreadable
             (their verdicts count as uncertain); the device decoder always refuses them.
+        backend: What runs the model: ``auto``, ``torch`` or ``onnxruntime`` (see
+            :mod:`ssp_detect.engine.backend`).
         max_pixels: Images with more pixels are refused from their header (decompression-bomb guard).
     """
 
@@ -58,6 +60,7 @@ class EvalRuntime:
     progress: bool = True
     decode: str = "workers"
     allow_truncated: bool = False
+    backend: str = "auto"
     max_pixels: int = DEFAULT_MAX_PIXELS
 
     def __post_init__(self) -> None:
@@ -69,6 +72,8 @@ class EvalRuntime:
             raise UsageError(f"The DataLoader worker count must be 0 or more, not {self.workers}.")
         if self.decode not in DECODERS:
             raise UsageError(f"Unknown decoding {self.decode!r}; choose one of {', '.join(DECODERS)}.")
+        if self.backend not in BACKENDS:
+            raise UsageError(f"Unknown backend {self.backend!r}; choose one of {', '.join(BACKENDS)}.")
 
     @classmethod
     def resolve(
@@ -83,6 +88,7 @@ class EvalRuntime:
         decode: str = "workers",
         join_process_group: bool = False,
         allow_truncated: bool = False,
+        backend: str = "auto",
         max_pixels: int = DEFAULT_MAX_PIXELS,
     ) -> EvalRuntime:
         """Resolve the options as a user gives them: ``auto`` device and precision, workers None
@@ -101,6 +107,7 @@ class EvalRuntime:
             progress,
             decode,
             allow_truncated,
+            backend,
             max_pixels,
         )
 
@@ -115,6 +122,7 @@ class EvalRuntime:
             "patch": self.patch,
             "progress": self.progress,
             "allow_truncated": self.allow_truncated,
+            "backend": self.backend,
             "max_pixels": self.max_pixels,
         }
 

@@ -41,7 +41,12 @@ class CheckpointError(SSPError, ValueError):
 
 
 def read_checkpoint_file(path: str | Path) -> dict[str, Any]:
-    """Load a ``.pt``/``.pth`` file with ``weights_only=True`` onto the CPU."""
+    """Load a ``.pt``/``.pth`` file with ``weights_only=True`` onto the CPU; a ``.safetensors`` file
+    with its JSON config is read as the checkpoint it was exported from (:mod:`~ssp_detect.models.safetensors_io`)."""
+    from ssp_detect.models.safetensors_io import is_safetensors, read_safetensors_checkpoint
+
+    if is_safetensors(path):
+        return read_safetensors_checkpoint(path)
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"Weights file {path} does not exist; check the path.")

@@ -47,13 +47,13 @@ def _codes(residual: torch.Tensor) -> torch.Tensor:
 
 
 def _histogram(index: torch.Tensor) -> torch.Tensor:
-    """Normalised histogram over BINS of each sample's indices: (B, ...) -> (B, BINS), by one bincount
-    of the indices offset by BINS per sample."""
-    flat = index.reshape(index.shape[0], -1)
-    n, m = flat.shape
-    offsets = torch.arange(n, dtype=torch.int32, device=flat.device).unsqueeze(1) * BINS
-    counts = torch.bincount((flat.to(torch.int32) + offsets).reshape(-1), minlength=n * BINS)
-    return counts.reshape(n, BINS).to(torch.float32) / m
+    """Normalised histogram over BINS of each sample's indices: (B, ...) -> (B, BINS), by one
+    ``scatter_add`` of ones per row (exact: every count is an integer below 2^24; unlike ``bincount``,
+    it exports to ONNX, as ScatterElements with an add reduction)."""
+    flat = index.reshape(index.shape[0], -1).to(torch.int64)
+    ones = torch.ones(flat.shape, dtype=torch.float32, device=flat.device)
+    counts = torch.zeros(flat.shape[0], BINS, dtype=torch.float32, device=flat.device).scatter_add(1, flat, ones)
+    return counts / flat.shape[1]
 
 
 def _triplets(codes: torch.Tensor, dim: int) -> torch.Tensor:

@@ -73,7 +73,9 @@ def file_sha256(path: str | Path) -> str:
 def load_model(path: str | Path, *, model_name: str | None = None) -> LoadedModel:
     """Load a detector from ``path``.
 
-    * An ssp-detect checkpoint rebuilds the model it names, with its threshold and metadata.
+    * An ssp-detect checkpoint (``.pt``, or ``.safetensors`` with its JSON config, see
+      :mod:`~ssp_detect.models.safetensors_io`) rebuilds the model it names, with its threshold and
+      metadata.
     * Any other state dict is taken as the official SSP release (labels real = 1): the model is
       ``ssp`` when it has ``srm.kernel`` (``model_name`` overrides), and the final layer is negated
       once so that the logit is that of *fake* and every decision is unchanged.
@@ -85,7 +87,7 @@ def load_model(path: str | Path, *, model_name: str | None = None) -> LoadedMode
     state = unwrap_state_dict(raw)
     if is_ours(raw):
         name = model_name or raw["model"]
-        source = "ssp-detect"
+        source = raw.get("weights_source", "ssp-detect")  # an export of official weights stays "official"
         threshold = _stored_number(path, raw, "threshold", 0.5, check_threshold)
         temperature = _stored_number(path, raw, "temperature", 1.0, _check_temperature)
         meta = {k: v for k, v in raw.items() if k not in ("state_dict", "optimizer", "rng")}

@@ -48,11 +48,14 @@ def tiles_of(pixels: torch.Tensor, tile: int) -> torch.Tensor:
 
 def tile_order(tiles: torch.Tensor) -> torch.Tensor:
     """Row-major tile indices of each crop sorted by SSP's texture diversity, simplest first (a stable
-    sort: row-major order on ties): tiles (B, T, 3, tile, tile) from :func:`tiles_of` -> (B, T)."""
+    sort: row-major order on ties): tiles (B, T, 3, tile, tile) from :func:`tiles_of` -> (B, T).
+
+    The sort key is ``score * T + index``, unique per tile, so any sort gives the stable order; it
+    exports to ONNX (as TopK), which ``sort(stable=True)`` does not."""
     b, count = tiles.shape[:2]
-    return torch.sort(
-        texture_diversity_tensor(tiles.reshape(b * count, *tiles.shape[2:])).reshape(b, count), dim=1, stable=True
-    ).indices
+    scores = texture_diversity_tensor(tiles.reshape(b * count, *tiles.shape[2:])).reshape(b, count)
+    keys = scores * count + torch.arange(count, device=tiles.device)
+    return torch.sort(keys, dim=1).indices
 
 
 def ranked_tiles(pixels: torch.Tensor, tile: int) -> torch.Tensor:
@@ -78,7 +81,7 @@ def strata_features(pixels: torch.Tensor, tile: int = TILE, share: float = SHARE
     if pixels.ndim != 4 or pixels.shape[1] != 3:
         raise ValueError(f"Expected crops of shape (B, 3, H, W); got {tuple(pixels.shape)}.")
     b, _, h, w = pixels.shape
-    count = (h // tile) * (w // tile)
+    count = (int(h) // tile) * (int(w) // tile)  # int(): plain numbers when traced for ONNX export too
     kept = round(count * share)
     if h % tile or w % tile or kept < strata or kept % strata:
         raise ValueError(
