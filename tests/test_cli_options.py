@@ -24,8 +24,9 @@ from ssp_detect.data.patch import MODES
 from ssp_detect.demo.build import DEMO_SIZES
 from ssp_detect.engine.cross_eval import CROSS_EVAL_METRICS
 from ssp_detect.engine.robustness import SWEEPS
-from ssp_detect.engine.runtime import DECODERS, PRECISIONS
+from ssp_detect.engine.runtime import BACKENDS, DECODERS, PRECISIONS
 from ssp_detect.errors import SSPError, UsageError
+from ssp_detect.models.export import EXPORT_FORMATS
 from ssp_detect.predict_io import FORMATS
 
 LIBRARY_CHOICES = [
@@ -35,6 +36,7 @@ LIBRARY_CHOICES = [
         MODES,
         PRECISIONS,
         DECODERS,
+        BACKENDS,
         JPEG_METHODS,
         INTERPOLATIONS,
         FORMATS,
@@ -42,6 +44,7 @@ LIBRARY_CHOICES = [
         SELECT_METRICS,
         SWEEPS,
         DEMO_SIZES,
+        EXPORT_FORMATS,
     )
 ]
 WEIGHT_COMMANDS = {  # commands that load weights, with the arguments they need besides --weights

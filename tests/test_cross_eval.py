@@ -65,6 +65,7 @@ def test_runtime_is_resolved_once_and_checked():
         "patch": PatchOptions("exhaustive"),
         "progress": True,
         "allow_truncated": False,
+        "backend": "auto",
         "max_pixels": 100_000_000,
     }
     for bad in ({"batch_size": 0}, {"workers": -1}, {"decode": "gpu"}, {"precision": "fp16"}, {"max_pixels": 0}):
