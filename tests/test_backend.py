@@ -156,3 +156,31 @@ def test_predict_with_an_unusable_backend_is_one_sentence(tmp_path, capsys, rng)
     code = main(["predict", str(image), "--weights", ckpt, "--backend", "onnxruntime", "--precision", "bf16"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and err[-1].startswith("ssp predict: error: --backend onnxruntime cannot run here")
+
+
+def test_a_module_swapped_in_after_loading_never_runs_the_files_cached_graph(cooc, rng):
+    import dataclasses
+
+    from ssp_detect.models.cooccurrence import CooccurrenceSSP
+
+    resolve(cooc, "onnxruntime")  # the file's graph is cached
+    other = CooccurrenceSSP()
+    with torch.no_grad():
+        other.head.weight.normal_(0, 0.5)
+    swapped = dataclasses.replace(cooc, model=other)  # same sha256, another module
+    x = torch.rand(3, 3, 32, 32) * 255
+    assert torch.allclose(resolve(swapped, "onnxruntime")(x), other(x), atol=1e-5)
+    assert torch.allclose(resolve(cooc, "onnxruntime")(x), cooc.model(x), atol=1e-5)
+
+
+def test_a_module_with_numpy_in_forward_runs_on_torch_under_auto(cooc):
+    import dataclasses
+
+    class NumpyNet(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.tensor([float(np.std(p.numpy())) for p in x])  # traced as a constant
+
+    swapped = dataclasses.replace(cooc, model=NumpyNet())
+    assert isinstance(resolve(swapped), TorchBackend)
+    with pytest.raises(ExportError, match=r"the traced graph does not read its input"):
+        resolve(swapped, "onnxruntime")

@@ -27,6 +27,7 @@ from ssp_detect.engine.cross_eval import CROSS_EVAL_METRICS
 from ssp_detect.engine.robustness import SWEEPS
 from ssp_detect.engine.runtime import BACKENDS, DECODERS, PRECISIONS
 from ssp_detect.errors import SSPError, UsageError
+from ssp_detect.models.export import EXPORT_FORMATS
 from ssp_detect.predict_io import FORMATS
 
 LIBRARY_CHOICES = [
@@ -37,6 +38,7 @@ LIBRARY_CHOICES = [
         PRECISIONS,
         BACKENDS,
         DECODERS,
+        BACKENDS,
         JPEG_METHODS,
         INTERPOLATIONS,
         FORMATS,

@@ -65,6 +65,7 @@ def test_runtime_is_resolved_once_and_checked():
         "patch": PatchOptions("exhaustive"),
         "progress": True,
         "allow_truncated": False,
+        "backend": "auto",
         "max_pixels": 100_000_000,
         "backend": "auto",
     }

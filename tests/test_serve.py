@@ -148,8 +148,8 @@ def record_batches(detector: Detector, sizes: list[int], before: Callable[[], No
 
 @pytest.fixture
 def fresh_detector(checkpoint_path: Path) -> Detector:
-    """A detector of its own, for tests that wrap its ``score``."""
-    return Detector.from_checkpoint(checkpoint_path, device="cpu")
+    """A detector of its own, for tests that wrap its ``score`` or its module's ``forward`` (PyTorch)."""
+    return Detector.from_checkpoint(checkpoint_path, device="cpu", backend="torch")
 
 
 # --- endpoints -----------------------------------------------------------------------------------

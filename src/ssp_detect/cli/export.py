@@ -6,8 +6,7 @@ import argparse
 from pathlib import Path
 
 from ssp_detect.cli import options
-
-EXPORT_FORMATS = ("onnx", "safetensors")
+from ssp_detect.models.export import EXPORT_FORMATS
 
 
 def add_export_parser(sub: argparse._SubParsersAction) -> None:

@@ -21,6 +21,7 @@ written atomically (a temporary file, then a rename), so concurrent processes ne
 from __future__ import annotations
 
 import copy
+import hashlib
 import io
 import json
 import logging
@@ -45,6 +46,8 @@ OPSET = 17  # ScatterElements with an add reduction (ssp-cooc's histograms) need
 ONNX_FORMAT = "ssp-detect-onnx/1"  # bump when the exported graph of a checkpoint changes
 PARITY_TOLERANCE = 1e-4  # largest |p_fake(ONNX Runtime) - p_fake(PyTorch)| an export may show
 INPUT_NAME, OUTPUT_NAME = "input", "logit"
+EXPORT_FORMATS = ("onnx", "safetensors")  # what `ssp export --format` writes (safetensors: models/safetensors_io.py)
+WAYS_OUT = "score it with --backend torch, or export it with --format safetensors"
 
 
 class ExportError(SSPError, ValueError):
@@ -64,6 +67,19 @@ class _LogitGraph(nn.Module):
 
 
 # ---------------------------------------------------------------- ONNX
+
+
+def model_fingerprint(model: nn.Module) -> str:
+    """A hash of a module's class and its state (names, shapes, dtypes and values of every tensor): it
+    tells the graph of a checkpoint's module from that of a module put in its place after loading
+    (``dataclasses.replace(loaded, model=...)``), which the file's SHA-256 cannot."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(f"{type(model).__module__}.{type(model).__qualname__}".encode())
+    for name, tensor in model.state_dict().items():
+        flat = tensor.detach().to("cpu").contiguous().reshape(-1)
+        digest.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}".encode())
+        digest.update(flat.view(torch.uint8).numpy())
+    return digest.hexdigest()
 
 
 def onnx_metadata(loaded: LoadedModel) -> dict[str, str]:
@@ -86,6 +102,7 @@ def onnx_metadata(loaded: LoadedModel) -> dict[str, str]:
         "temperature": repr(float(loaded.temperature)),
         "checkpoint_sha256": loaded.sha256,
         "weights_source": loaded.source,
+        "model_fingerprint": model_fingerprint(loaded.model),
         "ssp_detect_version": __version__,
     }
 
@@ -128,10 +145,7 @@ def _trace(loaded: LoadedModel) -> bytes:
             )
     except Exception as exc:  # the exporter raises many types; each means "does not export"
         reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else exc.__class__.__name__
-        raise ExportError(
-            f"Model {loaded.name!r} does not export to ONNX ({reason}); score it with --backend torch, or export it "
-            "with --format safetensors."
-        ) from exc
+        raise ExportError(f"Model {loaded.name!r} does not export to ONNX ({reason}); {WAYS_OUT}.") from exc
     return buffer.getvalue()
 
 
@@ -179,12 +193,24 @@ def onnx_bytes(loaded: LoadedModel) -> bytes:
             "install them with 'pip install onnx onnxruntime'."
         ) from exc
     graph = _with_metadata(_trace(loaded), onnx_metadata(loaded))
-    session = onnxruntime.InferenceSession(graph, providers=["CPUExecutionProvider"])
-    worst = parity(loaded, session)
+    try:
+        session = onnxruntime.InferenceSession(graph, providers=["CPUExecutionProvider"])
+        inputs = [i.name for i in session.get_inputs()]
+        worst = parity(loaded, session) if inputs == [INPUT_NAME] else math.nan
+    except Exception as exc:  # onnxruntime raises its own types for a graph it cannot run
+        raise ExportError(
+            f"Model {loaded.name!r} does not export to ONNX (ONNX Runtime cannot run the graph: "
+            f"{str(exc).strip().splitlines()[0][:200]}); {WAYS_OUT}."
+        ) from exc
+    if inputs != [INPUT_NAME]:
+        raise ExportError(
+            f"Model {loaded.name!r} does not export to ONNX (the traced graph does not read its input: Python or "
+            f"numpy code in forward); {WAYS_OUT}."
+        )
     if not worst <= PARITY_TOLERANCE:
         raise ExportError(
             f"The ONNX graph of model {loaded.name!r} does not reproduce PyTorch (p_fake differs by {worst:.2g}, "
-            f"more than {PARITY_TOLERANCE:g}); score it with --backend torch, or export it with --format safetensors."
+            f"more than {PARITY_TOLERANCE:g}); {WAYS_OUT}."
         )
     log.info("exported %s to ONNX (opset %d); p_fake within %.1e of PyTorch", loaded.name, OPSET, worst)
     return graph
@@ -227,10 +253,10 @@ def cached_onnx_path(loaded: LoadedModel) -> Path:
 
 def is_current(metadata: dict[str, str], loaded: LoadedModel) -> bool:
     """Whether a graph's metadata says it is the export of ``loaded`` by this version of ssp-detect
-    (same format, model, input, checkpoint and version; the cache key alone does not cover a model
-    named with ``--arch`` or a newer exporter)."""
+    (same format, model, input, checkpoint, module and version; the cache key alone does not cover a
+    model named with ``--arch``, a module swapped in after loading, or a newer exporter)."""
     expected = onnx_metadata(loaded)
-    keys = ("format", "model", "preprocess", "checkpoint_sha256", "ssp_detect_version", "temperature")
+    keys = ("format", "model", "preprocess", "checkpoint_sha256", "model_fingerprint", "ssp_detect_version")
     return all(metadata.get(k) == expected[k] for k in keys)
 
 
