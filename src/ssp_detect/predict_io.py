@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from ssp_detect.constants import FORMATS
 from ssp_detect.data.decode import GLOB_CHARS
 from ssp_detect.data.layouts import list_image_files
 from ssp_detect.data.preprocess import PatchOptions
@@ -22,8 +23,6 @@ from ssp_detect.errors import UsageError
 from ssp_detect.verdict import DEFAULT_UNCERTAIN_BAND
 
 log = logging.getLogger(__name__)
-
-FORMATS = ("table", "csv", "json", "jsonl")
 
 
 def iter_image_paths(inputs: Sequence[str], *, recursive: bool = False) -> Iterator[str]:

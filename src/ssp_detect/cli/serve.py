@@ -5,12 +5,16 @@ from __future__ import annotations
 import argparse
 
 from ssp_detect.cli import options
+from ssp_detect.constants import (
+    SERVE_MAX_BATCH,
+    SERVE_MAX_FILES,
+    SERVE_MAX_PIXELS,
+    SERVE_MAX_UPLOAD_BYTES,
+    SERVE_MAX_WAIT_MS,
+)
 
 
 def add_serve_parser(sub: argparse._SubParsersAction) -> None:
-    from ssp_detect.serve.app import ServeLimits
-
-    d = ServeLimits()
     p = sub.add_parser(
         "serve",
         help="HTTP service with a web page (FastAPI on uvicorn).",
@@ -27,32 +31,32 @@ def add_serve_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--max-upload-mb",
         type=options.above_zero,
-        default=d.max_upload_bytes / 1e6,
-        help=f"Largest accepted request body in MB (default {d.max_upload_bytes / 1e6:g}).",
+        default=SERVE_MAX_UPLOAD_BYTES / 1e6,
+        help=f"Largest accepted request body in MB (default {SERVE_MAX_UPLOAD_BYTES / 1e6:g}).",
     )
     p.add_argument(
         "--max-pixels",
         type=options.positive_int,
-        default=d.max_pixels,
-        help=f"Largest accepted image in pixels (default {d.max_pixels:,}).",
+        default=SERVE_MAX_PIXELS,
+        help=f"Largest accepted image in pixels (default {SERVE_MAX_PIXELS:,}).",
     )
     p.add_argument(
         "--max-files",
         type=options.positive_int,
-        default=d.max_files,
-        help=f"Most images per request (default {d.max_files}).",
+        default=SERVE_MAX_FILES,
+        help=f"Most images per request (default {SERVE_MAX_FILES}).",
     )
     p.add_argument(
         "--max-batch",
         type=options.positive_int,
-        default=d.max_batch,
-        help=f"Most images per model batch (default {d.max_batch}).",
+        default=SERVE_MAX_BATCH,
+        help=f"Most images per model batch (default {SERVE_MAX_BATCH}).",
     )
     p.add_argument(
         "--max-wait-ms",
         type=options.at_least(0.0, float),
-        default=d.max_wait_ms,
-        help=f"How long the batcher waits to fill a batch (default {d.max_wait_ms:g} ms).",
+        default=SERVE_MAX_WAIT_MS,
+        help=f"How long the batcher waits to fill a batch (default {SERVE_MAX_WAIT_MS:g} ms).",
     )
     options.add_patch_options(p)
     p.set_defaults(func=cmd_serve)

@@ -8,12 +8,8 @@ from collections.abc import Iterator, Sequence
 
 import torch
 
+from ssp_detect.constants import DECODERS, PRECISIONS  # noqa: F401  (DECODERS: re-exported, as before)
 from ssp_detect.errors import SSPError, UsageError
-
-PRECISIONS = ("auto", "fp32", "bf16")
-# Where evaluation images are decoded: in the DataLoader workers (PIL), or on the model's device
-# (see :func:`ssp_detect.engine.evaluate.evaluate_model`).
-DECODERS = ("workers", "device")
 
 
 class DeviceError(SSPError, ValueError):

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from fastapi import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ssp_detect import constants
 from ssp_detect.serve.schemas import error_response
 
 
@@ -28,11 +29,11 @@ class ServeLimits:
         decode_workers: Threads that decode images and select patches (min(4, CPU count)).
     """
 
-    max_upload_bytes: int = 20 * 1024 * 1024
-    max_pixels: int = 40_000_000
-    max_files: int = 16
-    max_batch: int = 32
-    max_wait_ms: float = 5.0
+    max_upload_bytes: int = constants.SERVE_MAX_UPLOAD_BYTES
+    max_pixels: int = constants.SERVE_MAX_PIXELS
+    max_files: int = constants.SERVE_MAX_FILES
+    max_batch: int = constants.SERVE_MAX_BATCH
+    max_wait_ms: float = constants.SERVE_MAX_WAIT_MS
     decode_workers: int = field(default_factory=lambda: min(4, os.cpu_count() or 1))
 
     def __post_init__(self) -> None:
