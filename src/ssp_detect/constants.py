@@ -30,7 +30,8 @@ SWEEP_TABLE: tuple[tuple[str, str, str, tuple[float | None, ...]], ...] = (
     ("scale", "Rescaling factor", "scale", (0.5, 0.75, 1.0, 1.5)),
     ("webp", "WebP quality", "webp", (None, 90, 75, 50)),
 )
-# demo.build: sizes of the offline demo benchmark.
+# demo.build: the sizes of the offline demo benchmark offered on the command line (ssp data build-demo,
+# ssp demo), keys of its SIZE_PRESETS; ``tiny`` is for tests.
 DEMO_SIZES: tuple[str, ...] = ("small", "medium", "large")
 # verdict: half-width of the band around the threshold in which a verdict is "uncertain", in p_fake.
 # Measured on the demo benchmark's validation photos (docs/results.md, "uncertain verdicts").

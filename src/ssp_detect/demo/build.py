@@ -93,7 +93,6 @@ SIZE_PRESETS: dict[str, SizePreset] = {
     "medium": SizePreset(crop=256, pairs=320),  # about 15 minutes on 2 CPU cores; a GPU is advised
     "large": SizePreset(crop=256, pairs=1280),  # about an hour on 2 CPU cores; a GPU is advised
 }
-# The sizes offered on the command line (ssp data build-demo, ssp demo); ``tiny`` is for tests.
 
 
 @dataclass(frozen=True)
