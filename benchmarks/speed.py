@@ -26,7 +26,8 @@ Phases (each in a fresh process, so peak memory is its own):
   train       training steps from files, the two reference data paths and ours, Adam, BCE
   process     the whole process, start-up included: ``ssp predict FOLDER`` as a command against
               the two references as commands (benchmarks/official_process.py), each after one
-              warm-up run on two files (file caches, .pyc files, numba's on-disk cache)
+              warm-up run on two files (file caches, .pyc files, numba's on-disk cache; unless
+              --no-process-warmup)
 Prints a table of images/s (seconds for the process phase) and ratios, and which resource bounds
 each path.
 """
@@ -407,7 +408,7 @@ def phase_process(paths, args):
             for k, p in enumerate(chosen):  # links in a folder of their own: the commands read a folder
                 (dest / f"{k:05d}{Path(p).suffix}").symlink_to(Path(p).resolve())
         weights = save_official_weights(Path(tmp) / "official.pth")
-        for argv in process_commands(warm, weights, args).values():
+        for argv in process_commands(warm, weights, args).values() if args.process_warmup else ():
             _timed_command(argv)
         commands = process_commands(folder, weights, args)
         times = {key: [] for key in commands}
@@ -520,6 +521,12 @@ def main(argv=None) -> int:
     ap.add_argument("--train-steps", type=int, default=3, help="training steps per path")
     ap.add_argument("--model-reps", type=int, default=2, help="batches for the model-alone timing")
     ap.add_argument("--process-rounds", type=int, default=1, help="runs of each whole process; the median is shown")
+    ap.add_argument(
+        "--process-warmup",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="run each whole process once on two files first (default on)",
+    )
     ap.add_argument("--threads", type=int, help="torch threads per process (default: torch's)")
     ap.add_argument(
         "--phases",
