@@ -166,6 +166,39 @@ def test_loading_puts_the_checkpoint_tensors_in_place_without_random_initialisat
         assert torch.equal(loaded.model(x), net(x))
 
 
+class _WithTable(torch.nn.Module):
+    """A model with a tensor outside its state dict (a non-persistent buffer)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = torch.nn.Linear(3, 1)
+        self.register_buffer("table", torch.arange(3.0), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(x + self.table).squeeze(1)
+
+
+@pytest.fixture
+def model_with_a_non_persistent_buffer():
+    from ssp_detect.models import registry
+
+    spec = registry.register_model(registry.ModelSpec(name="test-non-persistent", builder=_WithTable))
+    yield spec.name
+    del registry._REGISTRY[spec.name]
+
+
+def test_a_tensor_outside_the_state_dict_is_built_the_usual_way(tmp_path, caplog, model_with_a_non_persistent_buffer):
+    name = model_with_a_non_persistent_buffer
+    net = create_model(name)
+    save_checkpoint(tmp_path / "c.pt", {"model": name, "state_dict": net.state_dict()})
+    assert empty_model(name).table.is_meta
+    with caplog.at_level("DEBUG", logger="ssp_detect.models.loading"):
+        loaded = load_model(tmp_path / "c.pt").model
+    assert "keeps tensors outside its state dict" in caplog.text
+    assert not any(t.is_meta for t in [*loaded.parameters(), *loaded.buffers()])
+    assert torch.equal(loaded.table, torch.arange(3.0)) and torch.equal(loaded.head.weight, net.head.weight)
+
+
 def test_loading_casts_to_the_model_dtype_as_a_copy_would(tmp_path):
     torch.manual_seed(4)
     net = create_model("ssp-lite").eval()
