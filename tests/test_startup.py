@@ -107,6 +107,16 @@ print(json.dumps({{"status": status, "rows": json.loads(out.getvalue()),
     assert row["p_fake"] == pytest.approx(expected, abs=1e-6)
 
 
+def test_training_and_evaluation_modules_load_torchvision_only_to_decode_on_the_device():
+    code = """
+import sys
+import ssp_detect.engine.cross_eval, ssp_detect.engine.evaluate, ssp_detect.engine.robustness
+import ssp_detect.engine.scoring, ssp_detect.engine.train
+print(",".join(m for m in ("torchvision", "torch._dynamo", "fastapi") if m in sys.modules))
+"""
+    assert run_fresh(code).strip() == ""
+
+
 # ---------------------------------------------------------------- the torch.nn ResNet against torchvision's
 
 

@@ -28,7 +28,6 @@ from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset
-from torchvision.io import ImageReadMode, decode_jpeg
 
 from ssp_detect.data.dataset import empty_batch, item_rng, split_errors
 from ssp_detect.data.decode import DEFAULT_MAX_PIXELS, ImageDecodeError, load_rgb, read_device_jpeg
@@ -101,6 +100,16 @@ def collate_encoded(items: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def decode_jpeg(data: torch.Tensor | list[torch.Tensor], *, device: torch.device) -> Any:
+    """torchvision's ``decode_jpeg`` to RGB, imported on first use: importing torchvision imports
+    ``torchvision.models``, its detection ops and ``torch._dynamo`` (about 1.5 s on 2 cores), which
+    ``ssp test`` and ``ssp train`` do not need unless images are decoded on the device."""
+    from torchvision.io import ImageReadMode
+    from torchvision.io import decode_jpeg as torchvision_decode_jpeg
+
+    return torchvision_decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
+
+
 def decode_jpegs(
     data: Sequence[torch.Tensor],
     paths: Sequence[str],
@@ -126,14 +135,14 @@ def decode_jpegs(
         return []
     turns = list(orientations) if orientations is not None else [1] * len(data)
     try:
-        batch = decode_jpeg(list(data), mode=ImageReadMode.RGB, device=device)
+        batch = decode_jpeg(list(data), device=device)
         return [orient_chw(im, o) for im, o in zip(batch, turns, strict=True)]
     except RuntimeError as exc:
         log.debug("batched JPEG decoding failed (%s); decoding the %d files one by one", exc, len(data))
     decoded: list[torch.Tensor | ImageDecodeError] = []
     for one, path, orientation in zip(data, paths, turns, strict=True):
         try:
-            decoded.append(orient_chw(decode_jpeg(one, mode=ImageReadMode.RGB, device=device), orientation))
+            decoded.append(orient_chw(decode_jpeg(one, device=device), orientation))
         except RuntimeError:
             try:
                 decoded.append(chw_tensor(load_rgb(path, max_pixels=max_pixels)).to(device))
