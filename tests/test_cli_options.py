@@ -8,7 +8,6 @@ import pytest
 import yaml
 
 from ssp_detect.cli import build_parser, main
-from ssp_detect.cli.export import EXPORT_FORMATS
 from ssp_detect.cli.train import train_config
 from ssp_detect.config import (
     PRESET_DIR,
@@ -19,6 +18,7 @@ from ssp_detect.config import (
     build_config,
     default_text,
 )
+from ssp_detect.constants import EXPORT_FORMATS
 from ssp_detect.data.degradations import INTERPOLATIONS, JPEG_METHODS
 from ssp_detect.data.layouts import LAYOUTS
 from ssp_detect.data.patch import MODES
@@ -27,7 +27,6 @@ from ssp_detect.engine.cross_eval import CROSS_EVAL_METRICS
 from ssp_detect.engine.robustness import SWEEPS
 from ssp_detect.engine.runtime import BACKENDS, DECODERS, PRECISIONS
 from ssp_detect.errors import SSPError, UsageError
-from ssp_detect.models.export import EXPORT_FORMATS
 from ssp_detect.predict_io import FORMATS
 
 LIBRARY_CHOICES = [
@@ -38,7 +37,6 @@ LIBRARY_CHOICES = [
         PRECISIONS,
         BACKENDS,
         DECODERS,
-        BACKENDS,
         JPEG_METHODS,
         INTERPOLATIONS,
         FORMATS,
@@ -46,7 +44,7 @@ LIBRARY_CHOICES = [
         SELECT_METRICS,
         SWEEPS,
         DEMO_SIZES,
-        EXPORT_FORMATS,  # the formats ssp_detect.models.export writes
+        EXPORT_FORMATS,
     )
 ]
 WEIGHT_COMMANDS = {  # commands that load weights, with the arguments they need besides --weights

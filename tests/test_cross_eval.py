@@ -67,7 +67,6 @@ def test_runtime_is_resolved_once_and_checked():
         "allow_truncated": False,
         "backend": "auto",
         "max_pixels": 100_000_000,
-        "backend": "auto",
     }
     for bad in ({"batch_size": 0}, {"workers": -1}, {"decode": "gpu"}, {"precision": "fp16"}, {"max_pixels": 0}):
         with pytest.raises(UsageError):

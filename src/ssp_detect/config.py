@@ -19,10 +19,7 @@ from typing import Any
 
 import yaml
 
-from ssp_detect.data.degradations import JPEG_METHODS
-from ssp_detect.data.layouts import LAYOUTS
-from ssp_detect.data.patch import MODES
-from ssp_detect.engine.runtime import PRECISIONS
+from ssp_detect.constants import JPEG_METHODS, LAYOUTS, MODES, PRECISIONS
 from ssp_detect.errors import SSPError
 
 PRESET_DIR = Path(__file__).parent / "configs"

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from ssp_detect.data.decode import DEFAULT_MAX_PIXELS, GLOB_CHARS
+from ssp_detect.constants import DEFAULT_MAX_PIXELS, FORMATS
+from ssp_detect.data.decode import GLOB_CHARS
 from ssp_detect.data.layouts import list_image_files
 from ssp_detect.data.preprocess import PatchOptions
 from ssp_detect.detector import Detection, Detector
@@ -24,8 +25,6 @@ from ssp_detect.outputs import ensure_writable_file, writing
 from ssp_detect.verdict import DEFAULT_UNCERTAIN_BAND
 
 log = logging.getLogger(__name__)
-
-FORMATS = ("table", "csv", "json", "jsonl")
 
 
 def iter_image_paths(inputs: Sequence[str], *, recursive: bool = False) -> Iterator[str]:

@@ -22,13 +22,11 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from ssp_detect.constants import DEFAULT_UNCERTAIN_BAND  # noqa: F401  (the library's name for it, re-exported)
 from ssp_detect.errors import SSPError
 
 LABELS = ("real", "fake", "uncertain")
 REASONS = ("no-texture", "upscaled", "near-threshold", "unstable", "truncated")
-# Half-width of the band around the threshold in which a verdict is "uncertain", in p_fake.
-# Measured on the demo benchmark's validation photos (docs/results.md, "uncertain verdicts").
-DEFAULT_UNCERTAIN_BAND = 0.05
 
 
 class ScoreError(SSPError, ValueError):

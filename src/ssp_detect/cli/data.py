@@ -6,12 +6,7 @@ import argparse
 from pathlib import Path
 
 from ssp_detect.cli import options
-
-
-def _demo_sizes() -> tuple[str, ...]:
-    from ssp_detect.demo.build import DEMO_SIZES
-
-    return DEMO_SIZES
+from ssp_detect.constants import DEMO_SIZES
 
 
 def add_data_parser(sub: argparse._SubParsersAction) -> None:
@@ -29,7 +24,7 @@ def add_data_parser(sub: argparse._SubParsersAction) -> None:
     b.add_argument(
         "--size",
         default="small",
-        choices=_demo_sizes(),
+        choices=DEMO_SIZES,
         help="small (default, a few minutes on 2 CPU cores), medium, large (every eligible photo, many crops).",
     )
     b.add_argument(
@@ -70,7 +65,7 @@ def add_demo_parser(sub: argparse._SubParsersAction) -> None:
         "--out", default="runs/demo", help="Run folder (default runs/demo); the report goes to <out>/report."
     )
     p.add_argument("--data", default="data/demo", help="Benchmark folder, built if missing (default data/demo).")
-    p.add_argument("--size", choices=_demo_sizes(), help="Benchmark size (default: small on CPU, medium on GPU).")
+    p.add_argument("--size", choices=DEMO_SIZES, help="Benchmark size (default: small on CPU, medium on GPU).")
     p.add_argument("--epochs", type=int, help="Training epochs per model (default: the plan of the device).")
     options.add_device_options(p, precision=False)
     p.add_argument(

@@ -7,9 +7,9 @@ import argparse
 from pathlib import Path
 
 from ssp_detect.cli import options
-from ssp_detect.data.degradations import INTERPOLATIONS, JPEG_METHODS
-from ssp_detect.engine.cross_eval import CROSS_EVAL_METRICS
-from ssp_detect.engine.robustness import SWEEPS
+from ssp_detect.constants import CROSS_EVAL_METRICS, INTERPOLATION_NAMES, JPEG_METHODS, SWEEP_TABLE
+
+SWEEP_NAMES = [name for name, *_ in SWEEP_TABLE]
 
 
 def add_test_parser(sub: argparse._SubParsersAction) -> None:
@@ -110,7 +110,8 @@ def cmd_cross_eval(args: argparse.Namespace) -> int:
 
 def add_robustness_parser(sub: argparse._SubParsersAction) -> None:
     sweeps = "; ".join(
-        f"{s.name}: {s.title} {', '.join('none' if v is None else f'{v:g}' for v in s.values)}" for s in SWEEPS.values()
+        f"{name}: {title} {', '.join('none' if v is None else f'{v:g}' for v in values)}"
+        for name, title, _, values in SWEEP_TABLE
     )
     p = sub.add_parser(
         "robustness",
@@ -125,9 +126,9 @@ def add_robustness_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--sweeps",
         nargs="+",
-        default=list(SWEEPS),
-        choices=list(SWEEPS),
-        help=f"Sweeps to run (default: all of {', '.join(SWEEPS)}).",
+        default=SWEEP_NAMES,
+        choices=SWEEP_NAMES,
+        help=f"Sweeps to run (default: all of {', '.join(SWEEP_NAMES)}).",
     )
     p.add_argument(
         "--jpeg-method", default="pil", choices=JPEG_METHODS, help="JPEG library of the JPEG sweep (default pil)."
@@ -135,7 +136,7 @@ def add_robustness_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--interpolation",
         default="bilinear",
-        choices=list(INTERPOLATIONS),
+        choices=INTERPOLATION_NAMES,
         help="PIL filter of the scale sweep (default bilinear).",
     )
     options.add_bootstrap_option(

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ssp_detect.cli import options
-from ssp_detect.models.export import EXPORT_FORMATS
+from ssp_detect.constants import EXPORT_FORMATS
 
 
 def add_export_parser(sub: argparse._SubParsersAction) -> None:

@@ -1,10 +1,11 @@
 """Options shared by the ``ssp`` commands, and the library records built from them.
 
 Every ``choices`` list is a constant of the library (patch modes, layouts, precisions, decoders, ...),
-so the command line cannot offer what the library refuses. Flags mean the same on every command:
-``--workers`` is DataLoader worker processes, ``--arch`` the architecture of a foreign state dict
-(``--model`` is kept as a hidden alias where weights are loaded), ``--progress/--no-progress`` the
-progress bars.
+so the command line cannot offer what the library refuses; they come from :mod:`ssp_detect.constants`,
+so that building the parser imports neither torch nor numpy (``ssp --help`` starts at once). Flags
+mean the same on every command: ``--workers`` is DataLoader worker processes, ``--arch`` the
+architecture of a foreign state dict (``--model`` is kept as a hidden alias where weights are loaded),
+``--progress/--no-progress`` the progress bars.
 """
 
 from __future__ import annotations
@@ -13,11 +14,15 @@ import argparse
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ssp_detect.data.decode import DEFAULT_MAX_PIXELS
-from ssp_detect.data.layouts import LAYOUTS
-from ssp_detect.data.patch import MODES
-from ssp_detect.engine.runtime import BACKENDS, DECODERS, PRECISIONS
-from ssp_detect.verdict import DEFAULT_UNCERTAIN_BAND, ScoreError, check_band, check_threshold
+from ssp_detect.constants import (
+    BACKENDS,
+    DECODERS,
+    DEFAULT_MAX_PIXELS,
+    DEFAULT_UNCERTAIN_BAND,
+    LAYOUTS,
+    MODES,
+    PRECISIONS,
+)
 
 if TYPE_CHECKING:
     from ssp_detect.data.layouts import Sample
@@ -244,6 +249,8 @@ def add_threshold_option(p: Target) -> None:
 
 def unit_float(text: str) -> float:
     """argparse type: a number in [0, 1]."""
+    from ssp_detect.verdict import ScoreError, check_threshold
+
     try:
         return check_threshold(text, "value")
     except ScoreError as exc:
@@ -252,6 +259,8 @@ def unit_float(text: str) -> float:
 
 def band_float(text: str) -> float:
     """argparse type: an uncertainty band in [0, 0.5]."""
+    from ssp_detect.verdict import ScoreError, check_band
+
     try:
         return check_band(text)
     except ScoreError as exc:

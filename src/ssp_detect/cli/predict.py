@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from ssp_detect.cli import options
-from ssp_detect.predict_io import FORMATS
+from ssp_detect.constants import FORMATS
 
 
 def add_predict_parser(sub: argparse._SubParsersAction) -> None:

@@ -5,11 +5,10 @@ from __future__ import annotations
 import argparse
 
 from ssp_detect.cli import options
+from ssp_detect.serve.limits import MIB, ServeLimits
 
 
 def add_serve_parser(sub: argparse._SubParsersAction) -> None:
-    from ssp_detect.serve.limits import MIB, ServeLimits
-
     d = ServeLimits()
     p = sub.add_parser(
         "serve",
@@ -110,7 +109,6 @@ def add_serve_parser(sub: argparse._SubParsersAction) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     from ssp_detect.detector import Detector
     from ssp_detect.serve.app import run_server
-    from ssp_detect.serve.limits import MIB, ServeLimits
 
     limits = ServeLimits(
         max_upload_bytes=max(1, int(args.max_upload_mb * MIB)),

@@ -56,6 +56,7 @@ import pillow_heif
 import simplejpeg
 from PIL import Image, ImageFile, features
 
+from ssp_detect.constants import DEFAULT_MAX_PIXELS
 from ssp_detect.errors import SSPError
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,6 @@ if not features.check("avif"):  # Pillow >= 11.3 wheels read AVIF; older ones ne
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".jfif", ".heic", ".heif", ".avif"}
 )
-DEFAULT_MAX_PIXELS = 100_000_000
 GLOB_CHARS = "*?["
 JPEG_FORMATS = frozenset({"JPEG", "MPO"})
 ORIENTATION_TAG = 0x0112

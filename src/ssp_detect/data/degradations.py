@@ -21,15 +21,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-import cv2
 import numpy as np
 from PIL import Image
-from scipy.ndimage import gaussian_filter
 
+from ssp_detect.constants import JPEG_METHODS
 from ssp_detect.errors import UsageError
 
 JpegMethod = Literal["pil", "cv2"]
-JPEG_METHODS: tuple[str, ...] = ("pil", "cv2")
 Interpolation = Literal["nearest", "bilinear", "bicubic", "lanczos", "box"]
 INTERPOLATIONS: dict[str, Image.Resampling] = {
     "nearest": Image.Resampling.NEAREST,
@@ -40,10 +38,12 @@ INTERPOLATIONS: dict[str, Image.Resampling] = {
 }
 
 
+# OpenCV's constant for each chroma subsampling, by name: cv2 (and scipy, for the blur) are imported on
+# first use, so that scoring without degradations (``ssp predict``) does not pay for them.
 _CV2_SUBSAMPLING = {
-    "4:4:4": cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444,
-    "4:2:2": cv2.IMWRITE_JPEG_SAMPLING_FACTOR_422,
-    "4:2:0": cv2.IMWRITE_JPEG_SAMPLING_FACTOR_420,
+    "4:4:4": "IMWRITE_JPEG_SAMPLING_FACTOR_444",
+    "4:2:2": "IMWRITE_JPEG_SAMPLING_FACTOR_422",
+    "4:2:0": "IMWRITE_JPEG_SAMPLING_FACTOR_420",
 }
 
 
@@ -58,9 +58,11 @@ def jpeg_compress(
     if subsampling is not None and subsampling not in _CV2_SUBSAMPLING:
         raise UsageError(f"Unknown chroma subsampling {subsampling!r}; choose one of {', '.join(_CV2_SUBSAMPLING)}.")
     if method == "cv2":
+        import cv2
+
         params = [int(cv2.IMWRITE_JPEG_QUALITY), int(quality)]
         if subsampling is not None:
-            params += [int(cv2.IMWRITE_JPEG_SAMPLING_FACTOR), int(_CV2_SUBSAMPLING[subsampling])]
+            params += [int(cv2.IMWRITE_JPEG_SAMPLING_FACTOR), int(getattr(cv2, _CV2_SUBSAMPLING[subsampling]))]
         ok, buf = cv2.imencode(".jpg", img[:, :, ::-1], params)
         if not ok:
             raise ValueError("OpenCV could not encode the image as JPEG.")
@@ -81,6 +83,8 @@ def gaussian_blur(img: np.ndarray, sigma: float) -> np.ndarray:
     """
     if sigma <= 0:
         return img
+    from scipy.ndimage import gaussian_filter
+
     out = np.empty_like(img)
     for c in range(img.shape[2]):
         gaussian_filter(img[:, :, c], sigma=sigma, output=out[:, :, c])

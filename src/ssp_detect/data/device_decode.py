@@ -32,7 +32,6 @@ from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset
-from torchvision.io import ImageReadMode, decode_jpeg
 
 from ssp_detect.data.dataset import empty_batch, item_rng, split_errors
 from ssp_detect.data.decode import DEFAULT_MAX_PIXELS, ImageDecodeError, load_rgb, read_device_jpeg
@@ -98,7 +97,7 @@ def _decode_quietly(data: torch.Tensor | list[torch.Tensor], device: torch.devic
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torchvision\.io")
         warnings.filterwarnings("ignore", category=UserWarning, module=r"torchvision\.io")
-        return decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
+        return decode_jpeg(data, device=device)
 
 
 def collate_encoded(items: list[dict[str, Any]]) -> dict[str, Any]:
@@ -112,6 +111,16 @@ def collate_encoded(items: list[dict[str, Any]]) -> dict[str, Any]:
         "index": torch.tensor([it["index"] for it in good], dtype=torch.long),
         "errors": errors,
     }
+
+
+def decode_jpeg(data: torch.Tensor | list[torch.Tensor], *, device: torch.device) -> Any:
+    """torchvision's ``decode_jpeg`` to RGB, imported on first use: importing torchvision imports
+    ``torchvision.models``, its detection ops and ``torch._dynamo`` (about 1.5 s on 2 cores), which
+    ``ssp test`` and ``ssp train`` do not need unless images are decoded on the device."""
+    from torchvision.io import ImageReadMode
+    from torchvision.io import decode_jpeg as torchvision_decode_jpeg
+
+    return torchvision_decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
 
 
 def decode_jpegs(

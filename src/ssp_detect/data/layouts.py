@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ssp_detect.constants import LAYOUTS
 from ssp_detect.data.decode import is_image_file
 from ssp_detect.errors import SSPError
 
@@ -33,7 +34,6 @@ GENIMAGE_SUBSETS: dict[str, str] = {
     "wukong": "imagenet_ai_0424_wukong",
     "dalle2": "imagenet_DALLE2",
 }
-LAYOUTS = ("auto", "genimage", "forensynths", "folders", "csv")
 _REAL_WORDS = {"real", "nature", "0", "0_real"}
 _FAKE_WORDS = {"fake", "ai", "1", "1_fake"}
 

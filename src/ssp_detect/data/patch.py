@@ -36,10 +36,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from ssp_detect.constants import MODES
 from ssp_detect.errors import UsageError
 
 Mode = Literal["random", "seeded", "exhaustive"]
-MODES: tuple[str, ...] = ("random", "seeded", "exhaustive")
 SMALL_IMAGE_SIZE = 256
 FINGERPRINT_STRIDE = 8
 

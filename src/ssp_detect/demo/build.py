@@ -56,6 +56,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from ssp_detect.constants import DEMO_SIZES  # noqa: F401  (the library's name for it, re-exported)
 from ssp_detect.data.degradations import jpeg_compress
 from ssp_detect.demo.rrdbnet import NCNN_PREPADDING, DemoBuildError, RRDBNet, load_generator, upscale
 from ssp_detect.demo.sources import Photo, available_photos
@@ -92,8 +93,6 @@ SIZE_PRESETS: dict[str, SizePreset] = {
     "medium": SizePreset(crop=256, pairs=320),  # about 15 minutes on 2 CPU cores; a GPU is advised
     "large": SizePreset(crop=256, pairs=1280),  # about an hour on 2 CPU cores; a GPU is advised
 }
-# The sizes offered on the command line (ssp data build-demo, ssp demo); ``tiny`` is for tests.
-DEMO_SIZES: tuple[str, ...] = ("small", "medium", "large")
 
 
 @dataclass(frozen=True)

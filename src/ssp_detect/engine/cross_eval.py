@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ssp_detect.constants import CROSS_EVAL_METRICS
 from ssp_detect.data.layouts import Sample
 from ssp_detect.errors import UsageError
 from ssp_detect.models.loading import LoadedModel, load_model
@@ -21,8 +22,6 @@ from ssp_detect.outputs import ensure_writable_folder, writing
 
 if TYPE_CHECKING:  # scoring imports scikit-learn, which `ssp --help` need not load for the metric names
     from ssp_detect.engine.scoring import EvalRuntime
-
-CROSS_EVAL_METRICS: tuple[str, ...] = ("acc", "auc", "ap", "real_acc", "fake_acc", "best_acc")
 
 
 @dataclass(frozen=True)

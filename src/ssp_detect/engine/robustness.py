@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ssp_detect.data.decode import DEFAULT_MAX_PIXELS
+from ssp_detect.constants import DEFAULT_MAX_PIXELS, SWEEP_TABLE
 from ssp_detect.data.degradations import Degradation, Interpolation, JpegMethod
 from ssp_detect.data.layouts import Sample
 from ssp_detect.data.preprocess import PatchOptions
@@ -78,15 +78,7 @@ class Sweep:
         ]
 
 
-SWEEPS: dict[str, Sweep] = {
-    s.name: s
-    for s in (
-        Sweep("jpeg", "JPEG quality", "jpeg", (None, 95, 90, 75, 50, 30)),
-        Sweep("blur", "Gaussian blur sigma", "blur", (0, 0.5, 1, 2, 3)),
-        Sweep("scale", "Rescaling factor", "scale", (0.5, 0.75, 1.0, 1.5)),
-        Sweep("webp", "WebP quality", "webp", (None, 90, 75, 50)),
-    )
-}
+SWEEPS: dict[str, Sweep] = {row[0]: Sweep(*row) for row in SWEEP_TABLE}
 
 
 def default_names(weights: Sequence[str | Path], models: Sequence[LoadedModel]) -> list[str]:

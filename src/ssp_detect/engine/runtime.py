@@ -8,14 +8,8 @@ from collections.abc import Iterator, Sequence
 
 import torch
 
+from ssp_detect.constants import BACKENDS, DECODERS, PRECISIONS  # noqa: F401  (BACKENDS, DECODERS: re-exported)
 from ssp_detect.errors import SSPError, UsageError
-
-PRECISIONS = ("auto", "fp32", "bf16")
-# Where evaluation images are decoded: in the DataLoader workers (PIL), or on the model's device
-# (see :func:`ssp_detect.engine.evaluate.evaluate_model`).
-DECODERS = ("workers", "device")
-# What runs the model after patch selection (see :mod:`ssp_detect.engine.backend`).
-BACKENDS = ("auto", "torch", "onnxruntime")
 
 
 class DeviceError(SSPError, ValueError):

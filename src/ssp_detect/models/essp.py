@@ -155,7 +155,9 @@ class ESSPNet(SSPNet):
     ) -> None:
         super().__init__(upsample_to=upsample_to, srm_first=srm_first, arch=arch, norm=norm, stem=stem)
         self.perception = Perception(perception_width)
-        self.task_embeddings = nn.Parameter(torch.randn(len(DEGRADATIONS), prompt_dim))
+        self.task_embeddings = nn.Parameter(torch.empty(len(DEGRADATIONS), prompt_dim))
+        if not self.task_embeddings.is_meta:  # meta: built for a checkpoint's tensors (registry.empty_model)
+            nn.init.normal_(self.task_embeddings)  # the numbers torch.randn gave
         self.enhancer = Enhancer(enhancer_width, middle_blocks, prompt_dim)
 
     def extra_parameters(self) -> int:

@@ -46,7 +46,6 @@ OPSET = 17  # ScatterElements with an add reduction (ssp-cooc's histograms) need
 ONNX_FORMAT = "ssp-detect-onnx/1"  # bump when the exported graph of a checkpoint changes
 PARITY_TOLERANCE = 1e-4  # largest |p_fake(ONNX Runtime) - p_fake(PyTorch)| an export may show
 INPUT_NAME, OUTPUT_NAME = "input", "logit"
-EXPORT_FORMATS = ("onnx", "safetensors")  # what `ssp export --format` writes (safetensors: models/safetensors_io.py)
 WAYS_OUT = "score it with --backend torch, or export it with --format safetensors"
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import math
 from collections.abc import Callable
@@ -22,7 +23,7 @@ from ssp_detect.models.checkpoint import (
     read_checkpoint_file,
     unwrap_state_dict,
 )
-from ssp_detect.models.registry import ModelSpec, UnknownModelError, create_model, get_spec
+from ssp_detect.models.registry import ModelSpec, UnknownModelError, create_model, empty_model, get_spec
 from ssp_detect.verdict import check_threshold
 
 log = logging.getLogger(__name__)
@@ -111,9 +112,9 @@ def load_model(path: str | Path, *, model_name: str | None = None) -> LoadedMode
         feed = InputSpec.from_dict(stored, spec.feed) if isinstance(stored, dict) else spec.feed
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{path} stores preprocessing that cannot be used ({exc}); the file is damaged.") from exc
-    model = create_model(name)
+    model = empty_model(name)  # no random initialisation: the checkpoint's tensors are put in place
     try:
-        result = model.load_state_dict(state, strict=False)
+        result = model.load_state_dict(_as_model_tensors(model, state), strict=False, assign=True)
     except RuntimeError as exc:
         raise CheckpointError(
             f"{path} does not fit model {name!r}: tensor shapes differ ({str(exc).splitlines()[-1].strip()})."
@@ -124,9 +125,27 @@ def load_model(path: str | Path, *, model_name: str | None = None) -> LoadedMode
             f"(e.g. {', '.join(result.missing_keys[:3])}) and {len(result.unexpected_keys)} unexpected "
             f"(e.g. {', '.join(result.unexpected_keys[:3])}); pass --arch to name the right architecture."
         )
+    if any(t.is_meta for t in itertools.chain(model.parameters(), model.buffers())):
+        # A tensor that the state dict does not hold (a non-persistent buffer): build it the usual way.
+        log.debug("%s keeps tensors outside its state dict; built with random weights, then loaded", name)
+        model = create_model(name)
+        model.load_state_dict(state)
     model.eval()
     log.info("loaded %s (%s weights) from %s", name, source, path)
     return LoadedModel(model, name, spec, source, threshold, file_sha256(path), meta, feed, temperature)
+
+
+def _as_model_tensors(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` with each tensor in its model tensor's dtype and contiguous, as copying it into a
+    randomly initialised model would have made it (``assign=True`` takes the tensors as they are)."""
+    expected = model.state_dict(keep_vars=True)
+    out = {}
+    for key, value in state.items():
+        target = expected.get(key)
+        if target is not None and value.dtype != target.dtype:
+            value = value.to(target.dtype)
+        out[key] = value.contiguous()
+    return out
 
 
 def _check_temperature(value: float) -> float:

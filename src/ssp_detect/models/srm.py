@@ -35,9 +35,10 @@ _F3 = [
 
 
 def srm_kernel() -> torch.Tensor:
-    """Return the SRM convolution weight, shape ``(3, 3, 5, 5)``, float32."""
-    filters = torch.tensor([_F1, _F2, _F3], dtype=torch.float32)
-    filters = filters / torch.tensor([4.0, 12.0, 2.0]).view(3, 1, 1)
+    """Return the SRM convolution weight, shape ``(3, 3, 5, 5)``, float32, on the CPU (also while a
+    model is built on the meta device, whose arithmetic would import torch's compiler stack)."""
+    filters = torch.tensor([_F1, _F2, _F3], dtype=torch.float32, device="cpu")
+    filters = filters / torch.tensor([4.0, 12.0, 2.0], device="cpu").view(3, 1, 1)
     return filters.unsqueeze(1).repeat(1, 3, 1, 1)
 
 
