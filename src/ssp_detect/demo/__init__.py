@@ -11,7 +11,7 @@ validation split and a provenance manifest; see :mod:`ssp_detect.demo.build` (ph
 from typing import Any
 
 from ssp_detect.demo.build import DEMO_SUBSETS, SIZE_PRESETS, build_demo
-from ssp_detect.demo.rrdbnet import DemoBuildError
+from ssp_detect.demo.errors import DemoBuildError
 
 __all__ = ["DEMO_SUBSETS", "SIZE_PRESETS", "DemoBuildError", "build_demo", "run_demo"]
 
