@@ -7,15 +7,24 @@ or tested on such pairs is measured on the generator's traces, not on content or
 diffusion models decode every image with such a decoder; this one is small enough to train on a
 CPU during the benchmark build, so its weights never ship and never need a download.
 
-Architecture (:class:`ConvAutoencoder`, 0.14 M parameters, every convolution with reflect padding
+Architecture (:class:`ConvAutoencoder`, 0.16 M parameters, every convolution with reflect padding
 so that the borders carry no zero-padding edge):
 
-- encoder: 3x3 conv 3 -> 32, SiLU; 4x4 conv stride 2, 32 -> 64, SiLU; 4x4 conv stride 2,
-  64 -> 64, SiLU; 3x3 conv 64 -> 16: a latent of 16 channels at 1/4 of the resolution (48 numbers
-  per 4x4 RGB block become 16);
-- decoder, as latent-diffusion decoders upsample: 3x3 conv 16 -> 64, SiLU; nearest x2, 3x3 conv
-  64 -> 64, SiLU; nearest x2, 3x3 conv 64 -> 16, SiLU; 3x3 conv 16 -> 3. The output is not clamped;
-  :func:`reconstruct` clamps and rounds it to uint8.
+- encoder, to a latent of 16 channels at 1/4 of the resolution (48 numbers per 4x4 RGB block
+  become 16): 3x3 conv 3 -> 32, SiLU; 4x4 conv stride 2, 32 -> 64, SiLU; 4x4 conv stride 2,
+  64 -> 64, SiLU; 3x3 conv 64 -> 13; plus 3 channels that hold the mean colour of each 4x4 block;
+- decoder, upsampling as latent-diffusion decoders do: 3x3 conv 16 -> 64, SiLU; nearest x2, 3x3
+  conv 64 -> 64, SiLU; nearest x2, 3x3 conv 64 -> 16, SiLU; 3x3 conv 16 -> 3, added to the block
+  means upsampled x4 (bilinear). The last convolution starts at zero, so training starts from the
+  bilinear upsampling and spends its steps on detail: colours and low frequencies are right from
+  the first step (a plain decoder, trained as briefly, shifted colours by tens of grey levels, a
+  content cue instead of a trace). The output is not clamped; :func:`reconstruct` clamps and rounds.
+
+Measured (``small`` recipe, 400 steps of 16 patches of 64 px, seed 0, one thread on a busy 2-core
+machine: 107 s): L1 3.9 grey levels at the end of training; on 256-px crops of the validation
+photos 31.7 dB PSNR (the bilinear upsampling of the block means alone: 26.8 dB), mean colour of a
+crop within 0.6 grey levels. The reconstructions are slightly softer than the reals, with the
+decoder's faint texture in flat areas.
 
 Training (:func:`train_autoencoder`, deterministic for a seed on the CPU with a fixed thread
 count): random ``patch x patch`` crops of the given photos (a photo drawn uniformly, then a
@@ -87,23 +96,27 @@ class ConvAutoencoder(nn.Module):
             nn.SiLU(),
             _conv(2 * WIDTH, 2 * WIDTH, 4, 2),
             nn.SiLU(),
-            _conv(2 * WIDTH, LATENT),
+            _conv(2 * WIDTH, LATENT - 3),
         )
         self.decoder_in = nn.Sequential(_conv(LATENT, 2 * WIDTH), nn.SiLU())
         self.up1 = nn.Sequential(_conv(2 * WIDTH, 2 * WIDTH), nn.SiLU())
         self.up2 = nn.Sequential(_conv(2 * WIDTH, OUT_WIDTH), nn.SiLU())
         self.decoder_out = _conv(OUT_WIDTH, 3)
+        nn.init.zeros_(self.decoder_out.weight)  # the decoder starts as the bilinear upsampling of the block means
+        nn.init.zeros_(self.decoder_out.bias)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """The latent: (N, 16, H/4, W/4)."""
-        return self.encoder(x)
+        """The latent, (N, 16, H/4, W/4): 13 learned channels, then the mean colour of each 4x4 block."""
+        return torch.cat((self.encoder(x - 0.5), F.avg_pool2d(x, DOWNSCALE)), dim=1)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """An image (N, 3, 4h, 4w) from a latent (N, 16, h, w)."""
+        """An image (N, 3, 4h, 4w) from a latent (N, 16, h, w): the block means upsampled bilinearly plus
+        the learned detail."""
+        base = F.interpolate(z[:, -3:], scale_factor=DOWNSCALE, mode="bilinear", align_corners=False)
         h = self.decoder_in(z)
         h = self.up1(F.interpolate(h, scale_factor=2, mode="nearest"))
         h = self.up2(F.interpolate(h, scale_factor=2, mode="nearest"))
-        return self.decoder_out(h)
+        return base + self.decoder_out(h)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Encode and decode."""

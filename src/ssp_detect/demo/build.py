@@ -199,10 +199,10 @@ SIZE_PRESETS: dict[str, SizePreset] = {
     "tiny": SizePreset(crop=48, pairs=4, autoencoder=AutoencoderTraining(steps=4, batch=2, patch=32)),
     # the demo: about 2.5 minutes on 2 idle CPU cores
     "small": SizePreset(crop=256, pairs=48, autoencoder=AutoencoderTraining(steps=400, batch=16)),
-    # about 15 minutes on 2 CPU cores; a GPU is advised
-    "medium": SizePreset(crop=256, pairs=320, autoencoder=AutoencoderTraining(steps=1500, batch=16)),
+    # about 15 minutes on 2 CPU cores; a GPU is advised (the autoencoder trains on the CPU in any case)
+    "medium": SizePreset(crop=256, pairs=320, autoencoder=AutoencoderTraining(steps=800, batch=16)),
     # about an hour on 2 CPU cores; a GPU is advised
-    "large": SizePreset(crop=256, pairs=1280, autoencoder=AutoencoderTraining(steps=3000, batch=32)),
+    "large": SizePreset(crop=256, pairs=1280, autoencoder=AutoencoderTraining(steps=1600, batch=16)),
 }
 # The sizes offered on the command line (ssp data build-demo, ssp demo); ``tiny`` is for tests.
 DEMO_SIZES: tuple[str, ...] = ("small", "medium", "large")
