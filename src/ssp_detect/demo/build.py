@@ -59,8 +59,12 @@ leave-one-source-out protocol can regroup the photos by package. Every random ch
 the seed, so a build is deterministic: the same seed, size, torch version, device and thread
 count give the same bytes.
 
-Cost on 2 idle CPU cores: see :data:`SIZE_PRESETS`; Real-ESRGAN x4plus dominates the fakes (about
-0.7 s per 256-px crop), the autoencoder's training takes a fixed number of steps.
+Cost: see :data:`SIZE_PRESETS`. ``small`` measured on the 2-core development machine with one torch
+thread (2026-11-29, other jobs beside it, so 52 % of a core): 9.4 minutes wall, 4.9 CPU-minutes, of
+which Real-ESRGAN x4plus about 45 %, the autoencoder's training (400 steps, fixed) about 27 %,
+Real-ESRGAN anime 16 %, waifu2x 4 %. With two torch threads on a machine whose cores are busy with
+other jobs, the OpenMP threads wait on each other and the same build took 42 minutes: on a shared
+machine build with one thread (``OMP_NUM_THREADS=1``).
 """
 
 from __future__ import annotations
@@ -197,7 +201,7 @@ class SizePreset:
 SIZE_PRESETS: dict[str, SizePreset] = {
     # for tests and smoke runs: seconds on a CPU
     "tiny": SizePreset(crop=48, pairs=4, autoencoder=AutoencoderTraining(steps=4, batch=2, patch=32)),
-    # the demo: about 2.5 minutes on 2 idle CPU cores
+    # the demo: 4.9 CPU-minutes on one thread (measured, 2026-11-29), so about 3 minutes on 2 idle cores
     "small": SizePreset(crop=256, pairs=48, autoencoder=AutoencoderTraining(steps=400, batch=16)),
     # about 15 minutes on 2 CPU cores; a GPU is advised (the autoencoder trains on the CPU in any case)
     "medium": SizePreset(crop=256, pairs=320, autoencoder=AutoencoderTraining(steps=800, batch=16)),
