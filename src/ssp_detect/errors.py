@@ -17,7 +17,7 @@ The hierarchy (each class lives beside the code that raises it)::
         UnknownModelError(SSPError, KeyError)       models/registry.py: a model name not registered
         DeviceError(SSPError, ValueError)           engine/runtime.py: a device not available here
         TrainError(SSPError, ValueError)            engine/train.py: a training set-up that cannot run
-        DemoBuildError(SSPError, ValueError)        demo/rrdbnet.py: the demo benchmark cannot be built
+        DemoBuildError(SSPError, ValueError)        demo/errors.py: the demo benchmark cannot be built
         ScoreError(SSPError, ValueError)            verdict.py: a non-finite score, a threshold outside [0, 1]
         OutputError(SSPError, OSError)              outputs.py: a result that cannot be written
         ExportError(SSPError, ValueError)           models/export.py: a model that does not export to ONNX

@@ -1,9 +1,11 @@
 """The offline demo: its benchmark and ``ssp demo``, the whole pipeline run on it.
 
 ``build_demo(out_dir, size="small")`` writes a GenImage-style tree of real photo crops from installed
-packages versus Real-ESRGAN fakes, with the subsets in :data:`DEMO_SUBSETS`, a format-matched
-validation split and a provenance manifest; see :mod:`ssp_detect.demo.build` (photos in
-:mod:`~ssp_detect.demo.sources`, the generator port in :mod:`~ssp_detect.demo.rrdbnet`).
+packages versus fakes of the same crops, one subset per generator in :data:`DEMO_SUBSETS` (Real-ESRGAN
+x4plus for training; Real-ESRGAN anime, waifu2x and an autoencoder trained during the build held out),
+a format-matched validation split and a provenance manifest; see :mod:`ssp_detect.demo.build` (photos
+in :mod:`~ssp_detect.demo.sources`, the generator ports in :mod:`~ssp_detect.demo.rrdbnet` and
+:mod:`~ssp_detect.demo.waifu2x`, the autoencoder in :mod:`~ssp_detect.demo.autoencoder`).
 ``run_demo(out, data)`` builds or reuses it, trains, tests and writes a report folder; see
 :mod:`ssp_detect.demo.pipeline`.
 """
@@ -11,7 +13,7 @@ validation split and a provenance manifest; see :mod:`ssp_detect.demo.build` (ph
 from typing import Any
 
 from ssp_detect.demo.build import DEMO_SUBSETS, SIZE_PRESETS, build_demo
-from ssp_detect.demo.rrdbnet import DemoBuildError
+from ssp_detect.demo.errors import DemoBuildError
 
 __all__ = ["DEMO_SUBSETS", "SIZE_PRESETS", "DemoBuildError", "build_demo", "run_demo"]
 

