@@ -63,5 +63,16 @@ def test_protocol_never_trains_on_the_held_out_source_and_reports_every_fold(tmp
     for row in report["loso"]:
         assert row["n_real"] == 8 and 0 <= row["reals_called_fake"] <= 1 and 0 <= row["auc_stored"] <= 1
         assert row["format_real_mean"] >= 0 and row["format_real_p95"] >= row["format_real_mean"] - 1e-12
+        # the generator never trained on, against the same held-out reals
+        assert 0 <= row["auc_gen_b_stored"] <= 1 and 0 <= row["caught_gen_b"] <= 1
+    pooled = report["pooled"]
+    assert pooled["reals"]["n"] == 16 and 0 <= pooled["reals"]["called_fake"] <= 1
+    assert pooled["gen_a"]["trained"] == 1 and pooled["gen_b"]["trained"] == 0
+    assert 0 <= pooled["gen_b"]["auc_stored"] <= 1 and 0 <= pooled["gen_b"]["auc_jpeg_histories"] <= 1
+    # every image is scored by the fold that held its package out, and no image twice in a fold
+    for s in report["scored"]:
+        assert s["path"].split("/")[-1].startswith(s["fold"])
+    assert len({(s["fold"], s["path"]) for s in report["scored"]}) == len(report["scored"])
     assert set(report["lofo"]["a"]) == {"gen_a/val", "gen_a/val_matched", "gen_b/val", "gen_b/val_matched"}
-    assert "Leave one photo source out" in (out / "protocol.md").read_text()
+    text = (out / "protocol.md").read_text()
+    assert "Leave one photo source out" in text and "All folds pooled" in text and "| gen_b | no |" in text
