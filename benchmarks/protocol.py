@@ -260,7 +260,9 @@ def markdown(
         "(stored / with the reals' JPEG histories).",
         "",
     ]
-    others = sorted({k[4 : -len("_stored")] for r in loso for k in r if k.startswith("auc_") and k.endswith("_stored")})
+    others = sorted(
+        {k[4 : -len("_stored")] for r in loso for k in r if k.startswith("auc_") and k.endswith("_stored")} - {""}
+    )
     head = (
         "| held-out package | reals | reals called fake % | fakes caught % | AUC stored % | AUC JPEG histories % "
         "| format mean / p95 real | format mean / p95 fake |"
