@@ -184,3 +184,25 @@ def test_a_module_with_numpy_in_forward_runs_on_torch_under_auto(cooc):
     assert isinstance(resolve(swapped), TorchBackend)
     with pytest.raises(ExportError, match=r"the traced graph does not read its input"):
         resolve(swapped, "onnxruntime")
+
+
+def test_evaluation_resolves_auto_precision_per_model_and_keeps_official_weights_in_fp32(cooc, monkeypatch):
+    """``ssp test --precision auto`` on CUDA: bf16 for our checkpoints, fp32 for the paper's release."""
+    from dataclasses import replace
+
+    from ssp_detect.engine import evaluate as evaluate_module
+
+    class Chosen(Exception):
+        pass
+
+    def capture(name, loaded, model, *, device, precision, input_size):
+        raise Chosen(precision)
+
+    monkeypatch.setattr(evaluate_module, "resolve_backend", capture)
+    monkeypatch.setattr(evaluate_module, "place_model", lambda model, device: model)
+    cuda = torch.device("cuda")  # never touched: the backend is chosen before any batch
+    for source, expected in (("official", "fp32"), ("ssp-detect", "bf16")):
+        with pytest.raises(Chosen, match=f"^{expected}$"):
+            evaluate_model(replace(cooc, source=source), [], device=cuda, precision="auto", progress=False)
+    with pytest.raises(Chosen, match="^bf16$"):  # asked for by name, it is given
+        evaluate_model(replace(cooc, source="official"), [], device=cuda, precision="bf16", progress=False)

@@ -56,10 +56,10 @@ def test_runtime_is_resolved_once_and_checked():
     rt = EvalRuntime.resolve(
         device="cpu", precision="auto", batch_size=8, workers=None, patch=PatchOptions("exhaustive")
     )
-    assert rt.device == torch.device("cpu") and rt.precision == "fp32" and rt.workers >= 0
+    assert rt.device == torch.device("cpu") and rt.precision == "auto" and rt.workers >= 0
     assert rt.keywords() == {
         "device": rt.device,
-        "precision": "fp32",
+        "precision": "auto",  # resolved per model by evaluate_model: official weights keep fp32
         "batch_size": 8,
         "workers": rt.workers,
         "patch": PatchOptions("exhaustive"),

@@ -30,7 +30,7 @@ from ssp_detect.engine.metrics import (
     selective_metrics,
     trust_metrics,
 )
-from ssp_detect.engine.runtime import DECODERS, model_input, place_model
+from ssp_detect.engine.runtime import DECODERS, model_input, place_model, resolve_precision
 from ssp_detect.errors import UsageError
 from ssp_detect.models.loading import LoadedModel
 from ssp_detect.verdict import DEFAULT_UNCERTAIN_BAND, check_finite
@@ -258,8 +258,11 @@ def evaluate_model(
     (JPEGs by torchvision on ``device``, nvJPEG on CUDA, and the patches chosen there in one batch;
     see :mod:`ssp_detect.data.device_decode`), for patch models without a degradation. Images of more
     than ``max_pixels`` pixels are unreadable (refused from their header). ``backend`` runs the model
-    (``auto``, ``torch`` or ``onnxruntime``; see :mod:`ssp_detect.engine.backend`).
+    (``auto``, ``torch`` or ``onnxruntime``; see :mod:`ssp_detect.engine.backend`). ``precision``
+    ``auto`` is resolved here, per model: fp32 for official weights everywhere, bf16 on CUDA otherwise
+    (:func:`~ssp_detect.engine.runtime.resolve_precision`).
     """
+    precision = resolve_precision(precision, device, official=loaded.source == "official")
     preprocessor = Preprocessor.for_model(loaded.feed, patch)
     pin_memory = device.type == "cuda"
     batches: Iterable[dict[str, Any]]

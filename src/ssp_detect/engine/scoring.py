@@ -39,7 +39,8 @@ class EvalRuntime:
 
     Attributes:
         device: The resolved device (this rank's under torchrun).
-        precision: ``fp32`` or ``bf16`` (resolved from ``auto``).
+        precision: ``fp32``, ``bf16`` or ``auto`` (resolved per model by ``evaluate_model``: fp32 for
+            official weights, bf16 on CUDA otherwise, fp32 on the CPU).
         batch_size: Images per batch.
         workers: DataLoader worker processes.
         patch: Patch selection and any override of the checkpoint's patch size and candidates.
@@ -98,9 +99,10 @@ class EvalRuntime:
         if join_process_group:
             dev = distributed.setup(dev)
         n_workers = default_workers() if workers is None else workers
+        resolve_precision(precision, dev)  # checks the name; auto is resolved per model (official weights: fp32)
         return cls(
             dev,
-            resolve_precision(precision, dev),
+            precision,
             batch_size,
             n_workers,
             patch,
