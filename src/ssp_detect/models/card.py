@@ -40,6 +40,11 @@ LIMITS: dict[str, list[str]] = {
         "Trained from random weights (no ImageNet weights ship offline) on a small benchmark; such models "
         "learned in part whether an image is a JPEG (real photos) or a PNG (fakes), a format shortcut.",
     ],
+    "pretrained": [
+        "Its backbone started from ImageNet weights, learned on photos, but it reads the SRM residual of an "
+        "enlarged patch: how much that start helps detection is not measured yet. Trained on a small benchmark, "
+        "it may have learned in part whether an image is a JPEG (real photos) or a PNG (fakes), a format shortcut.",
+    ],
 }
 
 
@@ -48,7 +53,7 @@ def _family(loaded: LoadedModel) -> list[str]:
         return ["paper"]
     if loaded.name in ("ssp-cooc", "ssp-strata"):
         return ["noise", "from-scratch"]
-    return ["from-scratch"]
+    return ["pretrained"] if loaded.spec.pretrained is not None else ["from-scratch"]
 
 
 def _number(value: Any, digits: int = 3) -> str:
@@ -91,6 +96,11 @@ def _model_section(loaded: LoadedModel) -> list[str]:
     ]
 
 
+def _default_backbone_start(loaded: LoadedModel) -> str:
+    """What a training run without ``--backbone-weights`` started the backbone from."""
+    return loaded.spec.pretrained.description if loaded.spec.pretrained is not None else "random weights"
+
+
 def _training_section(loaded: LoadedModel) -> list[str]:
     cfg = loaded.meta.get("train_config") or {}
     lines = ["## Training data and recipe", ""]
@@ -131,7 +141,7 @@ def _training_section(loaded: LoadedModel) -> list[str]:
         f"seed {cfg.get('seed')}.",
         f"- Augmentations: {'; '.join(augment) if augment else 'none'}; format matching: "
         f"{cfg.get('format_match', 'not recorded')}; training patch mode: {cfg.get('patch_mode', 'not recorded')}.",
-        f"- Backbone start: {cfg.get('backbone_weights') or 'random weights'}.",
+        f"- Backbone start: {cfg.get('backbone_weights') or _default_backbone_start(loaded)}.",
         "",
     ]
     return lines

@@ -177,26 +177,35 @@ def save_calibrated(
 
 
 def load_backbone_weights(net: nn.Module, path: str | Path) -> None:
-    """Copy a local torchvision ResNet state dict (e.g. ImageNet weights) into ``net``.
+    """Copy a local backbone state dict (e.g. ImageNet weights) into ``net``.
 
-    The classifier (``fc.*``) is never copied. Tensors whose name or shape do not exist in ``net``
-    (a changed stem, BatchNorm statistics under GroupNorm) are skipped and logged.
+    ``net`` is a torchvision-layout ResNet, or a backbone that says in class attributes what its
+    classifier is called (``classifier``) and which weights it takes (``weights_kind``,
+    ``weights_hint``), as :class:`~ssp_detect.models.efficientnet.EfficientNetLite0` does. The
+    classifier (``fc.*`` for a ResNet) is never copied. Tensors whose name or shape do not exist in
+    ``net`` (a changed stem, BatchNorm statistics under GroupNorm) are skipped and logged.
 
     Raises:
-        CheckpointError: the file is missing, unreadable, or not a matching ResNet state dict.
+        CheckpointError: the file is missing, unreadable, or not a matching state dict.
     """
+    head = getattr(net, "classifier", "fc") + "."
+    kind = getattr(net, "weights_kind", "a torchvision ResNet")
+    hint = getattr(
+        net,
+        "weights_hint",
+        "a matching torchvision ResNet (e.g. resnet50 ImageNet weights saved with torch.save(model.state_dict()))",
+    )
     state = read_state_dict(path)
     own = net.state_dict()
-    usable = {k: v for k, v in state.items() if not k.startswith("fc.") and k in own and own[k].shape == v.shape}
-    wanted = [k for k, v in own.items() if not k.startswith("fc.") and v.is_floating_point()]
+    usable = {k: v for k, v in state.items() if not k.startswith(head) and k in own and own[k].shape == v.shape}
+    wanted = [k for k, v in own.items() if not k.startswith(head) and v.is_floating_point()]
     covered = sum(1 for k in wanted if k in usable)
     if covered < 0.8 * len(wanted):
         raise CheckpointError(
-            f"{path} does not look like a torchvision ResNet state dict for this backbone "
-            f"({covered} of {len(wanted)} tensors match); pass the weights of a matching "
-            "torchvision ResNet (e.g. resnet50 ImageNet weights saved with torch.save(model.state_dict()))."
+            f"{path} does not look like {kind} state dict for this backbone "
+            f"({covered} of {len(wanted)} tensors match); pass the weights of {hint}."
         )
-    skipped = sorted(set(state) - set(usable) - {k for k in state if k.startswith("fc.")})
+    skipped = sorted(set(state) - set(usable) - {k for k in state if k.startswith(head)})
     if skipped:
         log.info("backbone weights: skipped %d tensors that do not fit: %s", len(skipped), ", ".join(skipped[:8]))
     net.load_state_dict(usable, strict=False)

@@ -128,7 +128,7 @@ def load_model(path: str | Path, *, model_name: str | None = None) -> LoadedMode
     if any(t.is_meta for t in itertools.chain(model.parameters(), model.buffers())):
         # A tensor that the state dict does not hold (a non-persistent buffer): build it the usual way.
         log.debug("%s keeps tensors outside its state dict; built with random weights, then loaded", name)
-        model = create_model(name)
+        model = create_model(name, pretrained=False)
         model.load_state_dict(state)
     model.eval()
     log.info("loaded %s (%s weights) from %s", name, source, path)

@@ -2,8 +2,10 @@
 
 Each entry pairs a builder with the :class:`~ssp_detect.data.preprocess.InputSpec` its weights need
 (what reaches the network: the simple patch, the whole image or a crop, sizes, normalisation), so
-weights and transforms never drift apart. ``create_model(name)`` builds with random weights;
-``empty_model(name)`` builds the structure alone, for weights that a checkpoint provides;
+weights and transforms never drift apart. ``create_model(name)`` builds a model to train: random
+weights, or, for a model whose spec names :class:`BackboneWeights`, its backbone's pretrained weights
+from an installed package; ``empty_model(name)`` builds the structure alone, for weights that a
+checkpoint provides (no random initialisation, no pretrained weights read);
 ``get_spec(name)`` says how to feed it. The model modules register themselves when
 :mod:`ssp_detect.models` is imported; this module imports none of them.
 """
@@ -22,6 +24,22 @@ from ssp_detect.errors import SSPError
 
 
 @dataclass(frozen=True)
+class BackboneWeights:
+    """Pretrained weights that a model's backbone starts from when it is created for training.
+
+    They come from a local file only, found in an installed package: nothing is ever downloaded.
+
+    Attributes:
+        description: What they are, for logs and model cards.
+        locate: Returns the file's path; raises a CheckpointError that says what to install when
+            the file is missing.
+    """
+
+    description: str
+    locate: Callable[[], Path] = field(repr=False)
+
+
+@dataclass(frozen=True)
 class ModelSpec(FedBy):
     """How a registered model is built and fed.
 
@@ -31,6 +49,8 @@ class ModelSpec(FedBy):
         feed: How the model is fed (input kind, sizes, normalisation).
         paper: True when this is a model of the SSP paper (reproduces official checkpoints).
         description: One line for ``ssp models``.
+        pretrained: The weights its backbone (``disc``) starts from in :func:`create_model`; None:
+            random weights.
     """
 
     name: str
@@ -38,6 +58,7 @@ class ModelSpec(FedBy):
     feed: InputSpec = InputSpec()
     paper: bool = False
     description: str = ""
+    pretrained: BackboneWeights | None = None
 
 
 class UnknownModelError(SSPError, KeyError):
@@ -71,17 +92,27 @@ def get_spec(name: str) -> ModelSpec:
     return _REGISTRY[name]
 
 
-def create_model(name: str, *, backbone_weights: str | Path | None = None) -> nn.Module:
-    """Build a registered model with random weights, or a local backbone weights file.
+def create_model(name: str, *, backbone_weights: str | Path | None = None, pretrained: bool = True) -> nn.Module:
+    """Build a registered model to train: random weights, the backbone's from a local file where given.
 
     Args:
         name: A registered name (``ssp``, ``resnet50-baseline``, ...).
-        backbone_weights: A local torchvision ResNet state dict for the backbone. Nothing is ever
-            downloaded.
+        backbone_weights: A local state dict for the backbone (a torchvision ResNet's for the ResNet
+            models, an EfficientNet-Lite0's for ``ssp-effnet``); its classifier is not copied.
+            Nothing is ever downloaded.
+        pretrained: Without ``backbone_weights``, start the backbone from the spec's
+            :class:`BackboneWeights` where it names some (``ssp-effnet``: ImageNet weights from an
+            installed package); False keeps random weights.
+
+    Raises:
+        CheckpointError: the weights file is missing or does not fit, in one sentence.
     """
     from ssp_detect.models.checkpoint import CheckpointError, load_backbone_weights
 
-    model = get_spec(name).builder()
+    spec = get_spec(name)
+    model = spec.builder()
+    if backbone_weights is None and pretrained and spec.pretrained is not None:
+        backbone_weights = spec.pretrained.locate()
     if backbone_weights is not None:
         backbone = getattr(model, "disc", None)
         if backbone is None:

@@ -1,4 +1,5 @@
-"""SSP: the single-simple-patch detector of the paper, and variants that train from scratch.
+"""SSP: the single-simple-patch detector of the paper, variants that train from scratch, and
+``ssp-effnet``, SSP's input into an EfficientNet-Lite0 that starts from ImageNet weights.
 
 Forward of the paper's model, on a normalised simple patch (B, 3, 32, 32):
 bilinear upsampling to 256x256 -> fixed SRM high-pass -> Hardtanh(-3, 3) -> ResNet-50 -> logit.
@@ -12,6 +13,7 @@ use batch statistics, and after x8 upsampling the SRM filters mostly see the int
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 
 import torch
@@ -19,7 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ssp_detect.models.backbone import Norm, Stem, build_resnet
-from ssp_detect.models.registry import ModelSpec, register_model
+from ssp_detect.models.efficientnet import IMAGENET_PACKAGE, efficientnet_lite0, imagenet_weights_path
+from ssp_detect.models.registry import BackboneWeights, ModelSpec, register_model
 from ssp_detect.models.srm import SRMFilter
 
 
@@ -33,6 +36,8 @@ class SSPNet(nn.Module):
             the native resolution.
         srm_first: Apply the SRM filter before upsampling (on the patch's own pixels).
         arch, norm, stem: Backbone options, see :func:`build_resnet`.
+        backbone: Builds another network for the residual instead of the ResNet (one logit, shape
+            (B, 1)); ``arch``, ``norm`` and ``stem`` are then unused.
     """
 
     def __init__(
@@ -43,12 +48,13 @@ class SSPNet(nn.Module):
         arch: str = "resnet50",
         norm: Norm = "batch",
         stem: Stem = "standard",
+        backbone: Callable[[], nn.Module] | None = None,
     ) -> None:
         super().__init__()
         self.upsample_to = upsample_to
         self.srm_first = srm_first
         self.srm = SRMFilter()
-        self.disc = build_resnet(arch, norm=norm, stem=stem)
+        self.disc = build_resnet(arch, norm=norm, stem=stem) if backbone is None else backbone()
 
     def residual(self, x: torch.Tensor) -> torch.Tensor:
         """The clipped SRM residual that the backbone sees, float32."""
@@ -96,5 +102,14 @@ register_model(
         builder=partial(SSPNet, upsample_to=None, srm_first=True, arch="compact", norm="group", stem="native"),
         description="ssp-native-gn with a compact ResNet (one basic block per stage, widths 32-256): trains on a "
         "CPU in minutes; the CPU demo trains it beside ssp-cooc.",
+    )
+)
+register_model(
+    ModelSpec(
+        name="ssp-effnet",
+        builder=partial(SSPNet, backbone=efficientnet_lite0),
+        pretrained=BackboneWeights(f"ImageNet-1k weights of the package {IMAGENET_PACKAGE}", imagenet_weights_path),
+        description="The paper's SSP input (32x32 simple patch, bilinear x8, SRM, clipping) into an EfficientNet-Lite0 "
+        f"that starts from ImageNet weights ({IMAGENET_PACKAGE}, installed, never downloaded): 3.4M parameters.",
     )
 )
