@@ -245,6 +245,23 @@ def leave_one_family_out(
     return matrix
 
 
+def ensemble(runs: Sequence[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """The scores of several protocol runs (same benchmark and folds) as one detector: p_fake from the
+    mean of the members' logits; called fake only when every member calls it fake at its own shipped
+    threshold (an image any member calls real or uncertain is not a false alarm of the ensemble)."""
+    keyed = [{(s["fold"], s["path"]): s for s in run} for run in runs]
+    common = [k for k in keyed[0] if all(k in other for other in keyed[1:])]
+    out = []
+    for k in common:
+        members = [run[k] for run in keyed]
+        p = np.clip([m["p_fake"] for m in members], 1e-7, 1 - 1e-7)
+        logit = float(np.mean(np.log(p) - np.log1p(-p)))
+        out.append(
+            {**members[0], "p_fake": 1 / (1 + np.exp(-logit)), "called_fake": all(m["called_fake"] for m in members)}
+        )
+    return out
+
+
 def _pct(v: float | None) -> str:
     return "-" if v is None or np.isnan(v) else f"{100 * v:.1f}"
 
@@ -252,30 +269,35 @@ def _pct(v: float | None) -> str:
 def markdown(
     loso: list[dict[str, Any]], lofo: dict[str, dict[str, float]], summary: dict[str, dict[str, float]]
 ) -> str:
-    lines = [
-        "## Leave one photo source out",
-        "",
-        "Each row: trained without the held-out package's photos; tested on them and the trained generators' fakes "
-        "of them. Other columns: AUC % of each generator never trained on against the same held-out reals "
-        "(stored / with the reals' JPEG histories).",
-        "",
-    ]
-    others = sorted(
-        {k[4 : -len("_stored")] for r in loso for k in r if k.startswith("auc_") and k.endswith("_stored")} - {""}
-    )
-    head = (
-        "| held-out package | reals | reals called fake % | fakes caught % | AUC stored % | AUC JPEG histories % "
-        "| format mean / p95 real | format mean / p95 fake |"
-    )
-    lines += [head + "".join(f" {o} |" for o in others), "|---|" + "---:|" * (7 + len(others))]
-    for r in loso:
-        lines.append(
-            f"| {r['held_out']} | {r['n_real']} | {_pct(r.get('reals_called_fake'))} | {_pct(r.get('fakes_caught'))} "
-            f"| {_pct(r.get('auc_stored'))} | {_pct(r.get('auc_jpeg_histories'))} "
-            f"| {r.get('format_real_mean', float('nan')):.3f} / {r.get('format_real_p95', float('nan')):.3f} "
-            f"| {r.get('format_fake_mean', float('nan')):.3f} / {r.get('format_fake_p95', float('nan')):.3f} |"
-            + "".join(f" {_pct(r.get(f'auc_{o}_stored'))} / {_pct(r.get(f'auc_{o}_jpeg_histories'))} |" for o in others)
+    lines: list[str] = []
+    if loso:
+        lines += [
+            "## Leave one photo source out",
+            "",
+            "Each row: trained without the held-out package's photos; tested on them and the trained generators' fakes "
+            "of them. Other columns: AUC % of each generator never trained on against the same held-out reals "
+            "(stored / with the reals' JPEG histories).",
+            "",
+        ]
+        others = sorted(
+            {k[4 : -len("_stored")] for r in loso for k in r if k.startswith("auc_") and k.endswith("_stored")} - {""}
         )
+        head = (
+            "| held-out package | reals | reals called fake % | fakes caught % | AUC stored % | AUC JPEG histories % "
+            "| format mean / p95 real | format mean / p95 fake |"
+        )
+        lines += [head + "".join(f" {o} |" for o in others), "|---|" + "---:|" * (7 + len(others))]
+        for r in loso:
+            lines.append(
+                f"| {r['held_out']} | {r['n_real']} | {_pct(r.get('reals_called_fake'))} "
+                f"| {_pct(r.get('fakes_caught'))} "
+                f"| {_pct(r.get('auc_stored'))} | {_pct(r.get('auc_jpeg_histories'))} "
+                f"| {r.get('format_real_mean', float('nan')):.3f} / {r.get('format_real_p95', float('nan')):.3f} "
+                f"| {r.get('format_fake_mean', float('nan')):.3f} / {r.get('format_fake_p95', float('nan')):.3f} |"
+                + "".join(
+                    f" {_pct(r.get(f'auc_{o}_stored'))} / {_pct(r.get(f'auc_{o}_jpeg_histories'))} |" for o in others
+                )
+            )
     if summary:
         reals = summary["reals"]
         lines += [
@@ -339,8 +361,24 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="Training options (TrainConfig keys).")
     ap.add_argument("--out", default="runs/protocol")
+    ap.add_argument(
+        "--combine",
+        nargs="+",
+        metavar="RUN",
+        help="Train nothing: pool the scores of earlier runs' --out folders as one ensemble (mean logit; "
+        "fake only when every member says fake) and report it.",
+    )
     args = ap.parse_args(argv)
     root, out = Path(args.data), Path(args.out)
+    if args.combine:
+        runs = [json.loads((Path(r) / "protocol.json").read_text()) for r in args.combine]
+        summary = pooled(ensemble([r["scored"] for r in runs]))
+        report = f"Ensemble of {', '.join(args.combine)}\n\n" + markdown([], {}, summary)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "protocol.md").write_text(report)
+        (out / "protocol.json").write_text(json.dumps({"combine": args.combine, "pooled": summary}, indent=1))
+        print(report)
+        return 0
     records = read_manifest(root)
     overrides = parse_sets(args.set)
     families = {name: subsets.split(",") for name, _, subsets in (f.partition("=") for f in args.family)}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from benchmarks import protocol
 from tests.helpers import noisy_image, write_image
@@ -76,3 +77,16 @@ def test_protocol_never_trains_on_the_held_out_source_and_reports_every_fold(tmp
     assert set(report["lofo"]["a"]) == {"gen_a/val", "gen_a/val_matched", "gen_b/val", "gen_b/val_matched"}
     text = (out / "protocol.md").read_text()
     assert "Leave one photo source out" in text and "All folds pooled" in text and "| gen_b | no |" in text
+    # an ensemble of a run with itself is that run: same AUCs, same decisions
+    assert protocol.main(["--combine", str(out), str(out), "--out", str(tmp_path / "ens")]) == 0
+    combined = json.loads((tmp_path / "ens" / "protocol.json").read_text())["pooled"]
+    for subset in ("gen_a", "gen_b"):
+        assert combined[subset]["auc_stored"] == pytest.approx(pooled[subset]["auc_stored"])
+    assert combined["reals"] == pooled["reals"]
+
+
+def test_ensemble_calls_fake_only_when_every_member_does():
+    one = [{"fold": "f", "path": "a.png", "label": 0, "p_fake": 0.9, "called_fake": True}]
+    two = [{"fold": "f", "path": "a.png", "label": 0, "p_fake": 0.2, "called_fake": False}]
+    (joined,) = protocol.ensemble([one, two])
+    assert not joined["called_fake"] and joined["p_fake"] == pytest.approx(0.6, abs=1e-6)  # mean logit: 0.6
