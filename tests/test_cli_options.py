@@ -165,6 +165,16 @@ def test_config_values_outside_the_choices_are_one_sentence(tmp_path):
         TrainConfig(batch_size=0)
 
 
+def test_numbers_that_yaml_reads_as_text_are_read_as_numbers(tmp_path):
+    # YAML 1.1 reads 3e-4 (no dot) as a string; Adam would fail on it with a traceback
+    (tmp_path / "lr.yaml").write_text("lr: 3e-4\nepochs: '5'\n")
+    cfg = build_config(str(tmp_path / "lr.yaml"))
+    assert cfg.lr == 3e-4 and isinstance(cfg.lr, float) and cfg.epochs == 5
+    (tmp_path / "bad.yaml").write_text("lr: fast\n")
+    with pytest.raises(ConfigError, match="^Option lr must be a number, not 'fast'.$"):
+        build_config(str(tmp_path / "bad.yaml"))
+
+
 @pytest.mark.parametrize("command", sorted(WEIGHT_COMMANDS))
 def test_commands_that_load_weights_take_arch_and_the_hidden_model_alias(command):
     parser = build_parser()

@@ -290,7 +290,20 @@ def build_config(preset: str | None = None, overrides: dict[str, Any] | None = N
         values.update({k: v for k, v in data.items() if v is not None})
     if values.get("format_match") is False:  # YAML reads an unquoted `off` as false
         values["format_match"] = "off"
-    return TrainConfig(**values)
+    types = {f.name: str(f.type) for f in fields(TrainConfig)}
+    return TrainConfig(**{k: _number(k, v, types[k]) for k, v in values.items()})
+
+
+def _number(name: str, value: Any, annotation: str) -> Any:
+    """A number option given as text read as the number: YAML reads ``3e-4`` (no dot) as a string."""
+    if annotation not in ("float", "int") or not isinstance(value, str):
+        return value
+    try:
+        return float(value) if annotation == "float" else int(value)
+    except ValueError:
+        raise ConfigError(
+            f"Option {name} must be {'a number' if annotation == 'float' else 'an integer'}, not {value!r}."
+        ) from None
 
 
 def save_config(config: TrainConfig, path: str | Path) -> None:
