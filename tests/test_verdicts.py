@@ -123,6 +123,15 @@ def test_a_checkpoint_with_nan_weights_is_refused(tmp_path):
     torch.save(raw, path)
     with pytest.raises(CheckpointError, match="non-finite weights"):
         load_model(path)
+    for bad in (float("inf"), float("-inf")):
+        raw["state_dict"]["head.weight"][0, 0] = bad
+        torch.save(raw, path)
+        with pytest.raises(CheckpointError, match="non-finite weights"):
+            load_model(path)
+    # large finite weights whose sum overflows float32 are not broken
+    raw["state_dict"]["head.weight"][0, :2] = 3e38
+    torch.save(raw, path)
+    assert float(load_model(path).model.head.weight[0, 0]) == pytest.approx(3e38)
 
 
 def test_a_model_that_outputs_nan_gives_an_error_not_a_label(tmp_path):
