@@ -36,7 +36,7 @@ def cooc(tmp_path_factory):
 
 
 def resolve(loaded, name="auto", **kw):
-    return resolve_backend(name, loaded, loaded.model, **({"device": CPU, "precision": "fp32"} | kw))
+    return resolve_backend(name, loaded, **({"device": CPU, "precision": "fp32"} | kw))
 
 
 def test_auto_picks_onnxruntime_on_the_cpu_in_fp32_and_torch_otherwise(cooc, monkeypatch):
@@ -195,11 +195,10 @@ def test_evaluation_resolves_auto_precision_per_model_and_keeps_official_weights
     class Chosen(Exception):
         pass
 
-    def capture(name, loaded, model, *, device, precision, input_size):
+    def capture(name, loaded, *, device, precision, input_size):
         raise Chosen(precision)
 
     monkeypatch.setattr(evaluate_module, "resolve_backend", capture)
-    monkeypatch.setattr(evaluate_module, "place_model", lambda model, device: model)
     cuda = torch.device("cuda")  # never touched: the backend is chosen before any batch
     for source, expected in (("official", "fp32"), ("ssp-detect", "bf16")):
         with pytest.raises(Chosen, match=f"^{expected}$"):

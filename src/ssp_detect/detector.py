@@ -151,15 +151,20 @@ class Detector:
         self.allow_truncated = allow_truncated
         self.preprocessor = Preprocessor.for_model(loaded.feed, patch)
         self.max_pixels = max_pixels
-        self.model = place_model(loaded.model, self.device).eval()
+        loaded.model.eval()
         self.backend = resolve_backend(
             backend,
             loaded,
-            self.model,
             device=self.device,
             precision=self.precision,
             input_size=self.preprocessor.size,
         )
+
+    @property
+    def model(self) -> torch.nn.Module:
+        """The PyTorch module on the detector's device (what ``ssp explain`` draws; the torch backend
+        runs it). Placed on first use when ONNX Runtime scores, so start-up does not pay for it."""
+        return place_model(self.loaded.model, self.device)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, *, model_name: str | None = None, **options: Any) -> Detector:

@@ -30,7 +30,7 @@ from ssp_detect.engine.metrics import (
     selective_metrics,
     trust_metrics,
 )
-from ssp_detect.engine.runtime import DECODERS, model_input, place_model, resolve_precision
+from ssp_detect.engine.runtime import DECODERS, model_input, resolve_precision
 from ssp_detect.errors import UsageError
 from ssp_detect.models.loading import LoadedModel
 from ssp_detect.verdict import DEFAULT_UNCERTAIN_BAND, check_finite
@@ -296,7 +296,6 @@ def evaluate_model(
     runner = resolve_backend(
         backend,
         loaded,
-        place_model(loaded.model, device),
         device=device,
         precision=precision,
         input_size=preprocessor.size,
