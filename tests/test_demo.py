@@ -23,7 +23,11 @@ def test_demo_writes_a_complete_report(tmp_path):
     torch.set_num_threads(1)  # the generators are much faster single-threaded on a busy machine
     plan = DemoPlan(
         size="tiny",
-        runs=(DemoRun("ssp-strata", 1, 1e-2), DemoRun("ssp-cooc", 1, 1e-2), DemoRun("baseline-lite", 1, 1e-3)),
+        runs=(
+            DemoRun("ssp-strata", 1, 1e-2, delivery_prob=0.5),
+            DemoRun("ssp-cooc", 1, 1e-2),
+            DemoRun("baseline-lite", 1, 1e-3),
+        ),
         epochs=1,
         batch_size=8,
         val_fraction=0.5,
@@ -51,6 +55,10 @@ def test_demo_writes_a_complete_report(tmp_path):
     assert len(auc["matrix"]) == 3 and len(auc["test"]) == 2 * len(DEMO_SUBSETS)
     readme = (report / "README.md").read_text()
     assert "format-matched" in readme
+    assert "## Validated on" in readme and "leave-one-source-out" in readme
+    assert "random deliveries (JPEG, WebP, resizing, PNG, both classes alike) for ssp-strata 50%." in readme
+    config = (tmp_path / "run" / "ssp-strata" / "config.yaml").read_text()
+    assert "delivery_prob: 0.5" in config
     assert (
         "## Examples: `ssp-cooc` on validation images, simple patch boxed" in readme
     )  # the first model fed a simple patch draws them
@@ -66,6 +74,7 @@ def test_the_gpu_plan_uses_more_data_and_epochs_and_every_planned_model_exists()
     assert SIZE_PRESETS[gpu.size].pairs > SIZE_PRESETS[cpu.size].pairs and gpu.epochs > cpu.epochs
     for plan in (cpu, gpu):
         specs = [get_spec(run.model) for run in plan.runs]  # raises for an unknown name
+        assert plan.runs[0] == DemoRun("ssp-strata", 8, 1e-1, delivery_prob=0.5)  # the protocol's best recipe
         assert plan.runs[0].model == "ssp-strata" and any(
             spec.input == "patch" for spec in specs
         )  # a patch model draws the contact sheet
