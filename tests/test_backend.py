@@ -48,6 +48,12 @@ def test_auto_picks_onnxruntime_on_the_cpu_in_fp32_and_torch_otherwise(cooc, mon
     assert isinstance(resolve(cooc), TorchBackend)
 
 
+def test_auto_keeps_pytorch_for_a_model_it_scores_faster(tmp_path):
+    strata = load_model(trained_like_checkpoint(tmp_path / "strata.pt", "ssp-strata"))
+    assert isinstance(resolve(strata), TorchBackend)  # ssp-strata: onnxruntime_when_auto=False (measured)
+    assert isinstance(resolve(strata, "onnxruntime"), OnnxRuntimeBackend)  # asked for by name, it is given
+
+
 def test_onnxruntime_where_it_cannot_run_is_refused_in_one_sentence(cooc, monkeypatch):
     with pytest.raises(UsageError, match=r"^--backend onnxruntime cannot run here: the graph is float32.*bf16"):
         resolve(cooc, "onnxruntime", precision="bf16")

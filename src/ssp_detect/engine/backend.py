@@ -29,6 +29,7 @@ from torch import nn
 
 from ssp_detect.engine.runtime import BACKENDS, autocast, place_model
 from ssp_detect.errors import UsageError
+from ssp_detect.models.registry import get_spec
 
 if TYPE_CHECKING:
     from ssp_detect.models.loading import LoadedModel
@@ -158,7 +159,7 @@ def resolve_backend(
         if why_not:
             raise UsageError(f"--backend onnxruntime cannot run here: {why_not}; use --backend auto or torch.")
         return onnxruntime_backend(loaded)
-    if name == "auto" and not why_not:
+    if name == "auto" and not why_not and get_spec(loaded.name).onnxruntime_when_auto:
         try:
             backend = onnxruntime_backend(loaded)
             log.info("scoring %s with ONNX Runtime (%d threads)", loaded.name, cpu_threads())

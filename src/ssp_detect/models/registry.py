@@ -51,6 +51,9 @@ class ModelSpec(FedBy):
         description: One line for ``ssp models``.
         pretrained: The weights its backbone (``disc``) starts from in :func:`create_model`; None:
             random weights.
+        onnxruntime_when_auto: Whether ``--backend auto`` runs it on ONNX Runtime on the CPU; False for
+            a model that PyTorch scores faster (measured with ``benchmarks.backends`` and whole
+            ``ssp predict`` runs); ``--backend onnxruntime`` still runs it there.
     """
 
     name: str
@@ -59,6 +62,7 @@ class ModelSpec(FedBy):
     paper: bool = False
     description: str = ""
     pretrained: BackboneWeights | None = None
+    onnxruntime_when_auto: bool = True
 
 
 class UnknownModelError(SSPError, KeyError):
