@@ -63,7 +63,7 @@ class DemoPlan:
 
 # ssp-strata and ssp-cooc learn only a linear head on fixed features: a larger learning rate.
 # The first model is the one the demo hands out: ssp-strata with random deliveries on half of the training
-# images, the lowest mean false-alarm rate on the leave-one-source-out protocol over two seeds within the CPU
+# images, the lowest mean false-alarm rate on the leave-one-source-out protocol over three seeds within the CPU
 # budget (docs/results.md, "Generalisation protocol"; python -m benchmarks.protocol), against the same without
 # deliveries, ssp-cooc with them, an ensemble of the two and ssp-effnet; its AUCs are within the seed spread.
 # ssp-strata counts co-occurrences in all 64 tiles of a 256x256 crop, and the baseline reads whole
