@@ -184,3 +184,16 @@ def fit_full_batch(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, ste
         loss.backward()
         optimizer.step()
     return loss.item()
+
+
+class Counting(torch.nn.Module):
+    """A model with an op that ONNX lacks (bincount): it does not export."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = torch.nn.Linear(256, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        codes = x.clamp(0, 255).round().to(torch.int64) + 256 * torch.arange(x.shape[0])[:, None, None, None]
+        counts = torch.bincount(codes.reshape(-1), minlength=256 * x.shape[0]).reshape(x.shape[0], 256)
+        return self.head(counts.float()).squeeze(1)

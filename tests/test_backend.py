@@ -24,7 +24,7 @@ from ssp_detect.models import load_model
 from ssp_detect.models import registry as registry_module
 from ssp_detect.models.export import ExportError, cached_onnx_path
 from ssp_detect.models.registry import ModelSpec
-from tests.helpers import make_genimage_tree, noisy_image, trained_like_checkpoint
+from tests.helpers import Counting, make_genimage_tree, noisy_image, trained_like_checkpoint
 
 CPU = torch.device("cpu")
 
@@ -66,19 +66,6 @@ def test_onnxruntime_where_it_cannot_run_is_refused_in_one_sentence(cooc, monkey
     monkeypatch.setattr(backend_module, "onnxruntime_available", lambda: False)
     with pytest.raises(UsageError, match=r"pip install onnxruntime onnx"):
         resolve(cooc, "onnxruntime")
-
-
-class Counting(nn.Module):
-    """A model with an op ONNX lacks (bincount)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.head = nn.Linear(256, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        codes = x.clamp(0, 255).round().to(torch.int64) + 256 * torch.arange(x.shape[0])[:, None, None, None]
-        counts = torch.bincount(codes.reshape(-1), minlength=256 * x.shape[0]).reshape(x.shape[0], 256)
-        return self.head(counts.float()).squeeze(1)
 
 
 def test_a_model_that_does_not_export_runs_on_torch_under_auto_and_is_refused_under_onnxruntime(

@@ -22,7 +22,7 @@ from ssp_detect.models.card import model_card
 from ssp_detect.models.export import ExportError, export_onnx, onnx_bytes
 from ssp_detect.models.registry import ModelSpec
 from ssp_detect.models.safetensors_io import config_path, save_safetensors
-from tests.helpers import noisy_image, trained_like_checkpoint
+from tests.helpers import Counting, noisy_image, trained_like_checkpoint
 from tests.reference.official import OfficialSSP
 
 HEAVY = {"ssp", "ssp-gn", "ssp-native-gn", "resnet50-baseline", "essp"}  # ResNet-50s: seconds to export each
@@ -99,16 +99,6 @@ def test_onnx_file_carries_the_input_contract(tmp_path):
 
 
 def test_a_model_that_does_not_export_is_refused_in_one_sentence(tmp_path, monkeypatch):
-    class Counting(nn.Module):  # bincount has no ONNX form
-        def __init__(self) -> None:
-            super().__init__()
-            self.head = nn.Linear(256, 1)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            codes = x.clamp(0, 255).round().to(torch.int64) + 256 * torch.arange(x.shape[0])[:, None, None, None]
-            counts = torch.bincount(codes.reshape(-1), minlength=256 * x.shape[0]).reshape(x.shape[0], 256)
-            return self.head(counts.float()).squeeze(1)
-
     feed = InputSpec(mean=(0.0, 0.0, 0.0), std=(1 / 255, 1 / 255, 1 / 255))
     monkeypatch.setitem(registry_module._REGISTRY, "counting", ModelSpec("counting", Counting, feed))
     ckpt = trained_like_checkpoint(tmp_path / "c.pt", "counting")
