@@ -128,7 +128,17 @@ def calibrated_checkpoint(tmp_path, name: str = "ssp-lite") -> str:
         "ece_before": 0.12,
         "ece_after": 0.05,
     }
-    train_config = {"data": "data/demo", "layout": "genimage", "subsets": ["esrgan_x4plus"], "epochs": 12, "lr": 0.1}
+    train_config = {
+        "data": "data/demo",
+        "layout": "genimage",
+        "subsets": ["esrgan_x4plus"],
+        "epochs": 12,
+        "lr": 0.1,
+        "jpeg_prob": 0.1,
+        "jpeg_qual": [90, 100],
+        "jpeg_method": ["pil"],
+        "delivery_prob": 0.5,
+    }
     metrics = {
         "val": {"n_real": 40, "n_fake": 38, "acc": 0.8, "auc": 0.9, "auc_low": 0.82, "auc_high": 0.96},
         "validation_data": "a fixed 20% holdout of the training images",
@@ -194,6 +204,7 @@ def test_card_names_threshold_target_fpr_data_and_limits(tmp_path):
     assert "`data/demo`" in card and "esrgan_x4plus" in card and "from epoch 7" in card
     assert "0.900 (95% interval 0.820-0.960)" in card
     assert "Temperature 1.3" in card and "not reliable yet" in card
+    assert "JPEG p=0.1 quality [90, 100] (pil)" in card and "random deliveries" in card and "p=0.5" in card
 
 
 def test_card_of_official_weights_says_what_is_not_recorded(tmp_path):

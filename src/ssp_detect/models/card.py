@@ -126,10 +126,13 @@ def _training_section(loaded: LoadedModel) -> list[str]:
     augment = []
     if cfg.get("blur_prob"):
         augment.append(f"Gaussian blur p={cfg['blur_prob']:g} sigma {cfg.get('blur_sig')}")
-    if cfg.get("jpg_prob"):
+    jpeg = {k.replace("jpg_", "jpeg_"): v for k, v in cfg.items() if k.startswith(("jpg_", "jpeg_"))}  # old names too
+    if jpeg.get("jpeg_prob"):
         augment.append(
-            f"JPEG p={cfg['jpg_prob']:g} quality {cfg.get('jpg_qual')} ({', '.join(cfg.get('jpg_method') or [])})"
+            f"JPEG p={jpeg['jpeg_prob']:g} quality {jpeg.get('jpeg_qual')} ({', '.join(jpeg.get('jpeg_method') or [])})"
         )
+    if cfg.get("delivery_prob"):
+        augment.append(f"random deliveries (JPEG, WebP, resizing, PNG; both classes) p={cfg['delivery_prob']:g}")
     trained = loaded.meta.get("epoch")
     lines += [
         f"- Data: {data}; subsets: {subsets}.",
