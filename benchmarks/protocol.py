@@ -95,19 +95,6 @@ def format_sensitivity(detector: Detector, paths: Sequence[str]) -> tuple[float,
     return float(delta.mean()), float(np.percentile(delta, 95))
 
 
-def _real_and_fakes(
-    records: list[dict[str, Any]], package: str, splits: Sequence[str], reals_from: str, fakes_from: str
-) -> list[dict[str, Any]]:
-    """The package's reals (once, from the ``reals_from`` subset's folders) and its fakes of ``fakes_from``."""
-    return [
-        r
-        for r in records
-        if r["package"] == package
-        and r["split"] in splits
-        and (r["subset"] == reals_from if r["label"] == "nature" else r["subset"] == fakes_from)
-    ]
-
-
 def leave_one_source_out(
     root: Path,
     records: list[dict[str, Any]],
@@ -167,8 +154,11 @@ def leave_one_source_out(
                     row["format_fake_mean"], row["format_fake_p95"] = format_sensitivity(detector, fakes)
         for subset in other_subsets:
             for name, splits in (("stored", TEST_SPLITS), ("jpeg_histories", ("val_matched",))):
-                fakes = _real_and_fakes(records, held, splits, reals_from=subsets[0], fakes_from=subset)
-                fakes = [r for r in fakes if r["label"] == "ai"]
+                fakes = [
+                    r
+                    for r in records
+                    if r["package"] == held and r["split"] in splits and r["subset"] == subset and r["label"] == "ai"
+                ]
                 if not fakes:
                     continue
                 p, fake = scores(detector, [str(root / r["path"]) for r in fakes])

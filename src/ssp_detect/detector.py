@@ -10,6 +10,7 @@ common deliveries (:mod:`ssp_detect.stability`) join the same batch.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 from collections.abc import Iterable, Iterator, Sequence
@@ -160,10 +161,10 @@ class Detector:
             input_size=self.preprocessor.size,
         )
 
-    @property
+    @functools.cached_property
     def model(self) -> torch.nn.Module:
         """The PyTorch module on the detector's device (what ``ssp explain`` draws; the torch backend
-        runs it). Placed on first use when ONNX Runtime scores, so start-up does not pay for it."""
+        runs it). Placed once, on first use, so that start-up does not pay for it when ONNX Runtime scores."""
         return place_model(self.loaded.model, self.device)
 
     @classmethod
