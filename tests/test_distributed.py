@@ -13,6 +13,11 @@ from tests.helpers import make_checkpoint, make_genimage_tree
 pytestmark = pytest.mark.slow
 
 
+def _failure(r: subprocess.CompletedProcess) -> str:
+    """What a failed torchrun printed: the ranks' own errors (the start of stderr) and torchrun's summary."""
+    return r.stderr if len(r.stderr) <= 6000 else f"{r.stderr[:4000]}\n...\n{r.stderr[-2000:]}"
+
+
 def _torchrun(*args, nproc=2, cwd=None):
     exe = shutil.which("torchrun")
     cmd = [exe] if exe else [sys.executable, "-m", "torch.distributed.run"]
@@ -39,7 +44,7 @@ def test_two_process_test_equals_one_process(tmp_path):
 
     assert main(["test", *common, "--out", str(tmp_path / "one")]) == 0
     r = _torchrun("test", *common, "--out", str(tmp_path / "two"))
-    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.returncode == 0, _failure(r)
     one = json.loads((tmp_path / "one" / "results.json").read_text())
     two = json.loads((tmp_path / "two" / "results.json").read_text())
     assert two["pooled"]["n_real"] + two["pooled"]["n_fake"] == 29  # no padded duplicates
@@ -72,7 +77,7 @@ def test_two_process_training_runs_and_only_rank0_writes(tmp_path):
         "--out",
         str(out),
     )
-    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.returncode == 0, _failure(r)
     lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [x["epoch"] for x in lines if x["type"] == "epoch"] == [1]  # one record, from rank 0 only
     assert (out / "best.pt").is_file() and (out / "last.pt").is_file()
@@ -92,7 +97,7 @@ def test_two_process_predict_writes_every_image_once_in_order(tmp_path):
     args = ["predict", str(tmp_path / "imgs"), "--weights", str(ckpt), "--format", "jsonl", "--batch-size", "2"]
     assert main([*args, "--output", str(tmp_path / "one.jsonl")]) == 0
     r = _torchrun(*args, "--output", str(tmp_path / "two.jsonl"))
-    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.returncode == 0, _failure(r)
     one = [json.loads(x) for x in (tmp_path / "one.jsonl").read_text().splitlines()]
     two = [json.loads(x) for x in (tmp_path / "two.jsonl").read_text().splitlines()]
     assert (
