@@ -24,7 +24,7 @@ def test_demo_writes_a_complete_report(tmp_path):
     plan = DemoPlan(
         size="tiny",
         runs=(
-            DemoRun("ssp-strata", 1, 1e-2, delivery_prob=0.5),
+            DemoRun("ssp-strata", 1, 1e-2, delivery_prob=0.5, crossfit_folds=2),
             DemoRun("ssp-cooc", 1, 1e-2),
             DemoRun("baseline-lite", 1, 1e-3),
         ),
@@ -58,7 +58,8 @@ def test_demo_writes_a_complete_report(tmp_path):
     assert "## Validated on" in readme and "leave-one-source-out" in readme
     assert "random deliveries (JPEG, WebP, resizing, PNG, both classes alike) for ssp-strata 50%." in readme
     config = (tmp_path / "run" / "ssp-strata" / "config.yaml").read_text()
-    assert "delivery_prob: 0.5" in config
+    assert "delivery_prob: 0.5" in config and "crossfit_folds: 2" in config
+    assert "cross-fitting:" in (tmp_path / "run" / "ssp-strata" / "train.log").read_text()  # tiny: folds too small
     assert (
         "## Examples: `ssp-cooc` on validation images, simple patch boxed" in readme
     )  # the first model fed a simple patch draws them
@@ -74,7 +75,8 @@ def test_the_gpu_plan_uses_more_data_and_epochs_and_every_planned_model_exists()
     assert SIZE_PRESETS[gpu.size].pairs > SIZE_PRESETS[cpu.size].pairs and gpu.epochs > cpu.epochs
     for plan in (cpu, gpu):
         specs = [get_spec(run.model) for run in plan.runs]  # raises for an unknown name
-        assert plan.runs[0] == DemoRun("ssp-strata", 8, 1e-1, delivery_prob=0.5)  # the protocol's best recipe
+        # the protocol's best recipe
+        assert plan.runs[0] == DemoRun("ssp-strata", 8, 1e-1, delivery_prob=0.5, crossfit_folds=5)
         assert plan.runs[0].model == "ssp-strata" and any(
             spec.input == "patch" for spec in specs
         )  # a patch model draws the contact sheet

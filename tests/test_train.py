@@ -1,10 +1,12 @@
 import json
+from pathlib import Path
 
 import pytest
 import torch
 
 from ssp_detect.cli import main
-from ssp_detect.engine.train import poly_lr
+from ssp_detect.data.layouts import Sample
+from ssp_detect.engine.train import holdout_split, poly_lr
 from ssp_detect.models.checkpoint import read_checkpoint_file
 from tests.helpers import make_genimage_tree
 
@@ -12,6 +14,25 @@ from tests.helpers import make_genimage_tree
 def test_poly_schedule_is_the_official_one():
     assert poly_lr(1e-4, 1, 30, 0.9) == pytest.approx(1e-4 * (29 / 30) ** 0.9)
     assert poly_lr(1e-4, 30, 30, 0.9) == 0.0
+
+
+def test_holdout_keeps_every_crop_of_a_photo_and_each_real_fake_pair_on_one_side():
+    # three crops of each of 20 photos (source recorded), each crop with its fake of the same name
+    samples = [
+        Sample(f"{cls}/p{photo}_{crop}.png", int(cls == "ai"), "x", source=f"pkg/p{photo}")
+        for photo in range(20)
+        for crop in range(3)
+        for cls in ("nature", "ai")
+    ]
+    train, held = holdout_split(samples, 0.25, seed=0)
+    assert len(held) == 5 * 6 and len(train) + len(held) == len(samples)
+    assert not {s.source for s in train} & {s.source for s in held}
+    assert holdout_split(samples[::-1], 0.25, seed=0)[1] == held[::-1]  # the order of files does not matter
+    assert holdout_split(samples, 0.25, seed=1)[1] != held
+    # without a recorded source, files of the same name (a pair) stay together
+    unnamed = [Sample(f"{cls}/img{i}.png", int(cls == "ai"), "x") for i in range(10) for cls in ("nature", "ai")]
+    train, held = holdout_split(unnamed, 0.3, seed=0)
+    assert len(held) == 6 and not {Path(s.path).name for s in train} & {Path(s.path).name for s in held}
 
 
 def _train_args(root, out, *extra):
@@ -89,6 +110,27 @@ def test_cli_training_learns_and_its_checkpoint_tests(tree, tmp_path, capsys):
     assert "24x24, seeded mode (seed 0), lowest of 16 candidates" in (tmp_path / "t" / "results.md").read_text()
     for ext in ("md", "csv"):
         assert "pooled (all images)" in (tmp_path / "t" / f"results.{ext}").read_text()
+
+
+def test_crossfitting_scores_every_training_image_once_with_a_model_that_never_saw_it(tree, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(_train_args(tree, out, "--epochs", "2", "--patch-size", "24", "--crossfit-folds", "3")) == 0
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    folds = [r for r in records if r["type"] == "crossfit"]
+    assert [r["fold"] for r in folds] == [1, 2, 3]
+    # the 24 sdv4 images less the 20 % holdout (5 images): each scored once, by the model not trained on it
+    assert sum(r["scored"] for r in folds) == 19 and all(r["scored"] + r["trained_on"] == 19 for r in folds)
+    calibration = read_checkpoint_file(out / "best.pt")["calibration"]
+    assert calibration["n_real"] + calibration["n_fake"] == 19 + 5
+    assert "cross-fitted" in calibration["data"]
+    # without it, the threshold is chosen on the holdout alone
+    plain = tmp_path / "plain"
+    assert main(_train_args(tree, plain, "--epochs", "2", "--patch-size", "24")) == 0
+    plain_calibration = read_checkpoint_file(plain / "best.pt")["calibration"]
+    assert plain_calibration["n_real"] + plain_calibration["n_fake"] == 5
+    assert not [line for line in (plain / "metrics.jsonl").read_text().splitlines() if '"crossfit"' in line]
+    assert main(_train_args(tree, tmp_path / "bad", "--crossfit-folds", "1")) != 0
+    assert "--crossfit-folds must be 0 (off) or at least 2, not 1" in capsys.readouterr().err
 
 
 def test_resume_continues_exactly(tree, tmp_path):

@@ -119,6 +119,16 @@ class TrainConfig:
         help="At the end, best.pt's temperature is fitted and its threshold chosen on the validation images so that at "
         "most this share of real images is called fake (default {default}); the interval reached is stored.",
     )
+    crossfit_folds: int = _option(
+        0,
+        group="model",
+        help="Choose the threshold and temperature on more images never trained on (default {default}: the "
+        "validation images only): with K >= 2, K more models are trained with the same recipe, each without one of K "
+        "groups of the training images' source photos, and each scores the group it never saw; their scores join "
+        "best.pt's validation scores. Costs K more trainings; for small sets, where a few validation photos give a "
+        "threshold that new photos do not keep.",
+        min=0,
+    )
     # augmentation (official options, off by default), applied before patch selection
     blur_prob: float = _option(0.0, help="Probability of Gaussian blur (default {default}).", group="augmentation")
     blur_sig: list[float] = _option(

@@ -40,13 +40,15 @@ TEST_SPLITS = {"val": "plain", "val_matched": "format-matched"}
 
 @dataclass(frozen=True)
 class DemoRun:
-    """One model the demo trains, with its own number of passes per epoch, learning rate and share of
-    training images sent through a random delivery (``delivery_prob``, both classes alike)."""
+    """One model the demo trains, with its own number of passes per epoch, learning rate, share of
+    training images sent through a random delivery (``delivery_prob``, both classes alike), and number
+    of cross-fitted models its threshold is chosen with (``crossfit_folds``, 0: the holdout alone)."""
 
     model: str
     repeats: int
     lr: float
     delivery_prob: float = 0.0
+    crossfit_folds: int = 0
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,7 @@ class DemoPlan:
 CPU_PLAN = DemoPlan(
     size="small",
     runs=(
-        DemoRun("ssp-strata", 8, 1e-1, delivery_prob=0.5),
+        DemoRun("ssp-strata", 8, 1e-1, delivery_prob=0.5, crossfit_folds=5),
         DemoRun("ssp-cooc", 16, 1e-2),
         DemoRun("ssp-lite", 16, 1e-3),
         DemoRun("baseline-lite", 4, 1e-3),
@@ -83,7 +85,7 @@ CPU_PLAN = DemoPlan(
 GPU_PLAN = DemoPlan(
     size="medium",
     runs=(
-        DemoRun("ssp-strata", 8, 1e-1, delivery_prob=0.5),
+        DemoRun("ssp-strata", 8, 1e-1, delivery_prob=0.5, crossfit_folds=5),
         DemoRun("ssp-cooc", 8, 1e-2),
         DemoRun("ssp-native-gn", 8, 1e-4),
         DemoRun("resnet50-baseline", 8, 1e-4),
@@ -122,6 +124,7 @@ def _train_one(run: DemoRun, data: Path, out: Path, plan: DemoPlan, device: str,
             "lr": run.lr,
             "repeats": run.repeats,
             "delivery_prob": run.delivery_prob,
+            "crossfit_folds": run.crossfit_folds,
             "val_fraction": plan.val_fraction,
             "format_match": "auto",
             "select_metric": "auc",

@@ -68,19 +68,37 @@ def poly_lr(base_lr: float, epoch: int, epochs: int, power: float) -> float:
     return base_lr * (1 - epoch / epochs) ** power
 
 
-def holdout_split(samples: Sequence[Sample], fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
-    """Split samples into (train, holdout) by a hash of the file name: stable across runs and
-    machines, independent of the order of files.
+def sample_group(sample: Sample) -> str:
+    """What a holdout or a cross-fitting fold keeps whole: the source photo where a data manifest
+    records it (every crop of one photo, and the fakes made from them), else the file name without
+    its folder (files of the same name, as a content-matched real/fake pair). Otherwise a model that
+    memorises a scene as "real" would be validated on its fake twin or on another crop of it, and a
+    threshold chosen there would promise a false-positive rate that photos never seen do not keep."""
+    return sample.source or Path(sample.path).name
 
-    Only the name counts, not the folder: files of the same name (a content-matched real/fake pair,
-    as in the demo benchmark, or one real photo shared by several subsets) stay on the same side.
-    Otherwise a model that memorises a scene as "real" would be validated on its fake twin.
-    """
-    names = sorted({Path(s.path).name for s in samples}, key=lambda n: (zlib.crc32(f"{seed}:{n}".encode()), n))
-    held_names = set(names[: max(1, round(fraction * len(names)))])
-    is_held = [Path(s.path).name in held_names for s in samples]
-    train = [s for s, h in zip(samples, is_held, strict=False) if not h]
-    held = [s for s, h in zip(samples, is_held, strict=False) if h]
+
+def _shuffled_groups(samples: Sequence[Sample], seed: int) -> list[str]:
+    """The samples' groups in the order of a seeded hash: stable across runs and machines,
+    independent of the order of files."""
+    return sorted({sample_group(s) for s in samples}, key=lambda g: (zlib.crc32(f"{seed}:{g}".encode()), g))
+
+
+def group_folds(samples: Sequence[Sample], folds: int, seed: int) -> list[list[Sample]]:
+    """Split samples into ``folds`` parts, whole groups (:func:`sample_group`) dealt round-robin in
+    a seeded order."""
+    groups = _shuffled_groups(samples, seed)
+    fold_of = {g: i % folds for i, g in enumerate(groups)}
+    return [[s for s in samples if fold_of[sample_group(s)] == k] for k in range(folds)]
+
+
+def holdout_split(samples: Sequence[Sample], fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
+    """Split samples into (train, holdout), whole groups (:func:`sample_group`) held out in a seeded
+    order."""
+    groups = _shuffled_groups(samples, seed)
+    held_groups = set(groups[: max(1, round(fraction * len(groups)))])
+    is_held = [sample_group(s) in held_groups for s in samples]
+    train = [s for s, h in zip(samples, is_held, strict=True) if not h]
+    held = [s for s, h in zip(samples, is_held, strict=True) if h]
     return train, held
 
 
@@ -295,7 +313,7 @@ def train_one_epoch(
     std: Sequence[float],
     max_steps: int | None,
     epoch: int,
-    metrics: _MetricsLog,
+    metrics: _MetricsLog | None,
     log_every: int,
     progress: bool,
     loss_weights: dict[str, float] | None = None,
@@ -335,7 +353,7 @@ def train_one_epoch(
             seen += len(y)
             for name, value in parts.items():
                 part_sums[name] = part_sums.get(name, 0.0) + value * len(y)
-            if step % log_every == 0:
+            if metrics is not None and step % log_every == 0:
                 metrics.write(
                     {
                         "type": "step",
@@ -413,6 +431,112 @@ def train(cfg: TrainConfig, *, resume: str | Path | None = None) -> dict[str, An
             handler.close()
 
 
+def _training_data(
+    cfg: TrainConfig,
+    samples: Sequence[Sample],
+    pre: Preprocessor,
+    augment: TrainAugment,
+    restoration_targets: bool,
+    *,
+    workers: int,
+    pin: bool,
+    replicas: int | None = None,
+    rank: int | None = None,
+) -> tuple[DetectionDataset, DistributedSampler, Any]:
+    """The training dataset (``cfg.repeats`` copies of ``samples``), its sampler and loader; the
+    processes of a torchrun run each draw their share unless ``replicas`` and ``rank`` say else."""
+    replicas = distributed.world_size() if replicas is None else replicas
+    # Each copy of an image has its own index, so its own random patch draws and augmentation.
+    dataset = DetectionDataset(
+        list(samples) * cfg.repeats, pre, augment=augment, restoration_targets=restoration_targets, seed=cfg.seed
+    )
+    sampler = DistributedSampler(
+        dataset, num_replicas=replicas, rank=distributed.rank() if rank is None else rank, shuffle=True, seed=cfg.seed
+    )
+    loader = make_loader(
+        dataset,
+        batch_size=cfg.batch_size,
+        workers=workers,
+        sampler=sampler,
+        pin_memory=pin,
+        drop_last=len(dataset) >= cfg.batch_size * replicas * 2,
+    )
+    return dataset, sampler, loader
+
+
+def crossfit_predictions(
+    cfg: TrainConfig,
+    samples: Sequence[Sample],
+    *,
+    pre: Preprocessor,
+    eval_pre: Preprocessor,
+    augment: TrainAugment,
+    eval_augment: TrainAugment,
+    workers: int,
+    pin: bool,
+    common: dict[str, Any],
+    loss_weights: dict[str, float],
+    metrics: _MetricsLog,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Labels and logits of ``samples``, each scored by one of ``cfg.crossfit_folds`` models trained
+    with the recipe of ``cfg`` (every epoch; the last is kept) on the other folds (whole source
+    photos, :func:`group_folds`): scores of images as new to their model as the validation images are
+    to best.pt, for choosing its threshold on more than a few photos."""
+    labels, logits = [], []
+    folds = group_folds(samples, cfg.crossfit_folds, cfg.seed)
+    for k, held in enumerate(folds, start=1):
+        rest = [s for j, fold in enumerate(folds, start=1) if j != k for s in fold]
+        if not held or {s.label for s in rest} != {0, 1}:
+            log.info("cross-fitting: fold %d/%d skipped (nothing to score, or one class left)", k, len(folds))
+            continue
+        torch.manual_seed(cfg.seed + k)
+        model = place_model(create_model(cfg.model, backbone_weights=cfg.backbone_weights), common["device"])
+        dataset, sampler, loader = _training_data(
+            cfg, rest, pre, augment, bool(loss_weights), workers=workers, pin=pin, replicas=1, rank=0
+        )
+        optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        for epoch in range(1, cfg.epochs + 1):
+            for group in optimizer.param_groups:
+                group["lr"] = poly_lr(cfg.lr, epoch, cfg.epochs, cfg.poly_power)
+            sampler.set_epoch(epoch)
+            dataset.set_epoch(epoch)
+            stats = train_one_epoch(
+                model,
+                loader,
+                optimizer,
+                max_steps=cfg.steps_per_epoch,
+                epoch=epoch,
+                metrics=None,
+                log_every=cfg.log_every,
+                progress=cfg.progress,
+                loss_weights=loss_weights,
+                **common,
+            )
+        scored = DetectionDataset(held, eval_pre, augment=eval_augment, seed=cfg.seed)
+        preds = predict_loader(
+            model,
+            make_eval_loader(scored, batch_size=cfg.batch_size, workers=workers, pin_memory=pin),
+            progress=cfg.progress,
+            desc=f"cross-fit {k}/{len(folds)}",
+            **common,
+        )
+        labels.append(preds.label)
+        logits.append(preds.logit)
+        record = {"type": "crossfit", "fold": k, "folds": len(folds), "trained_on": len(rest), "scored": len(held)}
+        metrics.write(record | {"train_loss": stats["train_loss"]})
+        log.info(
+            "cross-fitting: model %d/%d trained on %d images (loss %.4f), scored the %d it never saw",
+            k,
+            len(folds),
+            len(rest),
+            stats["train_loss"],
+            len(held),
+        )
+    if not labels:
+        return np.zeros(0, dtype=np.int64), np.zeros(0)
+    return np.concatenate(labels), np.concatenate(logits)
+
+
 def _train(
     cfg: TrainConfig,
     device: torch.device,
@@ -422,6 +546,10 @@ def _train(
     state: dict[str, Any] | None,
 ) -> dict[str, Any]:
     spec = get_spec(cfg.model)
+    if cfg.crossfit_folds == 1 or cfg.crossfit_folds < 0:
+        raise TrainError(f"--crossfit-folds must be 0 (off) or at least 2, not {cfg.crossfit_folds}.")
+    if cfg.crossfit_folds and distributed.is_distributed():
+        raise TrainError("--crossfit-folds runs in one process; train without torchrun, or calibrate on the holdout.")
     train_samples, val_samples, val_what = load_train_val(cfg)
     log.info(
         "model %s on %s (%s); %d training images; validation: %s",
@@ -439,14 +567,10 @@ def _train(
     model = place_model(create_model(cfg.model, backbone_weights=cfg.backbone_weights), device)
     if cfg.repeats < 1:
         raise TrainError(f"--repeats must be at least 1, not {cfg.repeats}.")
-    # Each copy of an image has its own index, so its own random patch draws and augmentation.
     augment = make_augment(cfg, train_samples)
-    train_ds = DetectionDataset(
-        train_samples * cfg.repeats,
-        Preprocessor.for_model(spec.feed, train_patch),
-        augment=augment,
-        restoration_targets=has_training_loss(model),
-        seed=cfg.seed,
+    train_pre = Preprocessor.for_model(spec.feed, train_patch)
+    train_ds, sampler, train_loader = _training_data(
+        cfg, train_samples, train_pre, augment, has_training_loss(model), workers=workers, pin=pin
     )
     eval_pre = Preprocessor.for_model(spec.feed, eval_patch)
     # Validation and the training probe see the training data's format matching (the same draws
@@ -460,17 +584,6 @@ def _train(
     probe_samples = [train_samples[i] for i in sorted(probe_idx)]
     probe_ds = DetectionDataset(probe_samples, eval_pre, augment=eval_augment, seed=cfg.seed)
 
-    sampler = DistributedSampler(
-        train_ds, num_replicas=distributed.world_size(), rank=distributed.rank(), shuffle=True, seed=cfg.seed
-    )
-    train_loader = make_loader(
-        train_ds,
-        batch_size=cfg.batch_size,
-        workers=workers,
-        sampler=sampler,
-        pin_memory=pin,
-        drop_last=len(train_ds) >= cfg.batch_size * distributed.world_size() * 2,
-    )
     val_loader = make_eval_loader(val_ds, batch_size=cfg.batch_size, workers=workers, pin_memory=pin)
     probe_loader = make_eval_loader(probe_ds, batch_size=cfg.batch_size, workers=workers, pin_memory=pin)
 
@@ -509,6 +622,7 @@ def _train(
         "train_config": cfg.to_dict(),
     }
     result: dict[str, Any] = {"out": str(out), "best": str(out / "best.pt"), "last": str(out / "last.pt")}
+    stopped, crossfit = False, None
     try:
         for epoch in range(start_epoch, cfg.epochs + 1):
             lr = poly_lr(cfg.lr, epoch, cfg.epochs, cfg.poly_power)
@@ -601,19 +715,41 @@ def _train(
             result["best_val"] = val["pooled"] if improved else result.get("best_val", val["pooled"])
             if stop_after is not None and epoch >= stop_after and epoch < cfg.epochs:
                 log.info("stopping after epoch %d as asked; continue with --resume %s", epoch, out / "last.pt")
+                stopped = True
                 break
+        if cfg.crossfit_folds and not stopped:
+            crossfit = crossfit_predictions(
+                cfg,
+                train_samples,
+                pre=train_pre,
+                eval_pre=eval_pre,
+                augment=augment,
+                eval_augment=eval_augment,
+                workers=workers,
+                pin=pin,
+                common=common,
+                loss_weights=loss_weights,
+                metrics=metrics,
+            )
     finally:
         metrics.close()
     result["history"] = history
-    result["calibration"] = calibrate_best(out / "best.pt", model, val_loader, cfg, val_what, common)
+    result["calibration"] = calibrate_best(out / "best.pt", model, val_loader, cfg, val_what, common, crossfit)
     return result
 
 
 def calibrate_best(
-    best_path: Path, model: nn.Module, val_loader: Any, cfg: TrainConfig, val_what: str, common: dict[str, Any]
+    best_path: Path,
+    model: nn.Module,
+    val_loader: Any,
+    cfg: TrainConfig,
+    val_what: str,
+    common: dict[str, Any],
+    crossfit: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict[str, Any] | None:
-    """Calibrate ``best.pt`` on the validation images (never trained on): fit its temperature, then
-    choose its threshold on the calibrated p_fake for ``cfg.target_fpr`` (see
+    """Calibrate ``best.pt`` on the validation images (never trained on), and on the cross-fitted
+    labels and logits of the training images where given (:func:`crossfit_predictions`): fit its
+    temperature, then choose its threshold on the calibrated p_fake for ``cfg.target_fpr`` (see
     :func:`~ssp_detect.engine.calibrate.calibrate`), and store both with how they were chosen.
 
     Returns the stored calibration, or None when there is no best.pt or the data cannot give it
@@ -625,8 +761,15 @@ def calibrate_best(
     state = read_checkpoint_file(best_path)
     model.load_state_dict(state["state_dict"])
     preds = predict_loader(model, val_loader, progress=cfg.progress, desc="calibrate", **common)
+    labels, logits = preds.label, preds.logit
+    if crossfit is not None and len(crossfit[0]):
+        labels, logits = np.concatenate([labels, crossfit[0]]), np.concatenate([logits, crossfit[1]])
+        val_what = (
+            f"{val_what}, and the {len(crossfit[0])} training images each scored by one of {cfg.crossfit_folds} "
+            "models cross-fitted without its source photo"
+        )
     try:
-        calibration = calibrate(preds.label, preds.logit, target_fpr=cfg.target_fpr, data=val_what)
+        calibration = calibrate(labels, logits, target_fpr=cfg.target_fpr, data=val_what)
     except CalibrationError as exc:
         log.warning("best.pt keeps the threshold 0.5: %s", exc)
         return None
