@@ -146,3 +146,31 @@ def test_layouts_see_linked_folders_and_phone_formats(tmp_path, rng):
     assert names == sorted(["a.png", "b.heic", "c.jpg"] + (["d.avif"] if features.check("avif") else []))
     for s in samples:
         assert load_rgb(s.path).shape == (64, 80, 3)
+
+
+def test_a_build_manifest_gives_each_sample_its_photo_history_and_collection(tmp_path):
+    import json
+
+    root = make_genimage_tree(tmp_path / "data", subsets=("sdv4",), n=2)
+    files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.png"))
+    manifest = [
+        {
+            "path": files[0],
+            "photo_id": "pkg-a/photo1",
+            "source": {"package": "pkg-a", "file": "x.jpg"},
+            "jpeg_quality": 90,
+            "jpeg_subsampling": "4:2:0",
+        },
+        {"path": files[1], "photo_id": "loose/photo2", "source": None},
+    ]
+    (root / "manifest.json").write_text(json.dumps({"images": manifest}))
+    samples = load_samples(root, layout="genimage", split="train")
+    by_path = {Path(s.path).relative_to(root).as_posix(): s for s in samples}
+    first, second = by_path[files[0]], by_path[files[1]]
+    assert (first.source, first.collection, first.jpeg_quality, first.jpeg_subsampling) == (
+        "pkg-a/photo1",
+        "pkg-a",
+        90,
+        "4:2:0",
+    )
+    assert (second.source, second.collection, second.jpeg_quality) == ("loose/photo2", None, None)

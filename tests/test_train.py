@@ -6,7 +6,7 @@ import torch
 
 from ssp_detect.cli import main
 from ssp_detect.data.layouts import Sample
-from ssp_detect.engine.train import holdout_split, poly_lr
+from ssp_detect.engine.train import TrainError, collection_of, group_folds, holdout_split, poly_lr
 from ssp_detect.models.checkpoint import read_checkpoint_file
 from tests.helpers import make_genimage_tree
 
@@ -33,6 +33,27 @@ def test_holdout_keeps_every_crop_of_a_photo_and_each_real_fake_pair_on_one_side
     unnamed = [Sample(f"{cls}/img{i}.png", int(cls == "ai"), "x") for i in range(10) for cls in ("nature", "ai")]
     train, held = holdout_split(unnamed, 0.3, seed=0)
     assert len(held) == 6 and not {Path(s.path).name for s in train} & {Path(s.path).name for s in held}
+
+
+def test_crossfitting_folds_hold_whole_photos_or_whole_collections():
+    samples = [
+        Sample(f"{cls}/{pkg}-p{photo}_{crop}.png", int(cls == "ai"), "x", source=f"{pkg}/p{photo}", collection=pkg)
+        for pkg in ("a", "b", "c", "d")
+        for photo in range(5)
+        for crop in range(2)
+        for cls in ("nature", "ai")
+    ]
+    by_photo = group_folds(samples, 5, seed=0)
+    assert sorted(len(f) for f in by_photo) == [16] * 5  # 20 photos dealt 4 per fold, 4 images each
+    assert sum(map(len, by_photo)) == len(samples)
+    for i, fold in enumerate(by_photo):
+        others = {s.source for j, f in enumerate(by_photo) if j != i for s in f}
+        assert not {s.source for s in fold} & others
+    by_collection = group_folds(samples, 5, seed=0, group=collection_of)
+    assert sorted(len(f) for f in by_collection) == [0, 20, 20, 20, 20]  # 4 collections, one fold left empty
+    assert all(len({s.collection for s in f}) <= 1 for f in by_collection)
+    with pytest.raises(TrainError, match="no recorded collection"):
+        group_folds([Sample("x.png", 0, "x")], 2, seed=0, group=collection_of)
 
 
 def _train_args(root, out, *extra):
@@ -131,6 +152,10 @@ def test_crossfitting_scores_every_training_image_once_with_a_model_that_never_s
     assert not [line for line in (plain / "metrics.jsonl").read_text().splitlines() if '"crossfit"' in line]
     assert main(_train_args(tree, tmp_path / "bad", "--crossfit-folds", "1")) != 0
     assert "--crossfit-folds must be 0 (off) or at least 2, not 1" in capsys.readouterr().err
+    by_collection = ("--crossfit-folds", "2", "--crossfit-by", "collection")
+    assert main(_train_args(tree, tmp_path / "bad2", *by_collection)) != 0  # no manifest: no collections
+    assert "no recorded collection" in capsys.readouterr().err
+    assert not (tmp_path / "bad2" / "best.pt").exists()  # refused before any training
 
 
 def test_resume_continues_exactly(tree, tmp_path):

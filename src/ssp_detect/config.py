@@ -24,6 +24,7 @@ from ssp_detect.errors import SSPError
 
 PRESET_DIR = Path(__file__).parent / "configs"
 SELECT_METRICS: tuple[str, ...] = ("acc", "auc", "ap")  # validation metrics that can pick best.pt
+CROSSFIT_GROUPS: tuple[str, ...] = ("photo", "collection")  # what a cross-fitted model goes without
 # Option groups of ``ssp train --help``, in order; a field without a group is listed first.
 GROUPS: dict[str, str] = {
     "data": "data",
@@ -128,6 +129,14 @@ class TrainConfig:
         "best.pt's validation scores. Costs K more trainings; for small sets, where a few validation photos give a "
         "threshold that new photos do not keep.",
         min=0,
+    )
+    crossfit_by: str = _option(
+        "photo",
+        group="model",
+        choices=CROSSFIT_GROUPS,
+        help="What each cross-fitted model goes without (default {default}): 'photo' (whole source photos), or "
+        "'collection' (whole collections of photos, such as the packages of ssp data build-demo, as its manifest "
+        "records them: the threshold then also reflects how much reals from a collection never trained on move).",
     )
     # augmentation (official options, off by default), applied before patch selection
     blur_prob: float = _option(0.0, help="Probability of Gaussian blur (default {default}).", group="augmentation")

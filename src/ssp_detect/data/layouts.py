@@ -47,9 +47,10 @@ class Sample:
     """One labelled image: ``path``, ``label`` (0 real, 1 fake) and ``subset`` (generator).
 
     When a data manifest records them: ``jpeg_quality`` and ``jpeg_subsampling`` are the JPEG
-    history of a file not stored as JPEG (e.g. a PNG crop of a JPEG photo), and ``source`` names
+    history of a file not stored as JPEG (e.g. a PNG crop of a JPEG photo), ``source`` names
     the photo the image was made from (crops of one photo, and a fake made from a crop, are not
-    independent samples).
+    independent samples), and ``collection`` the collection that photo came from (a package, a
+    camera, a site: what a leave-one-source-out protocol holds out whole).
     """
 
     path: str
@@ -58,6 +59,7 @@ class Sample:
     jpeg_quality: int | None = None
     source: str | None = None
     jpeg_subsampling: str | None = None
+    collection: str | None = None
 
     @property
     def group(self) -> str:
@@ -72,8 +74,9 @@ def has_jpeg_history(sample: Sample) -> bool:
 
 def manifest_records(root: Path) -> dict[str, dict[str, Any]]:
     """What ``<root>/manifest.json`` (written by ``ssp data build-demo``) records of each image:
-    relative path -> the :class:`Sample` fields ``jpeg_quality``, ``jpeg_subsampling`` and
-    ``source`` (each None when not recorded). Empty when there is no such manifest."""
+    relative path -> the :class:`Sample` fields ``jpeg_quality``, ``jpeg_subsampling``, ``source``
+    (the photo) and ``collection`` (its package), each None when not recorded. Empty when there is
+    no such manifest."""
     path = root / "manifest.json"
     if not path.is_file():
         return {}
@@ -86,6 +89,7 @@ def manifest_records(root: Path) -> dict[str, dict[str, Any]]:
             "jpeg_quality": int(r["jpeg_quality"]) if r.get("jpeg_quality") else None,
             "jpeg_subsampling": r.get("jpeg_subsampling") or None,
             "source": r.get("photo_id") or None,
+            "collection": r["source"].get("package") or None if isinstance(r.get("source"), dict) else None,
         }
         for r in images
         if isinstance(r, dict) and r.get("path")

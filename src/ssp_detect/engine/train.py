@@ -19,7 +19,7 @@ import logging
 import math
 import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +68,17 @@ def poly_lr(base_lr: float, epoch: int, epochs: int, power: float) -> float:
     return base_lr * (1 - epoch / epochs) ** power
 
 
+def collection_of(sample: Sample) -> str:
+    """The sample's collection (:attr:`~ssp_detect.data.layouts.Sample.collection`); a sample without
+    one cannot be grouped by it."""
+    if sample.collection is None:
+        raise TrainError(
+            f"{sample.path} has no recorded collection; grouping by collection needs a data manifest that records "
+            "each image's source package (as ssp data build-demo writes); use --crossfit-by photo."
+        )
+    return sample.collection
+
+
 def sample_group(sample: Sample) -> str:
     """What a holdout or a cross-fitting fold keeps whole: the source photo where a data manifest
     records it (every crop of one photo, and the fakes made from them), else the file name without
@@ -77,18 +88,20 @@ def sample_group(sample: Sample) -> str:
     return sample.source or Path(sample.path).name
 
 
-def _shuffled_groups(samples: Sequence[Sample], seed: int) -> list[str]:
+def _shuffled_groups(samples: Sequence[Sample], seed: int, group: Callable[[Sample], str] = sample_group) -> list[str]:
     """The samples' groups in the order of a seeded hash: stable across runs and machines,
     independent of the order of files."""
-    return sorted({sample_group(s) for s in samples}, key=lambda g: (zlib.crc32(f"{seed}:{g}".encode()), g))
+    return sorted({group(s) for s in samples}, key=lambda g: (zlib.crc32(f"{seed}:{g}".encode()), g))
 
 
-def group_folds(samples: Sequence[Sample], folds: int, seed: int) -> list[list[Sample]]:
-    """Split samples into ``folds`` parts, whole groups (:func:`sample_group`) dealt round-robin in
-    a seeded order."""
-    groups = _shuffled_groups(samples, seed)
+def group_folds(
+    samples: Sequence[Sample], folds: int, seed: int, group: Callable[[Sample], str] = sample_group
+) -> list[list[Sample]]:
+    """Split samples into ``folds`` parts, whole groups (by default :func:`sample_group`; or
+    :func:`collection_of`) dealt round-robin in a seeded order."""
+    groups = _shuffled_groups(samples, seed, group)
     fold_of = {g: i % folds for i, g in enumerate(groups)}
-    return [[s for s in samples if fold_of[sample_group(s)] == k] for k in range(folds)]
+    return [[s for s in samples if fold_of[group(s)] == k] for k in range(folds)]
 
 
 def holdout_split(samples: Sequence[Sample], fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
@@ -481,9 +494,13 @@ def crossfit_predictions(
     """Labels and logits of ``samples``, each scored by one of ``cfg.crossfit_folds`` models trained
     with the recipe of ``cfg`` (every epoch; the last is kept) on the other folds (whole source
     photos, :func:`group_folds`): scores of images as new to their model as the validation images are
-    to best.pt, for choosing its threshold on more than a few photos."""
+    to best.pt, for choosing its threshold on more than a few photos. With ``cfg.crossfit_by``
+    ``collection`` the folds hold whole collections (packages), so that each image is scored by a
+    model that never saw its collection."""
     labels, logits = [], []
-    folds = group_folds(samples, cfg.crossfit_folds, cfg.seed)
+    folds = group_folds(
+        samples, cfg.crossfit_folds, cfg.seed, collection_of if cfg.crossfit_by == "collection" else sample_group
+    )
     for k, held in enumerate(folds, start=1):
         rest = [s for j, fold in enumerate(folds, start=1) if j != k for s in fold]
         if not held or {s.label for s in rest} != {0, 1}:
@@ -551,6 +568,10 @@ def _train(
     if cfg.crossfit_folds and distributed.is_distributed():
         raise TrainError("--crossfit-folds runs in one process; train without torchrun, or calibrate on the holdout.")
     train_samples, val_samples, val_what = load_train_val(cfg)
+    if cfg.crossfit_folds and cfg.crossfit_by == "collection":
+        found = {collection_of(s) for s in train_samples}  # raises, before any training, for one without
+        if len(found) < 2:
+            raise TrainError(f"--crossfit-by collection needs training images of 2 collections or more; got {found}.")
     log.info(
         "model %s on %s (%s); %d training images; validation: %s",
         cfg.model,
@@ -766,7 +787,7 @@ def calibrate_best(
         labels, logits = np.concatenate([labels, crossfit[0]]), np.concatenate([logits, crossfit[1]])
         val_what = (
             f"{val_what}, and the {len(crossfit[0])} training images each scored by one of {cfg.crossfit_folds} "
-            "models cross-fitted without its source photo"
+            f"models cross-fitted without its source {cfg.crossfit_by}"
         )
     try:
         calibration = calibrate(labels, logits, target_fpr=cfg.target_fpr, data=val_what)
