@@ -10,6 +10,7 @@ import yaml
 from ssp_detect.cli import build_parser, main
 from ssp_detect.cli.train import train_config
 from ssp_detect.config import (
+    CROSSFIT_GROUPS,
     PRESET_DIR,
     RENAMED_KEYS,
     SELECT_METRICS,
@@ -42,6 +43,7 @@ LIBRARY_CHOICES = [
         FORMATS,
         CROSS_EVAL_METRICS,
         SELECT_METRICS,
+        CROSSFIT_GROUPS,
         SWEEPS,
         DEMO_SIZES,
         EXPORT_FORMATS,
