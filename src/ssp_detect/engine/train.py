@@ -477,6 +477,40 @@ def _training_data(
     return dataset, sampler, loader
 
 
+def scheduled_epoch(
+    cfg: TrainConfig,
+    epoch: int,
+    model: nn.Module,
+    dataset: DetectionDataset,
+    sampler: DistributedSampler,
+    loader: Any,
+    optimizer: torch.optim.Optimizer,
+    metrics: _MetricsLog | None,
+    loss_weights: dict[str, float],
+    common: dict[str, Any],
+) -> tuple[float, dict[str, float]]:
+    """One epoch of the recipe: the poly learning rate of ``epoch``, fresh draws for it, a pass
+    (:func:`train_one_epoch`); returns the learning rate and the pass's statistics."""
+    lr = poly_lr(cfg.lr, epoch, cfg.epochs, cfg.poly_power)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    sampler.set_epoch(epoch)
+    dataset.set_epoch(epoch)
+    stats = train_one_epoch(
+        model,
+        loader,
+        optimizer,
+        max_steps=cfg.steps_per_epoch,
+        epoch=epoch,
+        metrics=metrics,
+        log_every=cfg.log_every,
+        progress=cfg.progress,
+        loss_weights=loss_weights,
+        **common,
+    )
+    return lr, stats
+
+
 def crossfit_predictions(
     cfg: TrainConfig,
     samples: Sequence[Sample],
@@ -513,21 +547,8 @@ def crossfit_predictions(
         )
         optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         for epoch in range(1, cfg.epochs + 1):
-            for group in optimizer.param_groups:
-                group["lr"] = poly_lr(cfg.lr, epoch, cfg.epochs, cfg.poly_power)
-            sampler.set_epoch(epoch)
-            dataset.set_epoch(epoch)
-            stats = train_one_epoch(
-                model,
-                loader,
-                optimizer,
-                max_steps=cfg.steps_per_epoch,
-                epoch=epoch,
-                metrics=None,
-                log_every=cfg.log_every,
-                progress=cfg.progress,
-                loss_weights=loss_weights,
-                **common,
+            _, stats = scheduled_epoch(
+                cfg, epoch, model, dataset, sampler, loader, optimizer, None, loss_weights, common
             )
         scored = DetectionDataset(held, eval_pre, augment=eval_augment, seed=cfg.seed)
         preds = predict_loader(
@@ -646,23 +667,9 @@ def _train(
     stopped, crossfit = False, None
     try:
         for epoch in range(start_epoch, cfg.epochs + 1):
-            lr = poly_lr(cfg.lr, epoch, cfg.epochs, cfg.poly_power)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            sampler.set_epoch(epoch)
-            train_ds.set_epoch(epoch)
             started = time.perf_counter()
-            stats = train_one_epoch(
-                train_model,
-                train_loader,
-                optimizer,
-                max_steps=cfg.steps_per_epoch,
-                epoch=epoch,
-                metrics=metrics,
-                log_every=cfg.log_every,
-                progress=cfg.progress,
-                loss_weights=loss_weights,
-                **common,
+            lr, stats = scheduled_epoch(
+                cfg, epoch, train_model, train_ds, sampler, train_loader, optimizer, metrics, loss_weights, common
             )
             val = summarize(val_samples, predict_loader(model, val_loader, progress=cfg.progress, desc="val", **common))
             probe = summarize(
