@@ -10,7 +10,7 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -50,6 +50,15 @@ def live_server(detector: Detector, limits: ServeLimits) -> Iterator[tuple[int, 
         server.should_exit = True
         thread.join(timeout=10)
         sock.close()
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float = 10) -> None:
+    """Poll ``condition`` until it holds; fail after ``timeout_s`` (a step of the server the test
+    must not race, never a duration asserted)."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "the server never reached the awaited state"
+        time.sleep(0.01)
 
 
 def trickle(port: int, data: bytes, pause_s: float, *, start: bytes = b"") -> tuple[int, bytes]:
@@ -139,17 +148,19 @@ def test_a_client_that_leaves_while_queued_is_dropped(fresh_detector: Detector) 
         + b"\r\n"
         + request.read()
     )
-    with live_server(fresh_detector, ServeLimits(max_wait_ms=0)) as (port, _):
+    with live_server(fresh_detector, ServeLimits(max_wait_ms=0)) as (port, server):
+        batcher = server.config.app.state.service.batcher
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
             first = threading.Thread(target=client.post, args=("/v1/detect",), kwargs={"files": {"file": ("a", image)}})
             first.start()
             assert entered.wait(10)  # the model is busy with the first request
             with socket.create_connection(("127.0.0.1", port)) as gone:
                 gone.sendall(raw)
-                time.sleep(0.5)  # decoded and queued for the model
-            release.set()  # the second client has left
+                wait_until(lambda: len(batcher._pending) == 1)  # decoded and queued for the model
+            wait_until(lambda: batcher._pending[0].future.cancelled())  # the server saw the client leave
+            release.set()
             first.join(10)
-            time.sleep(0.3)
+            wait_until(lambda: batcher.images + batcher.dropped == 2)  # scored or dropped, never both
             health = client.get("/healthz").json()
     assert sizes == [1] and health["images"] == 1 and health["dropped"] == 1
 
