@@ -16,7 +16,12 @@ slope is the value of ``-23310=1,<slope>``).
 multiple of 4 bytes, then one float32 bias per output channel. A convolution's weights are in
 (out, in, kh, kw) order, PyTorch's ``Conv2d`` order. A deconvolution's are in (out, in, kh, kw)
 order too, where PyTorch's ``ConvTranspose2d`` wants (in, out, kh, kw): swap the first two axes,
-without flipping the kernel.
+without flipping the kernel. A ``MemoryData`` layer (a constant blob; keys 0 width, 1 height,
+11 depth, 2 channels, 0 where absent) stores its values, the product of its nonzero sizes, as raw
+float32 without a tag, in the same sequence.
+
+:func:`read_graph` returns every layer with its input and output blobs, for ports that check the
+wiring of a graph, not only its weighted layers.
 """
 
 from __future__ import annotations
@@ -32,22 +37,43 @@ from ssp_detect.demo.errors import DemoBuildError
 NCNN_MAGIC = "7767517"
 NCNN_FP16_TAG = 0x01306B47
 WEIGHTED_LAYERS = ("Convolution", "Deconvolution")
+# Layers whose data lie in the .bin as raw float32 values, without the fp16 tag.
+RAW_FLOAT_LAYERS = ("MemoryData",)
 ACTIVATIONS = {0: "none", 1: "relu", 2: "leaky_relu"}
 
 
 @dataclass(frozen=True)
-class NcnnLayer:
-    """A ``Convolution`` or ``Deconvolution`` layer of a ``.param`` file.
+class NcnnNode:
+    """One layer line of a ``.param`` file, as written.
 
     Attributes:
-        kind: ``"Convolution"`` or ``"Deconvolution"``.
+        kind: The layer type, e.g. ``"Convolution"``, ``"BinaryOp"``, ``"Split"``.
         name: The layer's name in the graph.
-        out: Output channels.
-        kernel: Kernel size (square).
+        inputs: Names of the blobs it reads.
+        outputs: Names of the blobs it writes.
+        params: Its ``key=value`` pairs, values unparsed.
+    """
+
+    kind: str
+    name: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    params: dict[str, str]
+
+
+@dataclass(frozen=True)
+class NcnnLayer:
+    """A layer of a ``.param`` file that has data in the ``.bin``: a convolution, a deconvolution or a ``MemoryData``.
+
+    Attributes:
+        kind: ``"Convolution"``, ``"Deconvolution"`` or ``"MemoryData"``.
+        name: The layer's name in the graph.
+        out: Output channels (a ``MemoryData``'s channel count).
+        kernel: Kernel size (square; 1 for a ``MemoryData``).
         stride: Stride.
         pad: Padding on every side (a deconvolution crops it from its output).
         bias: Whether the layer has biases.
-        weights: Number of weights.
+        weights: Number of weights (a ``MemoryData``'s value count, width x height x channels).
         activation: ``"none"``, ``"relu"`` or ``"leaky_relu"``.
         slope: Slope of the leaky ReLU (0 for the others).
     """
@@ -64,15 +90,14 @@ class NcnnLayer:
     slope: float
 
 
-def read_param(param_path: str | Path, kinds: tuple[str, ...] = WEIGHTED_LAYERS) -> list[NcnnLayer]:
-    """Read the layers of kinds ``kinds`` from an ncnn ``.param`` file, in file order.
+def read_graph(param_path: str | Path) -> list[NcnnNode]:
+    """Read every layer of an ncnn ``.param`` file, in file order.
 
     Args:
         param_path: The ncnn text graph.
-        kinds: Layer types to return (each must have weights: convolutions, deconvolutions).
 
     Returns:
-        The layers, in the order their weights lie in the ``.bin`` file.
+        The layers with their blobs and unparsed parameters.
 
     Raises:
         DemoBuildError: missing, unreadable or malformed file.
@@ -96,30 +121,65 @@ def read_param(param_path: str | Path, kinds: tuple[str, ...] = WEIGHTED_LAYERS)
             f"ncnn graph file {path} declares {declared_layers} layers but holds {len(layer_lines)} "
             "(truncated?); reinstall it."
         )
-    layers = []
+    nodes = []
     for fields in layer_lines:
-        if fields[0] not in kinds:
-            continue
         try:
             n_in, n_out = int(fields[2]), int(fields[3])
+            blobs = fields[4 : 4 + n_in + n_out]
+            if len(blobs) != n_in + n_out:
+                raise IndexError
             params = dict(f.split("=", 1) for f in fields[4 + n_in + n_out :])
-            activation = int(params.get("9", "0"))
-            slope = float(params["-23310"].split(",")[1]) if activation == 2 else 0.0
-            layer = NcnnLayer(
-                kind=fields[0],
-                name=fields[1],
-                out=int(params["0"]),
-                kernel=int(params.get("1", "1")),
-                stride=int(params.get("3", "1")),
-                pad=int(params.get("4", "0")),
-                bias=bool(int(params.get("5", "0"))),
-                weights=int(params["6"]),
-                activation=ACTIVATIONS[activation],
-                slope=slope,
-            )
-        except (IndexError, KeyError, ValueError):
+        except (IndexError, ValueError):
             raise DemoBuildError(
                 f"ncnn graph file {path} has a malformed {fields[0]} line ({' '.join(fields[:2])}); reinstall it."
+            ) from None
+        nodes.append(NcnnNode(fields[0], fields[1], tuple(blobs[:n_in]), tuple(blobs[n_in:]), params))
+    return nodes
+
+
+def read_param(param_path: str | Path, kinds: tuple[str, ...] = WEIGHTED_LAYERS) -> list[NcnnLayer]:
+    """Read the layers of kinds ``kinds`` from an ncnn ``.param`` file, in file order.
+
+    Args:
+        param_path: The ncnn text graph.
+        kinds: Layer types to return, each with data in the ``.bin``: convolutions, deconvolutions,
+            ``MemoryData``.
+
+    Returns:
+        The layers, in the order their data lie in the ``.bin`` file.
+
+    Raises:
+        DemoBuildError: missing, unreadable or malformed file.
+    """
+    layers = []
+    for node in read_graph(param_path):
+        if node.kind not in kinds:
+            continue
+        params = node.params
+        try:
+            if node.kind in RAW_FLOAT_LAYERS:
+                width, height, depth, channels = (int(params.get(key, "0")) for key in ("0", "1", "11", "2"))
+                count = max(width, 1) * max(height, 1) * max(depth, 1) * max(channels, 1)
+                layer = NcnnLayer(node.kind, node.name, channels, 1, 1, 0, False, count, "none", 0.0)
+            else:
+                activation = int(params.get("9", "0"))
+                slope = float(params["-23310"].split(",")[1]) if activation == 2 else 0.0
+                layer = NcnnLayer(
+                    kind=node.kind,
+                    name=node.name,
+                    out=int(params["0"]),
+                    kernel=int(params.get("1", "1")),
+                    stride=int(params.get("3", "1")),
+                    pad=int(params.get("4", "0")),
+                    bias=bool(int(params.get("5", "0"))),
+                    weights=int(params["6"]),
+                    activation=ACTIVATIONS[activation],
+                    slope=slope,
+                )
+        except (IndexError, KeyError, ValueError):
+            raise DemoBuildError(
+                f"ncnn graph file {param_path} has a malformed {node.kind} line ({node.kind} {node.name}); "
+                "reinstall it."
             ) from None
         layers.append(layer)
     return layers
@@ -136,7 +196,8 @@ def read_weights(
         layers: Every weighted layer of the graph, as :func:`read_param` returns them.
 
     Returns:
-        Per layer, its flat float32 weights and its float32 biases (empty without a bias term).
+        Per layer, its flat float32 weights (a ``MemoryData``'s values) and its float32 biases (empty
+        without a bias term).
 
     Raises:
         DemoBuildError: a missing, truncated or corrupt file, or the ``.bin`` of another graph.
@@ -149,7 +210,7 @@ def read_weights(
     except OSError:
         raise DemoBuildError(f"ncnn weight file {bin_path} cannot be read; check its permissions.") from None
 
-    expected_size = sum(4 + padded_fp16_bytes(layer.weights) + 4 * layer.out * layer.bias for layer in layers)
+    expected_size = sum(layer_bytes(layer) for layer in layers)
     if len(data) != expected_size:
         raise DemoBuildError(
             f"ncnn weight file {bin_path} has {len(data)} bytes where {Path(param_path).name} needs {expected_size} "
@@ -158,24 +219,35 @@ def read_weights(
     blocks = []
     offset = 0
     for index, layer in enumerate(layers):
-        tag = int.from_bytes(data[offset : offset + 4], "little")
-        if tag != NCNN_FP16_TAG:
-            raise DemoBuildError(
-                f"ncnn weight file {bin_path} has tag {tag:#010x} instead of {NCNN_FP16_TAG:#010x} at byte {offset} "
-                "(corrupt, or not an fp16 ncnn model); reinstall it."
-            )
-        n_weight_bytes = padded_fp16_bytes(layer.weights)
-        weights = np.frombuffer(data, dtype="<f2", count=layer.weights, offset=offset + 4).astype(np.float32)
-        n_bias = layer.out if layer.bias else 0
-        biases = np.frombuffer(data, dtype="<f4", count=n_bias, offset=offset + 4 + n_weight_bytes).copy()
+        if layer.kind in RAW_FLOAT_LAYERS:
+            weights = np.frombuffer(data, dtype="<f4", count=layer.weights, offset=offset).copy()
+            biases = np.empty(0, dtype=np.float32)
+        else:
+            tag = int.from_bytes(data[offset : offset + 4], "little")
+            if tag != NCNN_FP16_TAG:
+                raise DemoBuildError(
+                    f"ncnn weight file {bin_path} has tag {tag:#010x} instead of {NCNN_FP16_TAG:#010x} at byte "
+                    f"{offset} (corrupt, or not an fp16 ncnn model); reinstall it."
+                )
+            n_weight_bytes = padded_fp16_bytes(layer.weights)
+            weights = np.frombuffer(data, dtype="<f2", count=layer.weights, offset=offset + 4).astype(np.float32)
+            n_bias = layer.out if layer.bias else 0
+            biases = np.frombuffer(data, dtype="<f4", count=n_bias, offset=offset + 4 + n_weight_bytes).copy()
         if not (np.isfinite(weights).all() and np.isfinite(biases).all()):
             raise DemoBuildError(
                 f"ncnn weight file {bin_path} holds non-finite values in layer {index} ({layer.name}, corrupt); "
                 "reinstall it."
             )
         blocks.append((weights, biases))
-        offset += 4 + n_weight_bytes + 4 * n_bias
+        offset += layer_bytes(layer)
     return blocks
+
+
+def layer_bytes(layer: NcnnLayer) -> int:
+    """Bytes a layer's data take in the ``.bin``: raw float32 values, or tagged fp16 weights and float32 biases."""
+    if layer.kind in RAW_FLOAT_LAYERS:
+        return 4 * layer.weights
+    return 4 + padded_fp16_bytes(layer.weights) + 4 * layer.out * layer.bias
 
 
 def padded_fp16_bytes(count: int) -> int:
