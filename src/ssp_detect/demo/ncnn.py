@@ -9,14 +9,18 @@ so that plain PyTorch re-implementations (:mod:`~ssp_detect.demo.rrdbnet`,
 layer: ``<Type> <name> <n_in> <n_out> <inputs...> <outputs...> <key>=<value>...``. Keys of a
 ``Convolution`` or ``Deconvolution`` layer: 0 output channels, 1 kernel size, 3 stride (default 1),
 4 padding (default 0), 5 bias term, 6 weight count, 9 activation (0 none, 1 ReLU, 2 leaky ReLU whose
-slope is the value of ``-23310=1,<slope>``).
+slope is the value of ``-23310=1,<slope>``, 4 sigmoid). Keys of an ``InnerProduct`` (fully connected)
+layer: 0 outputs, 1 bias term, 2 weight count, 9 activation as above. Layers without weights keep
+their keys as written (:func:`read_graph`), e.g. ``Pooling`` 0=1 average, 4=1 global; ``Crop``
+-23309 starts, -23310 ends (negative: from the end), -23311 axes; ``BinaryOp`` 0 operation (0 add,
+2 multiply).
 
-``.bin``, per ``Convolution`` or ``Deconvolution`` layer in ``.param`` order: the 4-byte tag
-``0x01306B47`` (little endian: fp16 weights follow), the weights in fp16, padded with zeros to a
-multiple of 4 bytes, then one float32 bias per output channel. A convolution's weights are in
-(out, in, kh, kw) order, PyTorch's ``Conv2d`` order. A deconvolution's are in (out, in, kh, kw)
-order too, where PyTorch's ``ConvTranspose2d`` wants (in, out, kh, kw): swap the first two axes,
-without flipping the kernel.
+``.bin``, per weighted layer in ``.param`` order: the 4-byte tag ``0x01306B47`` (little endian:
+fp16 weights follow), the weights in fp16, padded with zeros to a multiple of 4 bytes, then one
+float32 bias per output channel. A convolution's weights are in (out, in, kh, kw) order, PyTorch's
+``Conv2d`` order, and a fully connected layer's in (out, in) order, PyTorch's ``Linear`` order. A
+deconvolution's are in (out, in, kh, kw) order too, where PyTorch's ``ConvTranspose2d`` wants
+(in, out, kh, kw): swap the first two axes, without flipping the kernel.
 """
 
 from __future__ import annotations
@@ -31,24 +35,50 @@ from ssp_detect.demo.errors import DemoBuildError
 
 NCNN_MAGIC = "7767517"
 NCNN_FP16_TAG = 0x01306B47
-WEIGHTED_LAYERS = ("Convolution", "Deconvolution")
-ACTIVATIONS = {0: "none", 1: "relu", 2: "leaky_relu"}
+_CONV_KEYS = {"out": "0", "kernel": "1", "stride": "3", "pad": "4", "bias": "5", "weights": "6"}
+# The .param keys of each weighted layer's fields; a field without a key takes its default.
+LAYER_KEYS = {
+    "Convolution": _CONV_KEYS,
+    "Deconvolution": _CONV_KEYS,
+    "InnerProduct": {"out": "0", "bias": "1", "weights": "2"},
+}
+WEIGHTED_LAYERS = tuple(LAYER_KEYS)
+ACTIVATIONS = {0: "none", 1: "relu", 2: "leaky_relu", 4: "sigmoid"}
+
+
+@dataclass(frozen=True)
+class NcnnNode:
+    """One layer line of a ``.param`` file, as written.
+
+    Attributes:
+        kind: The layer type, e.g. ``"Convolution"``, ``"Crop"``.
+        name: The layer's name in the graph.
+        inputs: Names of the blobs it reads.
+        outputs: Names of the blobs it writes.
+        params: Its ``<key>=<value>`` pairs, both as text.
+    """
+
+    kind: str
+    name: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    params: dict[str, str]
 
 
 @dataclass(frozen=True)
 class NcnnLayer:
-    """A ``Convolution`` or ``Deconvolution`` layer of a ``.param`` file.
+    """A weighted layer of a ``.param`` file: ``Convolution``, ``Deconvolution`` or ``InnerProduct``.
 
     Attributes:
-        kind: ``"Convolution"`` or ``"Deconvolution"``.
+        kind: ``"Convolution"``, ``"Deconvolution"`` or ``"InnerProduct"``.
         name: The layer's name in the graph.
         out: Output channels.
-        kernel: Kernel size (square).
+        kernel: Kernel size (square; 1 for ``InnerProduct``).
         stride: Stride.
         pad: Padding on every side (a deconvolution crops it from its output).
         bias: Whether the layer has biases.
         weights: Number of weights.
-        activation: ``"none"``, ``"relu"`` or ``"leaky_relu"``.
+        activation: ``"none"``, ``"relu"``, ``"leaky_relu"`` or ``"sigmoid"``.
         slope: Slope of the leaky ReLU (0 for the others).
     """
 
@@ -64,15 +94,11 @@ class NcnnLayer:
     slope: float
 
 
-def read_param(param_path: str | Path, kinds: tuple[str, ...] = WEIGHTED_LAYERS) -> list[NcnnLayer]:
-    """Read the layers of kinds ``kinds`` from an ncnn ``.param`` file, in file order.
+def read_graph(param_path: str | Path) -> list[NcnnNode]:
+    """Read every layer of an ncnn ``.param`` file, in file order.
 
     Args:
         param_path: The ncnn text graph.
-        kinds: Layer types to return (each must have weights: convolutions, deconvolutions).
-
-    Returns:
-        The layers, in the order their weights lie in the ``.bin`` file.
 
     Raises:
         DemoBuildError: missing, unreadable or malformed file.
@@ -96,30 +122,61 @@ def read_param(param_path: str | Path, kinds: tuple[str, ...] = WEIGHTED_LAYERS)
             f"ncnn graph file {path} declares {declared_layers} layers but holds {len(layer_lines)} "
             "(truncated?); reinstall it."
         )
-    layers = []
+    nodes = []
     for fields in layer_lines:
-        if fields[0] not in kinds:
-            continue
         try:
             n_in, n_out = int(fields[2]), int(fields[3])
+            blobs = fields[4 : 4 + n_in + n_out]
+            if len(blobs) != n_in + n_out:
+                raise ValueError
             params = dict(f.split("=", 1) for f in fields[4 + n_in + n_out :])
-            activation = int(params.get("9", "0"))
-            slope = float(params["-23310"].split(",")[1]) if activation == 2 else 0.0
+        except (IndexError, ValueError):
+            raise DemoBuildError(
+                f"ncnn graph file {path} has a malformed {fields[0]} line ({' '.join(fields[:2])}); reinstall it."
+            ) from None
+        nodes.append(NcnnNode(fields[0], fields[1], tuple(blobs[:n_in]), tuple(blobs[n_in:]), params))
+    return nodes
+
+
+def read_param(param_path: str | Path, kinds: tuple[str, ...] = WEIGHTED_LAYERS) -> list[NcnnLayer]:
+    """Read the layers of kinds ``kinds`` from an ncnn ``.param`` file, in file order.
+
+    Args:
+        param_path: The ncnn text graph.
+        kinds: Layer types to return, among :data:`WEIGHTED_LAYERS`.
+
+    Returns:
+        The layers, in the order their weights lie in the ``.bin`` file.
+
+    Raises:
+        DemoBuildError: missing, unreadable or malformed file.
+    """
+    layers = []
+    for node in read_graph(param_path):
+        if node.kind not in kinds:
+            continue
+        try:
+            fields = {
+                field: int(node.params[key]) for field, key in LAYER_KEYS[node.kind].items() if key in node.params
+            }
+            activation = int(node.params.get("9", "0"))
+            slope = float(node.params["-23310"].split(",")[1]) if activation == 2 else 0.0
             layer = NcnnLayer(
-                kind=fields[0],
-                name=fields[1],
-                out=int(params["0"]),
-                kernel=int(params.get("1", "1")),
-                stride=int(params.get("3", "1")),
-                pad=int(params.get("4", "0")),
-                bias=bool(int(params.get("5", "0"))),
-                weights=int(params["6"]),
+                kind=node.kind,
+                name=node.name,
+                out=fields["out"],
+                kernel=fields.get("kernel", 1),
+                stride=fields.get("stride", 1),
+                pad=fields.get("pad", 0),
+                bias=bool(fields.get("bias", 0)),
+                weights=fields["weights"],
                 activation=ACTIVATIONS[activation],
                 slope=slope,
             )
         except (IndexError, KeyError, ValueError):
             raise DemoBuildError(
-                f"ncnn graph file {path} has a malformed {fields[0]} line ({' '.join(fields[:2])}); reinstall it."
+                f"ncnn graph file {param_path} has a malformed {node.kind} line ({node.kind} {node.name}); "
+                "reinstall it."
             ) from None
         layers.append(layer)
     return layers
