@@ -9,16 +9,20 @@ so that plain PyTorch re-implementations (:mod:`~ssp_detect.demo.rrdbnet`,
 layer: ``<Type> <name> <n_in> <n_out> <inputs...> <outputs...> <key>=<value>...``. Keys of a
 ``Convolution`` or ``Deconvolution`` layer: 0 output channels, 1 kernel size, 3 stride (default 1),
 4 padding (default 0), 5 bias term, 6 weight count, 9 activation (0 none, 1 ReLU, 2 leaky ReLU whose
-slope is the value of ``-23310=1,<slope>``).
+slope is the value of ``-23310=1,<slope>``, 4 sigmoid). Keys of an ``InnerProduct`` (fully connected)
+layer: 0 outputs, 1 bias term, 2 weight count, 9 activation as above. Layers without weights keep
+their keys as written (:func:`read_graph`), e.g. ``Pooling`` 0=1 average, 4=1 global; ``Crop``
+-23309 starts, -23310 ends (negative: from the end), -23311 axes; ``BinaryOp`` 0 operation (0 add,
+1 subtract, 2 multiply).
 
-``.bin``, per ``Convolution`` or ``Deconvolution`` layer in ``.param`` order: the 4-byte tag
-``0x01306B47`` (little endian: fp16 weights follow), the weights in fp16, padded with zeros to a
-multiple of 4 bytes, then one float32 bias per output channel. A convolution's weights are in
-(out, in, kh, kw) order, PyTorch's ``Conv2d`` order. A deconvolution's are in (out, in, kh, kw)
-order too, where PyTorch's ``ConvTranspose2d`` wants (in, out, kh, kw): swap the first two axes,
-without flipping the kernel. A ``MemoryData`` layer (a constant blob; keys 0 width, 1 height,
-11 depth, 2 channels, 0 where absent) stores its values, the product of its nonzero sizes, as raw
-float32 without a tag, in the same sequence.
+``.bin``, per weighted layer in ``.param`` order: the 4-byte tag ``0x01306B47`` (little endian:
+fp16 weights follow), the weights in fp16, padded with zeros to a multiple of 4 bytes, then one
+float32 bias per output channel. A convolution's weights are in (out, in, kh, kw) order, PyTorch's
+``Conv2d`` order, and a fully connected layer's in (out, in) order, PyTorch's ``Linear`` order. A
+deconvolution's are in (out, in, kh, kw) order too, where PyTorch's ``ConvTranspose2d`` wants
+(in, out, kh, kw): swap the first two axes, without flipping the kernel. A ``MemoryData`` layer (a
+constant blob; keys 0 width, 1 height, 11 depth, 2 channels, 0 where absent) stores its values, the
+product of its nonzero sizes, as raw float32 without a tag, in the same sequence.
 
 :func:`read_graph` returns every layer with its input and output blobs, for ports that check the
 wiring of a graph, not only its weighted layers.
@@ -36,10 +40,17 @@ from ssp_detect.demo.errors import DemoBuildError
 
 NCNN_MAGIC = "7767517"
 NCNN_FP16_TAG = 0x01306B47
-WEIGHTED_LAYERS = ("Convolution", "Deconvolution")
+_CONV_KEYS = {"out": "0", "kernel": "1", "stride": "3", "pad": "4", "bias": "5", "weights": "6"}
+# The .param keys of each weighted layer's fields; a field without a key takes its default.
+LAYER_KEYS = {
+    "Convolution": _CONV_KEYS,
+    "Deconvolution": _CONV_KEYS,
+    "InnerProduct": {"out": "0", "bias": "1", "weights": "2"},
+}
+WEIGHTED_LAYERS = tuple(LAYER_KEYS)
 # Layers whose data lie in the .bin as raw float32 values, without the fp16 tag.
 RAW_FLOAT_LAYERS = ("MemoryData",)
-ACTIVATIONS = {0: "none", 1: "relu", 2: "leaky_relu"}
+ACTIVATIONS = {0: "none", 1: "relu", 2: "leaky_relu", 4: "sigmoid"}
 
 
 @dataclass(frozen=True)
@@ -63,18 +74,18 @@ class NcnnNode:
 
 @dataclass(frozen=True)
 class NcnnLayer:
-    """A layer of a ``.param`` file that has data in the ``.bin``: a convolution, a deconvolution or a ``MemoryData``.
+    """A layer of a ``.param`` file with data in the ``.bin``: a weighted layer or a ``MemoryData``.
 
     Attributes:
-        kind: ``"Convolution"``, ``"Deconvolution"`` or ``"MemoryData"``.
+        kind: ``"Convolution"``, ``"Deconvolution"``, ``"InnerProduct"`` or ``"MemoryData"``.
         name: The layer's name in the graph.
         out: Output channels (a ``MemoryData``'s channel count).
-        kernel: Kernel size (square; 1 for a ``MemoryData``).
+        kernel: Kernel size (square; 1 for an ``InnerProduct`` or a ``MemoryData``).
         stride: Stride.
         pad: Padding on every side (a deconvolution crops it from its output).
         bias: Whether the layer has biases.
         weights: Number of weights (a ``MemoryData``'s value count, width x height x channels).
-        activation: ``"none"``, ``"relu"`` or ``"leaky_relu"``.
+        activation: ``"none"``, ``"relu"``, ``"leaky_relu"`` or ``"sigmoid"``.
         slope: Slope of the leaky ReLU (0 for the others).
     """
 
@@ -142,8 +153,7 @@ def read_param(param_path: str | Path, kinds: tuple[str, ...] = WEIGHTED_LAYERS)
 
     Args:
         param_path: The ncnn text graph.
-        kinds: Layer types to return, each with data in the ``.bin``: convolutions, deconvolutions,
-            ``MemoryData``.
+        kinds: Layer types to return, among :data:`WEIGHTED_LAYERS` and :data:`RAW_FLOAT_LAYERS`.
 
     Returns:
         The layers, in the order their data lie in the ``.bin`` file.
@@ -162,17 +172,18 @@ def read_param(param_path: str | Path, kinds: tuple[str, ...] = WEIGHTED_LAYERS)
                 count = max(width, 1) * max(height, 1) * max(depth, 1) * max(channels, 1)
                 layer = NcnnLayer(node.kind, node.name, channels, 1, 1, 0, False, count, "none", 0.0)
             else:
+                fields = {field: int(params[key]) for field, key in LAYER_KEYS[node.kind].items() if key in params}
                 activation = int(params.get("9", "0"))
                 slope = float(params["-23310"].split(",")[1]) if activation == 2 else 0.0
                 layer = NcnnLayer(
                     kind=node.kind,
                     name=node.name,
-                    out=int(params["0"]),
-                    kernel=int(params.get("1", "1")),
-                    stride=int(params.get("3", "1")),
-                    pad=int(params.get("4", "0")),
-                    bias=bool(int(params.get("5", "0"))),
-                    weights=int(params["6"]),
+                    out=fields["out"],
+                    kernel=fields.get("kernel", 1),
+                    stride=fields.get("stride", 1),
+                    pad=fields.get("pad", 0),
+                    bias=bool(fields.get("bias", 0)),
+                    weights=fields["weights"],
                     activation=ACTIVATIONS[activation],
                     slope=slope,
                 )
