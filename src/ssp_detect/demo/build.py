@@ -25,8 +25,9 @@ ae_recon       autoencoder      a conv autoencoder trained in this build (recons
 Train detectors on ``esrgan_x4plus`` (the subset ``ssp demo`` trains on); the other five are
 kept to validate on generators never trained on: ``esrgan_anime`` the same architecture with other
 weights, ``waifu2x_photo``, ``span_x4`` and ``cugan_anime`` other super-resolution architectures
-(a plain CNN, an attention network, U-Nets), ``ae_recon`` another family (no upscaling at all). The manifest records this as ``subsets.<name>.use`` (``"train"`` or
-``"held-out"``) and ``subsets.<name>.family``, so a leave-one-family-out protocol can read it.
+(a plain CNN, an attention network, U-Nets), ``ae_recon`` another family (no upscaling at all).
+The manifest records this as ``subsets.<name>.use`` (``"train"`` or ``"held-out"``) and
+``subsets.<name>.family``, so a leave-one-family-out protocol can read it.
 
 How each image is made:
 
