@@ -41,6 +41,21 @@ def reference_difference(output: np.ndarray, reference: str, image: np.ndarray, 
     return np.abs(output.astype(np.int16) - expected)
 
 
+def assert_deterministic_super_resolution(
+    upscaled: tuple[np.ndarray, np.ndarray], image: np.ndarray, scale: int
+) -> None:
+    """Two upscales of ``image`` by ``scale`` are the same uint8 array, close to ``image`` when
+    downscaled back (a super-resolution, not noise) and not a pixel repetition."""
+    first, second = upscaled
+    assert first.dtype == np.uint8 and first.shape == (scale * image.shape[0], scale * image.shape[1], 3)
+    np.testing.assert_array_equal(first, second)
+    size = (image.shape[1], image.shape[0])
+    back = np.asarray(Image.fromarray(first).resize(size, Image.Resampling.BOX)).astype(int)
+    assert np.abs(back - image.astype(int)).mean() < 4
+    repeated = np.kron(image, np.ones((scale, scale, 1), dtype=np.uint8))
+    assert np.abs(first.astype(int) - repeated).mean() > 0.5
+
+
 def noisy_image(rng: np.random.Generator, size: tuple[int, int] = (64, 80), noise: float = 8.0) -> np.ndarray:
     """A smooth gradient plus Gaussian noise of the given strength, RGB uint8 (H, W, 3)."""
     h, w = size
